@@ -1,0 +1,32 @@
+# The two set-up commands of the README: `make test` (and, once the demo lands, `make demo`).
+# Everything is installed into .venv from the package registry; nothing is assumed on the machine
+# beyond python3 (3.11+), gcc and the Python headers (pyradiomics-bhklab builds from source).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.fedradval-installed
+
+# No phone-home from Flower or MLflow, in anything make starts.
+export FLWR_TELEMETRY_ENABLED := 0
+export FLWR_DISABLE_UPDATE_CHECK := 1
+export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
+
+.PHONY: test venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# pytest exits 5 when no test ran: make treats it as a failure, so an empty run never passes silently.
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

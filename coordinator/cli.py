@@ -1,0 +1,22 @@
+"""``coordinator``: what the study coordinator runs. Each command lives in its own module under coordinator.commands."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="coordinator",
+    help="Coordinator side of a fedradval study: run the SuperLink, launch studies, report results.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _main() -> None:
+    """Keeps typer in multi-command mode even while only one command is registered."""
+
+
+# Each import registers its command(s) on ``app``.
+from coordinator.commands import validate as _validate  # noqa: E402,F401

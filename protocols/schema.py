@@ -1,0 +1,326 @@
+"""Typed schema of a fedradval study protocol.
+
+A protocol fixes every choice of a multi-centre study so that every hospital computes exactly the same
+thing. All models forbid unknown keys (a typo must fail, not be ignored). Defaults are part of the
+protocol id: the id is computed from the fully resolved protocol (see :mod:`protocols.identity`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+TEXTURE_AGGREGATIONS = ("3D_avg", "3D_comb", "2D_avg", "2D_comb", "2_5D_avg", "2_5D_comb")
+FEATURE_FAMILIES = (
+    "morphology",
+    "local_intensity",
+    "statistics",
+    "intensity_histogram",
+    "intensity_volume_histogram",
+    "glcm",
+    "glrlm",
+    "glszm",
+    "gldzm",
+    "ngtdm",
+    "ngldm",
+)
+REQUIRED_FAMILIES = (
+    "morphology",
+    "statistics",
+    "intensity_histogram",
+    "glcm",
+    "glrlm",
+    "glszm",
+    "ngtdm",
+    "ngldm",
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Study(_Strict):
+    """Who and what the study is."""
+
+    name: str = Field(min_length=1, description="Short study name, shown in every command and in MLflow.")
+    version: str = Field(default="1", min_length=1, description="Protocol version chosen by the coordinator.")
+    description: str = Field(default="", description="Free text for humans; part of the protocol id.")
+
+
+class Label(_Strict):
+    """The reference standard: a manifest column with exactly two classes."""
+
+    column: str = Field(min_length=1, description="Manifest / feature-table column holding the class.")
+    positive: str = Field(min_length=1, description="Value of the positive class (e.g. malignant), as text.")
+    negative: str = Field(min_length=1, description="Value of the negative class (e.g. benign), as text.")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "Label":
+        if self.positive == self.negative:
+            raise ValueError(f"positive and negative classes must differ, both are {self.positive!r}")
+        return self
+
+
+class CategoricalCovariate(_Strict):
+    """A categorical covariate preserved by ComBat; only these levels are accepted."""
+
+    name: str = Field(min_length=1)
+    levels: list[str] = Field(min_length=2, description="Allowed levels, as text; at least two.")
+
+    @field_validator("levels")
+    @classmethod
+    def _unique(cls, levels: list[str]) -> list[str]:
+        if len(set(levels)) != len(levels):
+            raise ValueError(f"levels must be unique, got {levels}")
+        return levels
+
+
+class ContinuousCovariate(_Strict):
+    """A continuous covariate preserved by ComBat; values outside [min, max] are implausible."""
+
+    name: str = Field(min_length=1)
+    min: float
+    max: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "ContinuousCovariate":
+        if not self.min < self.max:
+            raise ValueError(f"min ({self.min}) must be below max ({self.max})")
+        return self
+
+
+class Covariates(_Strict):
+    """Biological covariates to preserve in harmonisation (never the outcome)."""
+
+    categorical: list[CategoricalCovariate] = Field(default_factory=list)
+    continuous: list[ContinuousCovariate] = Field(default_factory=list)
+
+    def names(self) -> list[str]:
+        return [c.name for c in self.categorical] + [c.name for c in self.continuous]
+
+
+class Batch(_Strict):
+    """What a ComBat batch is: the site, or a manifest column such as the scanner model."""
+
+    by: Literal["site", "column"] = "site"
+    column: str | None = Field(default=None, description="Manifest column holding the batch when by=column.")
+
+    @model_validator(mode="after")
+    def _column_given(self) -> "Batch":
+        if self.by == "column" and not self.column:
+            raise ValueError("batch.column is required when batch.by is 'column'")
+        if self.by == "site" and self.column:
+            raise ValueError("batch.column must be empty when batch.by is 'site'")
+        return self
+
+
+class Resampling(_Strict):
+    """IBSI interpolation to an isotropic (or given) grid aligned on the image centre."""
+
+    spacing: list[float] | None = Field(
+        default=None, description="Target voxel spacing in mm (x, y, z); null = no resampling."
+    )
+    image_interpolator: Literal["nearest", "linear", "bspline"] = Field(
+        default="linear", description="linear = trilinear, bspline = tricubic (IBSI configs C / E)."
+    )
+    mask_interpolator: Literal["nearest", "linear"] = "linear"
+    partial_volume_threshold: float = Field(default=0.5, gt=0, le=1)
+    round_intensities: bool = Field(default=False, description="Round interpolated intensities to integers.")
+    in_plane_only: bool = Field(default=False, description="Resample x and y only (IBSI 2D configs).")
+
+    @field_validator("spacing")
+    @classmethod
+    def _positive(cls, spacing: list[float] | None) -> list[float] | None:
+        if spacing is not None and (len(spacing) != 3 or any(s <= 0 for s in spacing)):
+            raise ValueError(f"spacing must be three positive numbers in mm, got {spacing}")
+        return spacing
+
+
+class Resegmentation(_Strict):
+    """Re-segmentation of the intensity mask: range and/or outlier filter (both may apply)."""
+
+    range: list[float | None] | None = Field(
+        default=None, description="[lower, upper] intensity bounds; either may be null (open)."
+    )
+    outlier_sigma: float | None = Field(default=None, gt=0, description="Keep mean ± k·SD; null = off.")
+
+    @field_validator("range")
+    @classmethod
+    def _pair(cls, bounds: list[float | None] | None) -> list[float | None] | None:
+        if bounds is None:
+            return None
+        if len(bounds) != 2:
+            raise ValueError(f"range must be [lower, upper], got {bounds}")
+        lower, upper = bounds
+        if lower is not None and upper is not None and not lower < upper:
+            raise ValueError(f"range lower bound {lower} must be below upper bound {upper}")
+        return bounds
+
+
+class Discretisation(_Strict):
+    """Grey-level discretisation for texture and intensity-histogram features."""
+
+    method: Literal["fixed_bin_width", "fixed_bin_number"] = "fixed_bin_width"
+    bin_width: float = Field(default=25.0, gt=0, description="Used by fixed_bin_width.")
+    bin_number: int = Field(default=32, ge=2, description="Used by fixed_bin_number.")
+
+
+class Extraction(_Strict):
+    """Radiomic feature extraction settings (IBSI chapter 1)."""
+
+    mode: Literal["ibsi", "pyradiomics"] = Field(
+        default="ibsi", description="ibsi = our IBSI-conformant layer; pyradiomics = plain pyradiomics output."
+    )
+    dimensionality: Literal["3D", "2D"] = Field(default="3D", description="2D = slice-wise (IBSI configs A/B).")
+    resampling: Resampling = Field(default_factory=Resampling)
+    resegmentation: Resegmentation = Field(default_factory=Resegmentation)
+    discretisation: Discretisation = Field(default_factory=Discretisation)
+    families: list[str] = Field(default_factory=lambda: list(REQUIRED_FAMILIES))
+    texture_aggregation: list[str] = Field(default_factory=lambda: ["3D_avg", "3D_comb"])
+    crop_margin_voxels: int = Field(default=2, ge=0, description="Margin kept around the mask bounding box.")
+    max_voxels: int = Field(
+        default=60_000_000, gt=0, description="Refuse images larger than this (bounded memory per worker)."
+    )
+    pyradiomics_settings: dict[str, float | int | str | bool] = Field(
+        default_factory=dict, description="Extra pyradiomics settings (pyradiomics mode only)."
+    )
+
+    @field_validator("families")
+    @classmethod
+    def _known_families(cls, families: list[str]) -> list[str]:
+        unknown = sorted(set(families) - set(FEATURE_FAMILIES))
+        if unknown:
+            raise ValueError(f"unknown feature families {unknown}; allowed: {', '.join(FEATURE_FAMILIES)}")
+        if not families:
+            raise ValueError("at least one feature family is required")
+        return families
+
+    @field_validator("texture_aggregation")
+    @classmethod
+    def _known_aggregations(cls, modes: list[str]) -> list[str]:
+        unknown = sorted(set(modes) - set(TEXTURE_AGGREGATIONS))
+        if unknown:
+            raise ValueError(f"unknown texture aggregations {unknown}; allowed: {', '.join(TEXTURE_AGGREGATIONS)}")
+        if not modes:
+            raise ValueError("at least one texture aggregation is required")
+        return modes
+
+
+class Harmonisation(_Strict):
+    """Federated ComBat settings."""
+
+    combat: bool = True
+    eb: bool = Field(default=True, description="Empirical-Bayes shrinkage of the batch effects.")
+    parametric: bool = Field(default=True, description="Parametric (true) or non-parametric (false) EB priors.")
+    mean_only: bool = Field(default=False, description="Correct location only, not scale.")
+    reference_batch: str | None = Field(default=None, description="M-ComBat: batch left unchanged.")
+    nan_policy: Literal["error", "drop_case"] = Field(
+        default="error", description="What to do with a case that has a missing feature value."
+    )
+    min_batch_size: int = Field(default=2, ge=2, description="Smaller batches are an error.")
+    warn_batch_size: int = Field(default=20, ge=2, description="Smaller batches get a warning.")
+
+
+class Model(_Strict):
+    """The classifier trained federatedly on harmonised features."""
+
+    type: Literal["logistic", "linear_svm", "mlp"] = "logistic"
+    features: list[str] | None = Field(default=None, description="Feature columns to use; null = all extracted.")
+    hidden_sizes: list[int] = Field(default_factory=lambda: [16], description="MLP hidden layer sizes.")
+    optimiser: Literal["sgd", "adam"] = "sgd"
+    learning_rate: float = Field(default=0.05, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    batch_size: int = Field(default=32, ge=1)
+    local_epochs: int = Field(default=1, ge=1)
+    rounds: int = Field(default=20, ge=1)
+    aggregation: Literal["fedavg", "fedprox"] = "fedavg"
+    proximal_mu: float = Field(default=0.0, ge=0, description="FedProx proximal term weight.")
+    seed: int = 42
+
+    @field_validator("hidden_sizes")
+    @classmethod
+    def _positive_sizes(cls, sizes: list[int]) -> list[int]:
+        if any(s < 1 for s in sizes):
+            raise ValueError(f"hidden sizes must be positive integers, got {sizes}")
+        return sizes
+
+    @model_validator(mode="after")
+    def _prox_mu(self) -> "Model":
+        if self.aggregation == "fedprox" and self.proximal_mu <= 0:
+            raise ValueError("fedprox needs proximal_mu > 0")
+        return self
+
+
+class Validation(_Strict):
+    """External validation design and reporting choices."""
+
+    leave_one_site_out: bool = True
+    external_sites: list[str] = Field(default_factory=list, description="Sites used only for validation.")
+    calibration_fraction: float = Field(default=0.25, gt=0, lt=1, description="Share of training cases kept for calibration.")
+    recalibration: Literal["platt", "temperature", "none"] = "platt"
+    conformal_alpha: float = Field(default=0.1, gt=0, lt=1)
+    decision_threshold: float = Field(default=0.5, gt=0, lt=1)
+    histogram_bins: int = Field(default=50, ge=2, description="Score histogram bins for federated AUC.")
+    reliability_bins: int = Field(default=10, ge=2)
+    decision_curve_thresholds: list[float] = Field(
+        default_factory=lambda: [round(0.05 * i, 2) for i in range(1, 16)]
+    )
+    volume_feature: str = Field(default="morph_volume", description="Feature of the volume-only baseline.")
+    min_cases_per_class: int = Field(default=5, ge=1, description="Per site; fewer is an error at check time.")
+
+    @model_validator(mode="after")
+    def _some_design(self) -> "Validation":
+        if not self.leave_one_site_out and not self.external_sites:
+            raise ValueError("choose leave_one_site_out and/or at least one external site")
+        if any(not 0 < t < 1 for t in self.decision_curve_thresholds):
+            raise ValueError("decision_curve_thresholds must lie strictly between 0 and 1")
+        return self
+
+
+class Federation(_Strict):
+    """How the coordinator runs rounds."""
+
+    min_sites: int = Field(default=3, ge=2, description="The study fails when fewer sites remain.")
+    round_timeout_s: float = Field(default=600.0, gt=0)
+
+
+class Privacy(_Strict):
+    """Disclosure control: no aggregate cell from fewer than k patients leaves a site."""
+
+    min_cell_count: int = Field(default=5, ge=1)
+
+
+class Tracking(_Strict):
+    """MLflow destination chosen by the coordinator."""
+
+    experiment: str = "fedradval"
+    registered_model: str = Field(default="fedradval-model", description="Registry name of the final model.")
+    model_alias: str = "champion"
+
+
+class Protocol(_Strict):
+    """A complete study protocol."""
+
+    study: Study
+    label: Label
+    covariates: Covariates = Field(default_factory=Covariates)
+    batch: Batch = Field(default_factory=Batch)
+    extraction: Extraction = Field(default_factory=Extraction)
+    harmonisation: Harmonisation = Field(default_factory=Harmonisation)
+    model: Model = Field(default_factory=Model)
+    validation: Validation = Field(default_factory=Validation)
+    federation: Federation = Field(default_factory=Federation)
+    privacy: Privacy = Field(default_factory=Privacy)
+    tracking: Tracking = Field(default_factory=Tracking)
+
+    @model_validator(mode="after")
+    def _no_label_covariate(self) -> "Protocol":
+        if self.label.column in self.covariates.names():
+            raise ValueError(f"the label column {self.label.column!r} must not be a covariate (it is the outcome)")
+        names = self.covariates.names()
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"covariate names must be unique, repeated: {dupes}")
+        return self

@@ -1,0 +1,23 @@
+"""``site-client``: what hospital IT runs. Each command lives in its own module under site_client.commands."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="site-client",
+    help="Hospital side of a fedradval study: check the cohort, extract features, join the federation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _main() -> None:
+    """Keeps typer in multi-command mode even while only one command is registered."""
+
+
+# Each import registers its command(s) on ``app``.
+from site_client.commands import check as _check  # noqa: E402,F401
+from site_client.commands import protocol as _protocol  # noqa: E402,F401

@@ -1,0 +1,41 @@
+"""Site-side halves of external validation: aggregates computed at a hospital, sizes independent of n.
+
+Every function returns a plain ``dict[str, numpy array | float | int]`` that is additive across sites.
+Pass each aggregate through :func:`suppress_small_cells` with the protocol's ``privacy.min_cell_count``
+before it leaves the site.
+"""
+
+from site_client.evaluation.binned import bin_index, class_histograms, equal_width_edges, reliability_bins
+from site_client.evaluation.conformal import (
+    conformal_counts_at_most,
+    conformal_histograms,
+    conformity_scores,
+    prediction_set_coverage,
+    prediction_set_sizes,
+    prediction_sets,
+)
+from site_client.evaluation.correlation import feature_volume_sums
+from site_client.evaluation.counts import calibration_sums, confusion_counts
+from site_client.evaluation.newton import log_temperature_terms, logistic_calibration_terms
+from site_client.evaluation.privacy import emitted_count_cells, merge_groups, suppress_small_cells
+
+__all__ = [
+    "bin_index",
+    "calibration_sums",
+    "class_histograms",
+    "conformal_counts_at_most",
+    "conformal_histograms",
+    "conformity_scores",
+    "confusion_counts",
+    "emitted_count_cells",
+    "equal_width_edges",
+    "feature_volume_sums",
+    "log_temperature_terms",
+    "logistic_calibration_terms",
+    "merge_groups",
+    "prediction_set_coverage",
+    "prediction_set_sizes",
+    "prediction_sets",
+    "reliability_bins",
+    "suppress_small_cells",
+]

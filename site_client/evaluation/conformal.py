@@ -1,0 +1,95 @@
+"""Site halves of class-conditional (Mondrian) split conformal prediction, binary case.
+
+Nonconformity score of a case with true class y: s = 1 - p̂_y, i.e. s = p for a negative (p̂_0 = 1 - p) and
+s = 1 - p for a positive. A class c is in the prediction set of a new case iff its score for c is <= q̂_c,
+i.e. p̂_c >= 1 - q̂_c.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from site_client.evaluation._checks import as_labels, as_probabilities
+from site_client.evaluation.binned import _edges, bin_index
+
+Aggregate = dict[str, "np.ndarray | float | int"]
+
+
+def conformity_scores(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """s = 1 - p̂ of the true class (p is the probability of the positive class)."""
+    return np.where(y == 1, 1.0 - p, p)
+
+
+def conformal_histograms(p: object, y: object, edges: np.ndarray | int, site: str | None = None) -> Aggregate:
+    """Per-class histograms of calibration scores s: one-shot federated quantile (conservative upper edge).
+
+    Returns ``edges``, ``bin_n_neg`` (scores of class-0 cases) and ``bin_n_pos`` (scores of class-1 cases).
+    """
+    p = as_probabilities(p, "p", site)
+    y = as_labels(y, p.size, "y", site)
+    e = _edges(edges)
+    s = conformity_scores(p, y)
+    b = bin_index(s, e)
+    nb = e.size - 1
+    return {
+        "edges": e,
+        "bin_n_neg": np.bincount(b[y == 0], minlength=nb).astype(np.int64),
+        "bin_n_pos": np.bincount(b[y == 1], minlength=nb).astype(np.int64),
+    }
+
+
+def conformal_counts_at_most(
+    p: object, y: object, t_neg: float, t_pos: float, site: str | None = None
+) -> Aggregate:
+    """#{s <= t} per class for the coordinator's exact bisection of the federated quantile.
+
+    Not k-anonymous over many rounds: the bisection converges on one patient's score (documented).
+    """
+    p = as_probabilities(p, "p", site)
+    y = as_labels(y, p.size, "y", site)
+    s = conformity_scores(p, y)
+    neg, pos = s[y == 0], s[y == 1]
+    below_neg, below_pos = int(np.sum(neg <= t_neg)), int(np.sum(pos <= t_pos))
+    return {
+        "n_class_neg": int(neg.size),
+        "n_class_pos": int(pos.size),
+        "n_at_most_neg": below_neg,
+        "n_above_neg": int(neg.size - below_neg),
+        "n_at_most_pos": below_pos,
+        "n_above_pos": int(pos.size - below_pos),
+    }
+
+
+def prediction_sets(p: np.ndarray, q_neg: float, q_pos: float) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean membership of class 0 and class 1 in each case's set: s_c <= q̂_c."""
+    return p <= q_neg, (1.0 - p) <= q_pos
+
+
+def prediction_set_coverage(
+    p: object, y: object, q_neg: float, q_pos: float, site: str | None = None
+) -> Aggregate:
+    """Coverage counts at a held-out site given the coordinator's thresholds (overall and per class)."""
+    p = as_probabilities(p, "p", site)
+    y = as_labels(y, p.size, "y", site)
+    in_neg, in_pos = prediction_sets(p, q_neg, q_pos)
+    cov = np.where(y == 1, in_pos, in_neg)
+    out: Aggregate = {"n": int(p.size), "n_covered": int(cov.sum()), "n_missed": int((~cov).sum())}
+    for name, cls in (("neg", 0), ("pos", 1)):
+        c = cov[y == cls]
+        out[f"n_{name}"] = int(c.size)
+        out[f"n_{name}_covered"] = int(c.sum())
+        out[f"n_{name}_missed"] = int(c.size - c.sum())
+    return out
+
+
+def prediction_set_sizes(p: object, q_neg: float, q_pos: float, site: str | None = None) -> Aggregate:
+    """Set-size counts at a site: empty, {negative} only, {positive} only, both classes (labels not needed)."""
+    p = as_probabilities(p, "p", site)
+    in_neg, in_pos = prediction_sets(p, q_neg, q_pos)
+    return {
+        "n": int(p.size),
+        "n_empty": int(np.sum(~in_neg & ~in_pos)),
+        "n_single_neg": int(np.sum(in_neg & ~in_pos)),
+        "n_single_pos": int(np.sum(~in_neg & in_pos)),
+        "n_both": int(np.sum(in_neg & in_pos)),
+    }

@@ -1,0 +1,72 @@
+"""Gradient/Hessian sums for federated Newton fits of calibration and recalibration models.
+
+All fits are on the logit η = logit(p) of the model's probability. Each function evaluates the terms at the
+parameters the coordinator broadcast; the coordinator sums them over sites and takes a Newton step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from site_client.evaluation._checks import as_labels, as_probabilities, logit
+
+Aggregate = dict[str, "np.ndarray | float | int"]
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _nll(mu_logit: np.ndarray, y: np.ndarray) -> float:
+    # -Σ [y log σ(w) + (1-y) log(1-σ(w))] = Σ [log(1 + e^w) - y w]
+    return float(np.sum(np.logaddexp(0.0, mu_logit) - y * mu_logit))
+
+
+def logistic_calibration_terms(
+    p: object, y: object, intercept: float, slope: float, site: str | None = None
+) -> Aggregate:
+    """Terms of the logistic calibration model y ~ σ(a + b·η) at (a, b).
+
+    μ = σ(a + bη); ``grad`` = Σ(y - μ)(1, η) (score of the log-likelihood), ``info`` = Σ μ(1-μ)(1, η)(1, η)ᵀ
+    (observed = expected information), ``nll`` = negative log-likelihood. Also Platt scaling when p is the
+    uncalibrated output on a calibration split.
+    """
+    p = as_probabilities(p, "p", site)
+    y = as_labels(y, p.size, "y", site)
+    if not (np.isfinite(intercept) and np.isfinite(slope)):
+        raise ValueError(f"calibration parameters must be finite, got intercept={intercept!r}, slope={slope!r}")
+    eta = logit(p)
+    w = intercept + slope * eta
+    mu = _sigmoid(w)
+    x = np.stack([np.ones_like(eta), eta], axis=1)
+    r = y - mu
+    v = mu * (1.0 - mu)
+    return {
+        "n": int(p.size),
+        "grad": x.T @ r,
+        "info": (x * v[:, None]).T @ x,
+        "nll": _nll(w, y),
+    }
+
+
+def log_temperature_terms(p: object, y: object, log_t: float, site: str | None = None) -> Aggregate:
+    """Terms of temperature scaling p' = σ(η / T) in u = log T.
+
+    w = η e^{-u}, μ = σ(w); d nll/du = -Σ(μ - y) w (``grad``); d² nll/du² = Σ[μ(1-μ) w² + (μ - y) w] (``hess``,
+    can be negative far from the optimum); ``hess_fisher`` = Σ μ(1-μ) w² (its expectation, always >= 0).
+    """
+    p = as_probabilities(p, "p", site)
+    y = as_labels(y, p.size, "y", site)
+    if not np.isfinite(log_t):
+        raise ValueError(f"log temperature must be finite, got {log_t!r}")
+    w = logit(p) * np.exp(-log_t)
+    mu = _sigmoid(w)
+    r = mu - y
+    fisher = float(np.sum(mu * (1.0 - mu) * w * w))
+    return {
+        "n": int(p.size),
+        "grad": float(-np.sum(r * w)),
+        "hess": fisher + float(np.sum(r * w)),
+        "hess_fisher": fisher,
+        "nll": _nll(w, y),
+    }

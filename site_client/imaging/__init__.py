@@ -1,0 +1,1 @@
+"""Reading medical images and lesion masks (NIfTI, NRRD, MHA, DICOM series; label masks)."""
