@@ -66,7 +66,7 @@ class Label(_Strict):
 class CategoricalCovariate(_Strict):
     """A categorical covariate preserved by ComBat; only these levels are accepted."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, description="Manifest column of the covariate.")
     levels: list[str] = Field(min_length=2, description="Allowed levels, as text; at least two.")
 
     @field_validator("levels")
@@ -80,9 +80,9 @@ class CategoricalCovariate(_Strict):
 class ContinuousCovariate(_Strict):
     """A continuous covariate preserved by ComBat; values outside [min, max] are implausible."""
 
-    name: str = Field(min_length=1)
-    min: float
-    max: float
+    name: str = Field(min_length=1, description="Manifest column of the covariate.")
+    min: float = Field(description="Lowest plausible value (inclusive).")
+    max: float = Field(description="Highest plausible value (inclusive).")
 
     @model_validator(mode="after")
     def _ordered(self) -> "ContinuousCovariate":
@@ -104,7 +104,7 @@ class Covariates(_Strict):
 class Batch(_Strict):
     """What a ComBat batch is: the site, or a manifest column such as the scanner model."""
 
-    by: Literal["site", "column"] = "site"
+    by: Literal["site", "column"] = Field(default="site", description="site = one batch per hospital; column = a manifest column.")
     column: str | None = Field(default=None, description="Manifest column holding the batch when by=column.")
 
     @model_validator(mode="after")
@@ -125,8 +125,12 @@ class Resampling(_Strict):
     image_interpolator: Literal["nearest", "linear", "bspline"] = Field(
         default="linear", description="linear = trilinear, bspline = tricubic (IBSI configs C / E)."
     )
-    mask_interpolator: Literal["nearest", "linear"] = "linear"
-    partial_volume_threshold: float = Field(default=0.5, gt=0, le=1)
+    mask_interpolator: Literal["nearest", "linear"] = Field(
+        default="linear", description="Mask interpolation before the partial-volume threshold."
+    )
+    partial_volume_threshold: float = Field(
+        default=0.5, gt=0, le=1, description="Interpolated mask voxels >= this fraction stay in the ROI."
+    )
     round_intensities: bool = Field(default=False, description="Round interpolated intensities to integers.")
     in_plane_only: bool = Field(default=False, description="Resample x and y only (IBSI 2D configs).")
 
@@ -162,7 +166,9 @@ class Resegmentation(_Strict):
 class Discretisation(_Strict):
     """Grey-level discretisation for texture and intensity-histogram features."""
 
-    method: Literal["fixed_bin_width", "fixed_bin_number"] = "fixed_bin_width"
+    method: Literal["fixed_bin_width", "fixed_bin_number"] = Field(
+        default="fixed_bin_width", description="Fixed bin size (counted from the re-segmentation lower bound) or fixed bin number."
+    )
     bin_width: float = Field(default=25.0, gt=0, description="Used by fixed_bin_width.")
     bin_number: int = Field(default=32, ge=2, description="Used by fixed_bin_number.")
 
@@ -177,8 +183,12 @@ class Extraction(_Strict):
     resampling: Resampling = Field(default_factory=Resampling)
     resegmentation: Resegmentation = Field(default_factory=Resegmentation)
     discretisation: Discretisation = Field(default_factory=Discretisation)
-    families: list[str] = Field(default_factory=lambda: list(REQUIRED_FAMILIES))
-    texture_aggregation: list[str] = Field(default_factory=lambda: ["3D_avg", "3D_comb"])
+    families: list[str] = Field(
+        default_factory=lambda: list(REQUIRED_FAMILIES), description="Feature families to compute."
+    )
+    texture_aggregation: list[str] = Field(
+        default_factory=lambda: ["3D_avg", "3D_comb"], description="IBSI texture aggregation modes (suffix of the names)."
+    )
     crop_margin_voxels: int = Field(default=2, ge=0, description="Margin kept around the mask bounding box.")
     max_voxels: int = Field(
         default=60_000_000, gt=0, description="Refuse images larger than this (bounded memory per worker)."
@@ -211,7 +221,7 @@ class Extraction(_Strict):
 class Harmonisation(_Strict):
     """Federated ComBat settings."""
 
-    combat: bool = True
+    combat: bool = Field(default=True, description="Harmonise features with federated ComBat before training.")
     eb: bool = Field(default=True, description="Empirical-Bayes shrinkage of the batch effects.")
     parametric: bool = Field(default=True, description="Parametric (true) or non-parametric (false) EB priors.")
     mean_only: bool = Field(default=False, description="Correct location only, not scale.")
@@ -226,18 +236,18 @@ class Harmonisation(_Strict):
 class Model(_Strict):
     """The classifier trained federatedly on harmonised features."""
 
-    type: Literal["logistic", "linear_svm", "mlp"] = "logistic"
+    type: Literal["logistic", "linear_svm", "mlp"] = Field(default="logistic", description="Classifier family.")
     features: list[str] | None = Field(default=None, description="Feature columns to use; null = all extracted.")
     hidden_sizes: list[int] = Field(default_factory=lambda: [16], description="MLP hidden layer sizes.")
-    optimiser: Literal["sgd", "adam"] = "sgd"
-    learning_rate: float = Field(default=0.05, gt=0)
-    weight_decay: float = Field(default=0.0, ge=0)
-    batch_size: int = Field(default=32, ge=1)
-    local_epochs: int = Field(default=1, ge=1)
-    rounds: int = Field(default=20, ge=1)
-    aggregation: Literal["fedavg", "fedprox"] = "fedavg"
+    optimiser: Literal["sgd", "adam"] = Field(default="sgd", description="Local optimiser at each site.")
+    learning_rate: float = Field(default=0.05, gt=0, description="Local optimiser step size.")
+    weight_decay: float = Field(default=0.0, ge=0, description="L2 penalty of the local optimiser.")
+    batch_size: int = Field(default=32, ge=1, description="Local mini-batch size.")
+    local_epochs: int = Field(default=1, ge=1, description="Passes over the local training part per round.")
+    rounds: int = Field(default=20, ge=1, description="Federated training rounds.")
+    aggregation: Literal["fedavg", "fedprox"] = Field(default="fedavg", description="Server aggregation rule.")
     proximal_mu: float = Field(default=0.0, ge=0, description="FedProx proximal term weight.")
-    seed: int = 42
+    seed: int = Field(default=42, description="Seed of initial weights, shuffling and splits.")
 
     @field_validator("hidden_sizes")
     @classmethod
@@ -256,16 +266,19 @@ class Model(_Strict):
 class Validation(_Strict):
     """External validation design and reporting choices."""
 
-    leave_one_site_out: bool = True
+    leave_one_site_out: bool = Field(default=True, description="Hold out each site in turn (internal-external validation).")
     external_sites: list[str] = Field(default_factory=list, description="Sites used only for validation.")
     calibration_fraction: float = Field(default=0.25, gt=0, lt=1, description="Share of training cases kept for calibration.")
-    recalibration: Literal["platt", "temperature", "none"] = "platt"
-    conformal_alpha: float = Field(default=0.1, gt=0, lt=1)
-    decision_threshold: float = Field(default=0.5, gt=0, lt=1)
+    recalibration: Literal["platt", "temperature", "none"] = Field(
+        default="platt", description="Recalibration fitted on the training sites' calibration parts."
+    )
+    conformal_alpha: float = Field(default=0.1, gt=0, lt=1, description="Conformal miscoverage level (0.1 = 90 % sets).")
+    decision_threshold: float = Field(default=0.5, gt=0, lt=1, description="Probability threshold for Se/Sp/PPV/NPV.")
     histogram_bins: int = Field(default=50, ge=2, description="Score histogram bins for federated AUC.")
-    reliability_bins: int = Field(default=10, ge=2)
+    reliability_bins: int = Field(default=10, ge=2, description="Equal-width bins of the reliability diagram and ECE.")
     decision_curve_thresholds: list[float] = Field(
-        default_factory=lambda: [round(0.05 * i, 2) for i in range(1, 16)]
+        default_factory=lambda: [round(0.05 * i, 2) for i in range(1, 16)],
+        description="Threshold probabilities of the decision curve.",
     )
     volume_feature: str = Field(default="morph_volume", description="Feature of the volume-only baseline.")
     min_cases_per_class: int = Field(default=5, ge=1, description="Per site; fewer is an error at check time.")
@@ -283,21 +296,21 @@ class Federation(_Strict):
     """How the coordinator runs rounds."""
 
     min_sites: int = Field(default=3, ge=2, description="The study fails when fewer sites remain.")
-    round_timeout_s: float = Field(default=600.0, gt=0)
+    round_timeout_s: float = Field(default=600.0, gt=0, description="Seconds to wait for the sites' replies in one round.")
 
 
 class Privacy(_Strict):
     """Disclosure control: no aggregate cell from fewer than k patients leaves a site."""
 
-    min_cell_count: int = Field(default=5, ge=1)
+    min_cell_count: int = Field(default=5, ge=1, description="k: smallest patient count any released cell may hold.")
 
 
 class Tracking(_Strict):
     """MLflow destination chosen by the coordinator."""
 
-    experiment: str = "fedradval"
+    experiment: str = Field(default="fedradval", description="MLflow experiment of the study's runs.")
     registered_model: str = Field(default="fedradval-model", description="Registry name of the final model.")
-    model_alias: str = "champion"
+    model_alias: str = Field(default="champion", description="Registry alias set on the final model.")
 
 
 class Protocol(_Strict):
