@@ -1,0 +1,80 @@
+"""AUC, DeLong variance and ROC curve from pooled class-specific score histograms.
+
+With H±(b) the counts per bin, n± = ΣH±, C±(b) = Σ_{b'<=b} H±(b'):
+
+* AUC = Σ_b H⁺(b)·[C⁻(b-1) + ½H⁻(b)] / (n⁺n⁻) — Mann-Whitney on bin indices, ties (same bin) count ½;
+* |AUC_binned - AUC_raw| <= ½·Σ_b H⁺(b)H⁻(b)/(n⁺n⁻) — only within-bin pairs can be ordered differently;
+* DeLong: V10(b) = [C⁻(b-1) + ½H⁻(b)]/n⁻, V01(b) = [n⁺ - C⁺(b) + ½H⁺(b)]/n⁺,
+  S10 = ΣH⁺(V10 - AUC)²/(n⁺-1), S01 = ΣH⁻(V01 - AUC)²/(n⁻-1), Var = S10/n⁺ + S01/n⁻;
+* 95% CI: logit(AUC) ± 1.96·SE/(AUC(1-AUC)), back-transformed (stays inside (0, 1)).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+from coordinator.validation.results import AUCDifference, AUCEstimate
+
+Z95 = float(stats.norm.ppf(0.975))
+
+
+def _hist(h: object, name: str) -> np.ndarray:
+    a = np.asarray(h, dtype=float)
+    if a.ndim != 1 or np.any(a < 0) or not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} must be a 1-D array of non-negative counts, got {a!r}")
+    return a
+
+
+def auc_from_histograms(h_neg: object, h_pos: object, level: float = 0.95) -> AUCEstimate:
+    """AUC with DeLong SE, logit CI and binning bound from pooled histograms (same bins for both classes)."""
+    hn, hp = _hist(h_neg, "negative-class histogram"), _hist(h_pos, "positive-class histogram")
+    if hn.shape != hp.shape:
+        raise ValueError(f"class histograms must share bins, got {hn.size} and {hp.size} bins")
+    n_neg, n_pos = hn.sum(), hp.sum()
+    if n_neg < 2 or n_pos < 2:
+        raise ValueError(f"AUC and its DeLong variance need >= 2 cases per class, got {int(n_pos)} positive, {int(n_neg)} negative")
+    c_neg = np.cumsum(hn)
+    c_pos = np.cumsum(hp)
+    c_neg_before = c_neg - hn
+    v10 = (c_neg_before + 0.5 * hn) / n_neg
+    v01 = (n_pos - c_pos + 0.5 * hp) / n_pos
+    auc = float(np.sum(hp * v10) / n_pos)
+    s10 = float(np.sum(hp * (v10 - auc) ** 2) / (n_pos - 1))
+    s01 = float(np.sum(hn * (v01 - auc) ** 2) / (n_neg - 1))
+    se = math.sqrt(s10 / n_pos + s01 / n_neg)
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    if 0 < auc < 1:
+        lg = math.log(auc / (1 - auc))
+        half = z * se / (auc * (1 - auc))
+        lo, hi = 1 / (1 + math.exp(-(lg - half))), 1 / (1 + math.exp(-(lg + half)))
+    else:  # perfect separation: logit undefined, report the degenerate interval
+        lo = hi = auc
+    bound = float(0.5 * np.sum(hp * hn) / (n_pos * n_neg))
+    return AUCEstimate(auc=auc, se=se, ci_low=lo, ci_high=hi, binning_bound=bound, n_pos=int(n_pos), n_neg=int(n_neg))
+
+
+def roc_from_histograms(edges: object, h_neg: object, h_pos: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ROC points at every edge t (predicted positive iff score bin starts at or above t): (thresholds, FPR, TPR)."""
+    hn, hp = _hist(h_neg, "negative-class histogram"), _hist(h_pos, "positive-class histogram")
+    e = np.asarray(edges, dtype=float)
+    tail_n = np.concatenate([np.cumsum(hn[::-1])[::-1], [0.0]])
+    tail_p = np.concatenate([np.cumsum(hp[::-1])[::-1], [0.0]])
+    return e, tail_n / hn.sum(), tail_p / hp.sum()
+
+
+def auc_difference_unpaired(model: AUCEstimate, baseline: AUCEstimate, level: float = 0.95) -> AUCDifference:
+    """ΔAUC = AUC_model - AUC_baseline with Var = Var_model + Var_baseline (covariance ignored).
+
+    Paired DeLong needs, per patient, both models' scores — the joint (2-D) histogram — which the per-model
+    aggregates do not carry. Ignoring the covariance is conservative (too wide) whenever the two models'
+    placement values are positively correlated, which is the usual case for two models of the same patients;
+    it is anti-conservative only if they are negatively correlated.
+    """
+    d = model.auc - baseline.auc
+    se = math.sqrt(model.se**2 + baseline.se**2)
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    p = float(2 * stats.norm.sf(abs(d) / se)) if se > 0 else (0.0 if d != 0 else 1.0)
+    return AUCDifference(d, se, d - z * se, d + z * se, p, "unpaired DeLong (covariance ignored; conservative if positive)")

@@ -1,0 +1,166 @@
+"""Calibration metrics from summed site aggregates, and federated Newton fits.
+
+Newton drivers take ``evaluate(params) -> list of site aggregates`` (in the deployment: one Flower round that
+broadcasts ``params`` and collects each site's ``logistic_calibration_terms`` / ``log_temperature_terms``; in
+tests: a local closure). They sum the terms over sites and step; a step that increases the summed negative
+log-likelihood is halved (one extra round).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from scipy import stats
+
+from coordinator.validation.intervals import wilson_ci
+from coordinator.validation.results import CalibrationFit, Estimate, Recalibration, ReliabilityPoint
+
+Aggregate = dict[str, "np.ndarray | float | int"]
+Z95 = float(stats.norm.ppf(0.975))
+
+
+def brier_scores(agg: Aggregate) -> tuple[float, float | None]:
+    """Brier = Σ(p-y)²/N; scaled Brier = 1 - Brier/(ȳ(1-ȳ)) (None when ȳ is 0 or 1)."""
+    n = int(agg["n"])
+    if n == 0:
+        raise ValueError("Brier score needs at least one patient")
+    bs = float(agg["brier_sum"]) / n
+    ybar = int(agg["n_events"]) / n
+    ref = ybar * (1 - ybar)
+    return bs, (1 - bs / ref if ref > 0 else None)
+
+
+def observed_expected(agg: Aggregate) -> Estimate:
+    """O/E = E_obs/Σp with CI exp(ln(O/E) ± 1.96·√((1 - O/N)/O)) (binomial O, Σp taken as fixed)."""
+    o, n, e = int(agg["n_events"]), int(agg["n"]), float(agg["sum_p"])
+    if e <= 0:
+        raise ValueError("O/E needs a positive sum of predicted probabilities")
+    ratio = o / e
+    if o == 0:
+        return Estimate(ratio, None, None, None)
+    se_log = math.sqrt((1 - o / n) / o)
+    return Estimate(ratio, se_log, ratio * math.exp(-Z95 * se_log), ratio * math.exp(Z95 * se_log))
+
+
+def reliability(agg: Aggregate) -> tuple[float, list[ReliabilityPoint]]:
+    """ECE = Σ_m |Σy_m - Σp_m| / N and one point per non-empty bin (mean p, observed rate, Wilson CI)."""
+    e = np.asarray(agg["edges"], dtype=float)
+    neg, pos = np.asarray(agg["bin_n_neg"]), np.asarray(agg["bin_n_pos"])
+    sp = np.asarray(agg["bin_sum_p"], dtype=float)
+    nm = neg + pos
+    n = int(nm.sum())
+    if n == 0:
+        raise ValueError("reliability needs at least one patient")
+    ece = float(np.sum(np.abs(pos - sp)) / n)
+    points = []
+    for m in np.flatnonzero(nm > 0):
+        lo, hi = wilson_ci(int(pos[m]), int(nm[m]))
+        points.append(ReliabilityPoint(float(e[m]), float(e[m + 1]), int(nm[m]), float(sp[m] / nm[m]), float(pos[m] / nm[m]), lo, hi))
+    return ece, points
+
+
+def _sum(aggs: Sequence[Aggregate], key: str) -> np.ndarray:
+    for a in aggs:
+        if a.get("suppressed", 0):
+            raise ValueError("a site's Newton terms were suppressed (fewer than k patients); the fit cannot use it")
+    return np.sum([np.asarray(a[key], dtype=float) for a in aggs], axis=0)
+
+
+def fit_logistic_calibration(
+    evaluate: Callable[[float, float], Sequence[Aggregate]],
+    slope_fixed: float | None = None,
+    max_rounds: int = 50,
+    tol: float = 1e-10,
+) -> CalibrationFit:
+    """Federated Newton for y ~ σ(a + b·η): θ ← θ + (ΣI)⁻¹Σg, SE = √diag((ΣI)⁻¹) at the optimum.
+
+    ``evaluate(a, b)`` returns the sites' ``logistic_calibration_terms``. With ``slope_fixed`` (e.g. 1.0:
+    calibration-in-the-large) only the intercept is fitted (g₀, I₀₀). Starts at (0, 1).
+    """
+    a, b = 0.0, 1.0 if slope_fixed is None else float(slope_fixed)
+    aggs = evaluate(a, b)
+    nll = float(_sum(aggs, "nll"))
+    converged, rounds = False, 0
+    while rounds < max_rounds:
+        g, info = _sum(aggs, "grad"), _sum(aggs, "info")
+        if slope_fixed is None:
+            try:
+                step = np.linalg.solve(info, g)
+            except np.linalg.LinAlgError as exc:
+                raise ValueError("calibration fit: the summed information matrix is singular (all logits equal?)") from exc
+        else:
+            step = np.array([g[0] / info[0, 0], 0.0])
+        if np.max(np.abs(step)) < tol:
+            converged = True
+            break
+        scale = 1.0
+        while True:
+            na, nb = a + scale * step[0], b + scale * step[1]
+            new = evaluate(na, nb)
+            rounds += 1
+            new_nll = float(_sum(new, "nll"))
+            if new_nll <= nll + 1e-12 * max(1.0, abs(nll)) or scale < 1e-6:
+                break
+            scale /= 2
+        a, b, aggs, nll = na, nb, new, new_nll
+    info = _sum(aggs, "info")
+    if slope_fixed is None:
+        cov = np.linalg.inv(info)
+        se_a, se_b = math.sqrt(cov[0, 0]), math.sqrt(cov[1, 1])
+        slope = Estimate(b, se_b, b - Z95 * se_b, b + Z95 * se_b)
+    else:
+        se_a = 1 / math.sqrt(info[0, 0])
+        slope = Estimate(b)
+    intercept = Estimate(a, se_a, a - Z95 * se_a, a + Z95 * se_a)
+    return CalibrationFit(intercept, slope, rounds, converged, nll)
+
+
+def fit_platt(evaluate: Callable[[float, float], Sequence[Aggregate]], **kw: float) -> Recalibration:
+    """Platt scaling p' = σ(a + b·logit p) = the logistic calibration fit on the training calibration parts."""
+    fit = fit_logistic_calibration(evaluate, **kw)
+    return Recalibration(
+        "platt",
+        {"a": fit.intercept.value, "b": fit.slope.value},
+        {"a": fit.intercept.se or 0.0, "b": fit.slope.se or 0.0},
+        fit.iterations,
+        fit.converged,
+    )
+
+
+def fit_temperature(
+    evaluate: Callable[[float], Sequence[Aggregate]], max_rounds: int = 50, tol: float = 1e-10
+) -> Recalibration:
+    """Federated Newton on u = log T for p' = σ(logit p / T); Fisher scoring when the observed Hessian <= 0.
+
+    ``evaluate(u)`` returns the sites' ``log_temperature_terms``. SE of T by the delta method: T·SE(u).
+    """
+    u = 0.0
+    aggs = evaluate(u)
+    nll = float(_sum(aggs, "nll"))
+    converged, rounds = False, 0
+    while rounds < max_rounds:
+        g, h = float(_sum(aggs, "grad")), float(_sum(aggs, "hess"))
+        if h <= 0:
+            h = float(_sum(aggs, "hess_fisher"))
+        if h <= 0:
+            raise ValueError("temperature fit: zero curvature (all logits are 0?)")
+        step = -g / h
+        if abs(step) < tol:
+            converged = True
+            break
+        scale = 1.0
+        while True:
+            nu = u + scale * step
+            new = evaluate(nu)
+            rounds += 1
+            new_nll = float(_sum(new, "nll"))
+            if new_nll <= nll + 1e-12 * max(1.0, abs(nll)) or scale < 1e-6:
+                break
+            scale /= 2
+        u, aggs, nll = nu, new, new_nll
+    h = float(_sum(aggs, "hess"))
+    t = math.exp(u)
+    se_t = t / math.sqrt(h) if h > 0 else float("nan")
+    return Recalibration("temperature", {"temperature": t}, {"temperature": se_t}, rounds, converged)

@@ -1,0 +1,112 @@
+"""Coordinator halves of class-conditional federated conformal prediction (FCP, Lu et al. 2023).
+
+Per class y with N_y calibration scores over K training sites: q̂_y = the k*-th smallest pooled score,
+k* = ⌈(1-α)(N_y + K)⌉. Marginal coverage >= 1-α holds for a test case drawn from the *participating* sites
+(exchangeable within site). It gives NO guarantee at a new, unseen site: that is why every held-out site's
+coverage is measured and reported with a Clopper-Pearson CI.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from coordinator.validation.classification import _prop
+from coordinator.validation.results import ConformalStats
+
+Aggregate = dict[str, "np.ndarray | float | int"]
+
+
+def fcp_rank(n_scores: int, n_sites: int, alpha: float) -> int:
+    """k* = ⌈(1-α)(N + K)⌉ (a 1e-9 guard stops float error such as 0.9·100 = 90.000…01 rounding up)."""
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    if n_sites < 1 or n_scores < 0:
+        raise ValueError(f"need >= 1 site and >= 0 scores, got K={n_sites}, N={n_scores}")
+    return int(math.ceil((1 - alpha) * (n_scores + n_sites) - 1e-9))
+
+
+def quantile_from_histogram(edges: object, counts: object, k_star: int) -> float:
+    """Upper edge of the first bin where the cumulative count reaches k* (>= the exact order statistic).
+
+    Returns 1.0 (every class always included: scores never exceed 1) when k* exceeds the number of scores.
+    """
+    e = np.asarray(edges, dtype=float)
+    c = np.cumsum(np.asarray(counts))
+    if k_star > c[-1]:
+        return 1.0
+    b = int(np.searchsorted(c, k_star, side="left"))
+    return float(e[b + 1])
+
+
+def thresholds_from_histograms(agg: Aggregate, n_sites: int, alpha: float) -> tuple[float, float, dict[str, int]]:
+    """(q̂_neg, q̂_pos) from a combined ``conformal_histograms`` aggregate, plus the ranks and counts used."""
+    n_neg, n_pos = int(np.sum(agg["bin_n_neg"])), int(np.sum(agg["bin_n_pos"]))
+    k_neg, k_pos = fcp_rank(n_neg, n_sites, alpha), fcp_rank(n_pos, n_sites, alpha)
+    q_neg = quantile_from_histogram(agg["edges"], agg["bin_n_neg"], k_neg)
+    q_pos = quantile_from_histogram(agg["edges"], agg["bin_n_pos"], k_pos)
+    return q_neg, q_pos, {"n_neg": n_neg, "n_pos": n_pos, "k_neg": k_neg, "k_pos": k_pos}
+
+
+def bisect_quantile(count_at_most: Callable[[float], int], k_star: int, n_total: int, max_rounds: int = 64) -> float:
+    """Smallest t in [0, 1] with #{s <= t} >= k* by bisection (one federated round per call).
+
+    Invariant: count(lo) < k* <= count(hi); stops when lo and hi are adjacent floats (then hi equals the pooled
+    k*-th smallest score exactly) or after ``max_rounds`` (then hi is an upper bound: conservative).
+    """
+    if k_star > n_total:
+        return 1.0
+    if count_at_most(0.0) >= k_star:
+        return 0.0
+    lo, hi = 0.0, 1.0
+    for _ in range(max_rounds):
+        mid = 0.5 * (lo + hi)
+        if mid <= lo or mid >= hi:
+            break
+        if count_at_most(mid) >= k_star:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def bisect_class_quantiles(
+    evaluate: Callable[[float, float], Sequence[Aggregate]], n_sites: int, alpha: float, max_rounds: int = 64
+) -> tuple[float, float]:
+    """Exact (q̂_neg, q̂_pos) using sites' ``conformal_counts_at_most`` (both classes bisected per call)."""
+    first = evaluate(0.0, 0.0)
+    n_neg = sum(int(a["n_class_neg"]) for a in first)
+    n_pos = sum(int(a["n_class_pos"]) for a in first)
+    k_neg, k_pos = fcp_rank(n_neg, n_sites, alpha), fcp_rank(n_pos, n_sites, alpha)
+    q_neg = bisect_quantile(lambda t: sum(int(a["n_at_most_neg"]) for a in evaluate(t, 0.0)), k_neg, n_neg, max_rounds)
+    q_pos = bisect_quantile(lambda t: sum(int(a["n_at_most_pos"]) for a in evaluate(0.0, t)), k_pos, n_pos, max_rounds)
+    return q_neg, q_pos
+
+
+def conformal_stats(
+    alpha: float, q_neg: float, q_pos: float, coverage: Aggregate | None, sizes: Aggregate | None
+) -> ConformalStats:
+    """Coverage (Clopper-Pearson 95% CI) overall and per class, mean set size and set-type rates.
+
+    Either aggregate may be suppressed (small cells) or None: those fields are None and ``note`` says why.
+    """
+    notes = []
+    cov = cov_neg = cov_pos = None
+    if coverage is None or coverage.get("suppressed", 0):
+        notes.append("coverage counts suppressed (a cell had fewer than k patients)" if coverage else "no coverage counts")
+    else:
+        cp = "clopper-pearson"
+        cov = _prop(int(coverage["n_covered"]), int(coverage["n"]), cp)
+        cov_neg = _prop(int(coverage["n_neg_covered"]), int(coverage["n_neg"]), cp)
+        cov_pos = _prop(int(coverage["n_pos_covered"]), int(coverage["n_pos"]), cp)
+    mean = empty = single = both = None
+    if sizes is None or sizes.get("suppressed", 0):
+        notes.append("set-size counts suppressed (a cell had fewer than k patients)" if sizes else "no set-size counts")
+    else:
+        n = int(sizes["n"])
+        n1 = int(sizes["n_single_neg"]) + int(sizes["n_single_pos"])
+        mean = (n1 + 2 * int(sizes["n_both"])) / n
+        empty, single, both = int(sizes["n_empty"]) / n, n1 / n, int(sizes["n_both"]) / n
+    return ConformalStats(alpha, q_neg, q_pos, cov, cov_neg, cov_pos, mean, empty, single, both, "; ".join(notes))

@@ -1,0 +1,102 @@
+"""Histogram AUC, DeLong, ROC and ΔAUC against independent pooled references (sklearn, direct DeLong)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from coordinator.validation import auc_difference_unpaired, auc_from_histograms, combine_aggregates, roc_from_histograms
+from site_client.evaluation import class_histograms, suppress_small_cells
+
+
+def direct_delong(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """DeLong 1988 from all positive × negative pairs (placement values), written independently."""
+    pos, neg = scores[y == 1], scores[y == 0]
+    psi = (pos[:, None] > neg[None, :]).astype(float) + 0.5 * (pos[:, None] == neg[None, :])
+    auc = psi.mean()
+    v10, v01 = psi.mean(axis=1), psi.mean(axis=0)
+    var = v10.var(ddof=1) / pos.size + v01.var(ddof=1) / neg.size
+    return float(auc), float(np.sqrt(var))
+
+
+def pooled_bins(p: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    return np.digitize(p, edges[1:-1])  # bin b holds [e_b, e_{b+1}); 1.0 goes to the last bin
+
+
+@pytest.mark.parametrize("seed,bins", [(0, 50), (1, 20), (2, 100)])
+def test_histogram_auc_equals_pooled_binned_and_raw_within_bound(make_sites, seed, bins):
+    sites = make_sites(seed, [150, 220, 300, 180])
+    aggs = [class_histograms(s.p, s.y, bins, site=s.name) for s in sites]
+    pooled = combine_aggregates(aggs, [s.name for s in sites])
+    est = auc_from_histograms(pooled["bin_n_neg"], pooled["bin_n_pos"])
+    p = np.concatenate([s.p for s in sites])
+    y = np.concatenate([s.y for s in sites])
+    binned = pooled_bins(p, pooled["edges"])
+    assert est.auc == pytest.approx(roc_auc_score(y, binned), abs=1e-12)
+    raw = roc_auc_score(y, p)
+    assert abs(raw - est.auc) <= est.binning_bound + 1e-15
+    assert est.binning_bound < 0.02  # the bound is informative at these bin counts
+    auc_d, se_d = direct_delong(binned.astype(float), y)
+    assert est.auc == pytest.approx(auc_d, abs=1e-12)
+    assert est.se == pytest.approx(se_d, rel=1e-10)
+    assert est.ci_low < est.auc < est.ci_high
+    assert (est.n_pos, est.n_neg) == (int(y.sum()), int((1 - y).sum()))
+
+
+def test_merged_histogram_auc_is_the_auc_of_the_coarser_bins_and_bound_grows(make_sites):
+    sites = make_sites(3, [60, 45, 80])
+    k = 5
+    raw = [class_histograms(s.p, s.y, 50, site=s.name) for s in sites]
+    merged = [suppress_small_cells(a, k) for a in raw]
+    pooled = combine_aggregates(merged, [s.name for s in sites])
+    fine = combine_aggregates(raw)
+    est = auc_from_histograms(pooled["bin_n_neg"], pooled["bin_n_pos"])
+    est_fine = auc_from_histograms(fine["bin_n_neg"], fine["bin_n_pos"])
+    p = np.concatenate([s.p for s in sites])
+    y = np.concatenate([s.y for s in sites])
+    assert pooled["edges"].size < fine["edges"].size
+    assert est.auc == pytest.approx(roc_auc_score(y, pooled_bins(p, pooled["edges"])), abs=1e-12)
+    assert est.binning_bound >= est_fine.binning_bound
+    assert abs(roc_auc_score(y, p) - est.auc) <= est.binning_bound + 1e-15
+
+
+def test_roc_points_match_sklearn_at_bin_edges(make_sites):
+    s = make_sites(4, [400])[0]
+    agg = class_histograms(s.p, s.y, 20)
+    edges, fpr, tpr = roc_from_histograms(agg["edges"], agg["bin_n_neg"], agg["bin_n_pos"])
+    binned = pooled_bins(s.p, agg["edges"])
+    ref_fpr, ref_tpr, thr = roc_curve(s.y, binned, drop_intermediate=False)
+    # sklearn thresholds are bin indices b (predict positive iff bin >= b) = our edge e_b
+    for f, t, b in zip(ref_fpr[1:], ref_tpr[1:], thr[1:]):
+        assert fpr[int(b)] == pytest.approx(f, abs=1e-12) and tpr[int(b)] == pytest.approx(t, abs=1e-12)
+
+
+def test_auc_difference_unpaired_is_conservative_for_correlated_models(make_sites):
+    s = make_sites(5, [600])[0]
+    rng = np.random.default_rng(0)
+    baseline = 1 / (1 + np.exp(-(np.log(s.p / (1 - s.p)) * 0.5 + rng.normal(0, 1.0, s.p.size))))
+    edges = 100
+    a = class_histograms(s.p, s.y, edges)
+    b = class_histograms(baseline, s.y, edges)
+    ea, eb = auc_from_histograms(a["bin_n_neg"], a["bin_n_pos"]), auc_from_histograms(b["bin_n_neg"], b["bin_n_pos"])
+    diff = auc_difference_unpaired(ea, eb)
+    assert diff.difference == pytest.approx(ea.auc - eb.auc)
+    # paired DeLong on the same binned scores (independent computation): covariance of placement values
+    ba, bb = pooled_bins(s.p, a["edges"]), pooled_bins(baseline, b["edges"])
+    pos, neg = s.y == 1, s.y == 0
+
+    def placements(sc):
+        psi = (sc[pos][:, None] > sc[neg][None, :]) + 0.5 * (sc[pos][:, None] == sc[neg][None, :])
+        return psi.mean(axis=1), psi.mean(axis=0)
+
+    (a10, a01), (b10, b01) = placements(ba.astype(float)), placements(bb.astype(float))
+    var_paired = (np.var(a10 - b10, ddof=1) / pos.sum()) + (np.var(a01 - b01, ddof=1) / neg.sum())
+    assert np.cov(a10, b10)[0, 1] > 0
+    assert diff.se >= np.sqrt(var_paired)
+    assert diff.ci_low < diff.difference < diff.ci_high
+
+
+def test_auc_needs_two_cases_per_class():
+    with pytest.raises(ValueError, match="2 cases per class, got 1 positive"):
+        auc_from_histograms([3, 4, 0], [0, 1, 0])
