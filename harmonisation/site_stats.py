@@ -1,0 +1,63 @@
+"""Site-side statistics for rounds 1 and 2 (and the spanning-batch round).
+
+All outputs are aggregates whose size depends on q (design width) and p (features) only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .design import SiteData
+from .messages import Message
+
+
+def site_round1(sd: SiteData) -> Message:
+    """Round 1: A_k = X_kᵀX_k (q x q), C_k = X_kᵀY_k (q x p), n_k."""
+    return {"kind": "round1", "site": sd.site, "xtx": sd.x.T @ sd.x, "xty": sd.x.T @ sd.y,
+            "n": int(sd.y.shape[0])}
+
+
+def site_round2(sd: SiteData, plan: Message, fit: Message) -> Message | None:
+    """Round 2: SSR_j = Σ_i (y_ij - x_iᵀB̂_j)² over the site's rows (reference mode: only its
+    reference-batch rows; a site without any sends nothing)."""
+    ref = plan["ref_batch"] or None
+    rows = np.ones(sd.y.shape[0], dtype=bool) if ref is None else (sd.batches == ref)
+    if not rows.any():
+        return None
+    resid = sd.y[rows] - sd.x[rows] @ fit["beta"]
+    return {"kind": "round2", "site": sd.site, "ssr": np.einsum("ij,ij->j", resid, resid),
+            "n": int(rows.sum())}
+
+
+def covariate_effect(sd: SiteData, plan: Message, beta: np.ndarray) -> np.ndarray:
+    """M = x̃ B̂ with the batch columns of x zeroed (samples x features)."""
+    k = len(plan["batches"])
+    if sd.x.shape[1] == k:
+        return np.zeros_like(sd.y)
+    return sd.x[:, k:] @ beta[k:]
+
+
+def standardise(sd: SiteData, plan: Message, fit: Message, scale: Message) -> tuple[np.ndarray, np.ndarray]:
+    """Z = (Y - α̂ - M) / σ̂; returns (Z, M)."""
+    mod = covariate_effect(sd, plan, fit["beta"])
+    z = (sd.y - fit["alpha"] - mod) / np.sqrt(scale["var_pooled"])
+    return z, mod
+
+
+def batch_stats(z: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """(n, γ̂ = mean, M2 = Σ(z - γ̂)²) per feature of one batch's standardised rows."""
+    mean = z.mean(axis=0)
+    dev = z - mean
+    return int(z.shape[0]), mean, np.einsum("ij,ij->j", dev, dev)
+
+
+def site_batch_moments(sd: SiteData, plan: Message, z: np.ndarray) -> Message | None:
+    """Round 3 (only for batches spanning sites): (n, mean, M2) of Z per such batch here."""
+    ref = plan["ref_batch"] or None
+    here = [b for b in plan["spanning"] if b != ref and np.any(sd.batches == b)]
+    if not here:
+        return None
+    stats = [batch_stats(z[sd.batches == b]) for b in here]
+    return {"kind": "batch_moments", "site": sd.site, "batches": here,
+            "n": np.array([s[0] for s in stats], dtype=np.int64),
+            "mean": np.stack([s[1] for s in stats]), "m2": np.stack([s[2] for s in stats])}
