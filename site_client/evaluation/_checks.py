@@ -24,7 +24,7 @@ def as_probabilities(p: object, name: str = "p", site: str | None = None) -> np.
     if bad.size:
         i = int(bad[0])
         raise ValueError(
-            f"{name}{_where(site)}: row {i} is {arr[i]!r}; expected a probability in [0, 1] "
+            f"{name}{_where(site)}: row {i} is {float(arr[i])!r}; expected a probability in [0, 1] "
             f"({bad.size} bad row(s) in total)"
         )
     return arr
@@ -40,7 +40,7 @@ def as_labels(y: object, n: int, name: str = "y", site: str | None = None) -> np
     if bad.size:
         i = int(bad[0])
         raise ValueError(
-            f"{name}{_where(site)}: row {i} is {raw[i]!r}; expected a class label 0 (negative) or 1 (positive)"
+            f"{name}{_where(site)}: row {i} is {raw[i].item()!r}; expected a class label 0 (negative) or 1 (positive)"
         )
     return arr.astype(np.int64)
 
@@ -53,7 +53,7 @@ def as_finite(x: object, n: int, name: str, site: str | None = None, ndim: int =
     bad = np.flatnonzero(~np.isfinite(arr).reshape(n, -1).all(axis=1))
     if bad.size:
         i = int(bad[0])
-        raise ValueError(f"{name}{_where(site)}: row {i} is not finite ({arr[i]!r}); expected a real number")
+        raise ValueError(f"{name}{_where(site)}: row {i} is not finite ({arr[i].tolist()!r}); expected a real number")
     return arr
 
 

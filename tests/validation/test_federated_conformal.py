@@ -1,0 +1,102 @@
+"""Class-conditional federated conformal: exact bisection, conservative histogram quantile, held-out coverage."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from coordinator.validation import (
+    bisect_class_quantiles,
+    combine_aggregates,
+    conformal_stats,
+    fcp_rank,
+    quantile_from_histogram,
+    thresholds_from_histograms,
+)
+from site_client.evaluation import (
+    conformal_counts_at_most,
+    conformal_histograms,
+    prediction_set_coverage,
+    prediction_set_sizes,
+)
+
+
+def scores_by_class(sites):
+    p = np.concatenate([s.p for s in sites])
+    y = np.concatenate([s.y for s in sites])
+    return np.sort(p[y == 0]), np.sort(1 - p[y == 1])  # s = 1 - p̂ of the true class
+
+
+def test_fcp_rank_formula():
+    assert fcp_rank(100, 4, 0.1) == math.ceil(0.9 * 104)
+    assert fcp_rank(86, 4, 0.1) == 81  # 0.9 * 90 = 81.00000000000001 in floats: must not round up to 82
+
+
+def test_bisection_equals_pooled_order_statistic_exactly(make_sites):
+    sites = make_sites(20, [120, 90, 150])
+    alpha = 0.1
+    q_neg, q_pos = bisect_class_quantiles(
+        lambda tn, tp: [conformal_counts_at_most(s.p, s.y, tn, tp) for s in sites], n_sites=3, alpha=alpha
+    )
+    neg, pos = scores_by_class(sites)
+    assert q_neg == neg[fcp_rank(neg.size, 3, alpha) - 1]
+    assert q_pos == pos[fcp_rank(pos.size, 3, alpha) - 1]
+
+
+def test_histogram_quantile_is_conservative_and_within_one_bin(make_sites):
+    sites = make_sites(21, [120, 90, 150])
+    agg = combine_aggregates([conformal_histograms(s.p, s.y, 50) for s in sites])
+    q_neg, q_pos, info = thresholds_from_histograms(agg, n_sites=3, alpha=0.1)
+    neg, pos = scores_by_class(sites)
+    exact_neg, exact_pos = neg[info["k_neg"] - 1], pos[info["k_pos"] - 1]
+    assert exact_neg <= q_neg < exact_neg + 1 / 50 + 1e-12
+    assert exact_pos <= q_pos < exact_pos + 1 / 50 + 1e-12
+    assert quantile_from_histogram([0, 0.5, 1], [2, 1], 4) == 1.0  # k* > N: always include the class
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize("method", ["histogram", "bisection"])
+def test_heldout_coverage_with_exchangeable_sites(make_sites, seed, method):
+    """Sites drawn from one distribution (no site shift): held-out coverage >= 1 - alpha within its CP CI."""
+    alpha = 0.1
+    sites = make_sites(100 + seed, [150, 200, 250, 180, 1500], shift=0.0)
+    calib, heldout = sites[:4], sites[4]
+    if method == "histogram":
+        agg = combine_aggregates([conformal_histograms(s.p, s.y, 100) for s in calib])
+        q_neg, q_pos, _ = thresholds_from_histograms(agg, n_sites=4, alpha=alpha)
+    else:
+        q_neg, q_pos = bisect_class_quantiles(
+            lambda tn, tp: [conformal_counts_at_most(s.p, s.y, tn, tp) for s in calib], n_sites=4, alpha=alpha
+        )
+    st = conformal_stats(alpha, q_neg, q_pos, prediction_set_coverage(heldout.p, heldout.y, q_neg, q_pos),
+                         prediction_set_sizes(heldout.p, q_neg, q_pos))
+    for cov in (st.coverage, st.coverage_neg, st.coverage_pos):  # marginal and per class (Mondrian)
+        assert cov.ci_high >= 1 - alpha, f"coverage {cov.value:.3f} CI {cov.ci_low:.3f}-{cov.ci_high:.3f}"
+        assert cov.method == "clopper-pearson"
+    assert 1 <= st.mean_set_size <= 2
+    assert st.rate_empty + st.rate_single + st.rate_both == pytest.approx(1.0)
+
+
+def test_prediction_set_counts_equal_direct(make_sites):
+    s = make_sites(30, [500])[0]
+    q_neg, q_pos = 0.55, 0.62
+    cov = prediction_set_coverage(s.p, s.y, q_neg, q_pos)
+    size = prediction_set_sizes(s.p, q_neg, q_pos)
+    has0 = (1 - (1 - s.p)) <= q_neg  # class 0 in the set iff 1 - p̂_0 <= q̂_0
+    has1 = (1 - s.p) <= q_pos
+    covered = np.where(s.y == 1, has1, has0)
+    assert cov["n_covered"] == covered.sum() and cov["n_missed"] == (~covered).sum()
+    assert cov["n_pos_covered"] == covered[s.y == 1].sum() and cov["n_neg_covered"] == covered[s.y == 0].sum()
+    assert size["n_both"] == np.sum(has0 & has1) and size["n_empty"] == np.sum(~has0 & ~has1)
+    assert size["n_single_pos"] == np.sum(~has0 & has1)
+    st = conformal_stats(0.1, q_neg, q_pos, cov, size)
+    assert st.mean_set_size == pytest.approx((has0.astype(int) + has1).mean())
+    assert st.coverage.value == pytest.approx(covered.mean())
+
+
+def test_suppressed_conformal_counts_are_reported_not_invented():
+    st = conformal_stats(0.1, 0.5, 0.5, {"suppressed": 1, "k": 5}, None)
+    assert st.coverage is None and st.mean_set_size is None
+    assert "coverage counts suppressed" in st.note and "no set-size counts" in st.note
