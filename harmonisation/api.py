@@ -83,66 +83,73 @@ def run_federated_combat(
     options = ComBatOptions(eb=eb, parametric=parametric, mean_only=mean_only,
                             ref_batch=None if ref_site is None else level_str(ref_site),
                             float32_covariates=float32_covariates)
-    log = MessageLog()
     frames = {str(name): df for name, df in sites.items()}
     caught: list[warnings.WarningMessage] = []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        # step 0: schema -> plan
-        schemas = [log.record(SITE_TO_HUB, s, site_schema(s, df, features, categorical, continuous, batch_col))
-                   for s, df in frames.items()]
-        plan = build_plan(schemas, categorical, continuous, options, batch_col)
-        for s in frames:
-            log.record(HUB_TO_SITE, s, plan)
-        local = {s: prepare_site(s, df, plan) for s, df in frames.items()}
-        # round 1: XᵀX, XᵀY -> B̂, α̂
-        fit = combine_round1(plan, [log.record(SITE_TO_HUB, s, site_round1(sd)) for s, sd in local.items()])
-        for s in frames:
-            log.record(HUB_TO_SITE, s, fit)
-        # round 2: SSR -> σ̂²
-        r2 = []
-        for s, sd in local.items():
-            msg = site_round2(sd, plan, fit)
-            if msg is not None:
-                r2.append(log.record(SITE_TO_HUB, s, msg))
-        scale = combine_round2(plan, r2)
-        for s in frames:
-            log.record(HUB_TO_SITE, s, scale)
-        # local standardisation; extra round only for batches spanning sites
-        zs = {s: standardise(sd, plan, fit, scale) for s, sd in local.items()}
-        eb_msg = None
-        if [b for b in plan["spanning"] if b != options.ref_batch]:
-            moments = []
-            for s, sd in local.items():
-                msg = site_batch_moments(sd, plan, zs[s][0])
-                if msg is not None:
-                    moments.append(log.record(SITE_TO_HUB, s, msg))
-            eb_msg = combine_batch_moments(plan, moments)
-            for s in frames:
-                log.record(HUB_TO_SITE, s, eb_msg)
-        adjusted = {s: local_adjust(sd, plan, fit, scale, eb_msg, z_mod=zs[s]) for s, sd in local.items()}
-        out = {s: replace_columns(frames[s], plan["features"], adjusted[s]) for s in frames}
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = _run(frames, features, categorical, continuous, options, batch_col, diagnostics, alpha)
+        result.report.warnings = [f"{w.category.__name__}: {w.message}" for w in caught]
+    finally:  # hand the warnings on to the caller, also when an error stopped the run
+        for w in caught:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return result
 
-        model = ComBatModel.from_messages(plan, fit, scale)
-        report = ComBatReport(
-            excluded=dict(model.excluded),
-            batch_sizes={b: int(n) for b, n in zip(plan["batches"], plan["batch_n"])},
-            spanning_batches=list(plan["spanning"]), design_columns=list(plan["design_columns"]),
-            condition_number=float(fit["cond"]),
-        )
-        if diagnostics:
-            idx = np.array([features.index(f) for f in plan["features"]], dtype=int)
-            before = pooled_batch_moments(schemas, plan["batches"], idx)
-            diag_msgs = [log.record(SITE_TO_HUB, s, site_diagnostics(s, adjusted[s], local[s].batches))
-                         for s in frames]
-            after = pooled_batch_moments(diag_msgs, plan["batches"])
-            report.batch_effect = batch_effect_table(plan["features"], before, after, alpha)
-            report.batch_summary = batch_summary_table(plan["features"], before, after)
-    for w in caught:
-        report_text = f"{w.category.__name__}: {w.message}"
-        if "report" in locals():
-            report.warnings.append(report_text)
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+def _run(frames: dict[str, pd.DataFrame], features: list[str], categorical: Sequence[str],
+         continuous: Sequence[str], options: ComBatOptions, batch_col: str | None,
+         diagnostics: bool, alpha: float) -> ComBatResult:
+    log = MessageLog()
+    # step 0: schema -> plan
+    schemas = [log.record(SITE_TO_HUB, s, site_schema(s, df, features, categorical, continuous, batch_col))
+               for s, df in frames.items()]
+    plan = build_plan(schemas, categorical, continuous, options, batch_col)
+    for s in frames:
+        log.record(HUB_TO_SITE, s, plan)
+    local = {s: prepare_site(s, df, plan) for s, df in frames.items()}
+    # round 1: XᵀX, XᵀY -> B̂, α̂
+    fit = combine_round1(plan, [log.record(SITE_TO_HUB, s, site_round1(sd)) for s, sd in local.items()])
+    for s in frames:
+        log.record(HUB_TO_SITE, s, fit)
+    # round 2: SSR -> σ̂²
+    r2 = []
+    for s, sd in local.items():
+        msg = site_round2(sd, plan, fit)
+        if msg is not None:
+            r2.append(log.record(SITE_TO_HUB, s, msg))
+    scale = combine_round2(plan, r2)
+    for s in frames:
+        log.record(HUB_TO_SITE, s, scale)
+    # local standardisation; extra round only for batches spanning sites
+    zs = {s: standardise(sd, plan, fit, scale) for s, sd in local.items()}
+    eb_msg = None
+    if [b for b in plan["spanning"] if b != options.ref_batch]:
+        moments = []
+        for s, sd in local.items():
+            msg = site_batch_moments(sd, plan, zs[s][0])
+            if msg is not None:
+                moments.append(log.record(SITE_TO_HUB, s, msg))
+        eb_msg = combine_batch_moments(plan, moments)
+        for s in frames:
+            log.record(HUB_TO_SITE, s, eb_msg)
+    adjusted = {s: local_adjust(sd, plan, fit, scale, eb_msg, z_mod=zs[s]) for s, sd in local.items()}
+    out = {s: replace_columns(frames[s], plan["features"], adjusted[s]) for s in frames}
+
+    model = ComBatModel.from_messages(plan, fit, scale)
+    report = ComBatReport(
+        excluded=dict(model.excluded),
+        batch_sizes={b: int(n) for b, n in zip(plan["batches"], plan["batch_n"])},
+        spanning_batches=list(plan["spanning"]), design_columns=list(plan["design_columns"]),
+        condition_number=float(fit["cond"]),
+    )
+    if diagnostics:
+        idx = np.array([features.index(f) for f in plan["features"]], dtype=int)
+        before = pooled_batch_moments(schemas, plan["batches"], idx)
+        diag_msgs = [log.record(SITE_TO_HUB, s, site_diagnostics(s, adjusted[s], local[s].batches))
+                     for s in frames]
+        after = pooled_batch_moments(diag_msgs, plan["batches"])
+        report.batch_effect = batch_effect_table(plan["features"], before, after, alpha)
+        report.batch_summary = batch_summary_table(plan["features"], before, after)
     return ComBatResult(data=out, model=model, report=report, log=log)
 
 
