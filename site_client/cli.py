@@ -21,3 +21,7 @@ def _main() -> None:
 # Each import registers its command(s) on ``app``.
 from site_client.commands import check as _check  # noqa: E402,F401
 from site_client.commands import protocol as _protocol  # noqa: E402,F401
+from site_client.commands import keygen as _keygen  # noqa: E402,F401
+from site_client.commands import approve as _approve  # noqa: E402,F401
+from site_client.commands import join as _join  # noqa: E402,F401
+from site_client.commands import audit as _audit  # noqa: E402,F401

@@ -1,0 +1,1 @@
+"""Flower glue on the coordinator side: ServerApp, Grid transport, SuperLink, certificates, flwr CLI."""

@@ -1,0 +1,111 @@
+"""The coordinator's ServerApp: waits for the sites, runs the study over the Grid, logs the outcome.
+
+run_config (set by ``coordinator run`` / ``coordinator simulate``):
+``protocol-b64`` (the protocol YAML, base64), ``protocol-id`` (expected id, checked), ``mlflow-uri``
+(empty = no tracking), ``status-dir`` (where run-<id>.json goes; empty = none), ``wait-for`` (sites to
+wait for; 0 = the protocol's min_sites), ``wait-timeout-s`` (how long to wait for them).
+The study itself is :func:`coordinator.study.run_study` (pure, Flower-free).
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from coordinator.flower.status import RunStatus
+from coordinator.flower.transport import GridTransport, SiteLookupError, describe_nodes, wait_for_nodes
+from protocols import parse_protocol, protocol_id
+from protocols.schema import Protocol
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    protocol: Protocol
+    protocol_id: str
+    mlflow_uri: str
+    status_dir: Path | None
+    wait_for: int
+    wait_timeout_s: float
+
+
+def encode_protocol(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def settings_from_run_config(run_config: Mapping[str, Any]) -> RunSettings:
+    """Decode and check the run configuration; errors name the key."""
+    raw = str(run_config.get("protocol-b64", ""))
+    if not raw:
+        raise ValueError("run_config protocol-b64 is empty: launch studies with `coordinator run --protocol P`")
+    text = base64.b64decode(raw).decode("utf-8")
+    protocol = parse_protocol(yaml.safe_load(text), "run_config protocol-b64")
+    identifier = protocol_id(protocol)
+    expected = str(run_config.get("protocol-id", ""))
+    if expected and expected != identifier:
+        raise ValueError(f"run_config protocol-id {expected} does not match the shipped protocol ({identifier})")
+    status_dir = str(run_config.get("status-dir", ""))
+    return RunSettings(
+        protocol=protocol,
+        protocol_id=identifier,
+        mlflow_uri=str(run_config.get("mlflow-uri", "")),
+        status_dir=Path(status_dir) if status_dir else None,
+        wait_for=int(run_config.get("wait-for", 0)) or protocol.federation.min_sites,
+        wait_timeout_s=float(run_config.get("wait-timeout-s", 300.0)),
+    )
+
+
+def study_module() -> Any:
+    """``coordinator.study``, or the module named in FEDRADVAL_STUDY_MODULE (developer hook to exercise
+    this glue with a stand-in study)."""
+    return importlib.import_module(os.environ.get("FEDRADVAL_STUDY_MODULE", "coordinator.study"))
+
+
+def run_server(grid: Grid, settings: RunSettings, run_id: int, echo: Any = print) -> Any:
+    """Everything the ServerApp does, given decoded settings; returns the StudyOutcome (raises on failure)."""
+    run_study = study_module().run_study
+    status = RunStatus(settings.status_dir, run_id, echo=echo)
+    protocol = settings.protocol
+    try:
+        status.progress(f"study {protocol.study.name} v{protocol.study.version}, protocol id {settings.protocol_id}")
+        status.set_phase("waiting for sites")
+        nodes = wait_for_nodes(grid, settings.wait_for, settings.wait_timeout_s, status.progress)
+        if len(nodes) < protocol.federation.min_sites:
+            raise SiteLookupError(
+                f"only {len(nodes)} site(s) online after {settings.wait_timeout_s:.0f} s "
+                f"({describe_nodes(nodes.items()) or 'none'}); the protocol needs at least "
+                f"{protocol.federation.min_sites}"
+            )
+        transport = GridTransport(grid, settings.protocol_id, on_phase=status.set_phase)
+        sites = transport.bind(nodes, protocol.federation.round_timeout_s)
+        status.progress(f"sites: {', '.join(sites)}")
+        outcome = run_study(protocol, settings.protocol_id, transport, progress=status.progress)
+        status.progress(f"message rounds: {transport.rounds}; bytes received per site: {transport.bytes_received}")
+        if settings.mlflow_uri:
+            status.set_phase("tracking")
+            from coordinator import tracking
+
+            where = tracking.log_outcome(outcome, protocol, settings.protocol_id, settings.mlflow_uri)
+            status.progress(f"logged to MLflow at {settings.mlflow_uri}{f' ({where})' if where else ''}")
+    except Exception as exc:
+        status.finish(error=f"{exc}")
+        raise
+    status.set_phase("done")
+    status.finish()
+    return outcome
+
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    run_server(grid, settings_from_run_config(context.run_config), context.run_id)

@@ -1,0 +1,154 @@
+"""The study Transport over a Flower Grid: site names <-> node ids, one query message per site and phase.
+
+A reply that is a Flower error, or no reply within the timeout, or a node that went offline while its
+request was pending, becomes a ``SiteFailure`` for that site (the study runner decides whether to go on).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flwr.app import Message, MessageType
+from flwr.serverapp import Grid
+
+from protocols.wire import from_record, payload_nbytes, to_record
+
+IDENTIFY = "identify"  # answered by the site's glue with its node_config site-name
+POLL_S = 1.0
+
+
+class SiteLookupError(RuntimeError):
+    """Too few sites online, or two nodes claim the same site name."""
+
+
+def online_nodes(grid: Grid) -> dict[int, str]:
+    """node id -> registered name ('' when the SuperLink has none) of every online node."""
+    return {int(n.node_id): str(getattr(n, "name", "") or "") for n in grid.get_nodes()}
+
+
+def wait_for_nodes(grid: Grid, wanted: int, timeout_s: float, say: Callable[[str], None]) -> dict[int, str]:
+    """Poll until ``wanted`` nodes are online or the timeout passes; returns what is online then."""
+    deadline = time.monotonic() + timeout_s
+    seen = -1
+    while True:
+        nodes = online_nodes(grid)
+        if len(nodes) != seen:
+            seen = len(nodes)
+            say(f"{seen} site(s) online, waiting for {wanted}")
+        if len(nodes) >= wanted or time.monotonic() >= deadline:
+            return nodes
+        time.sleep(POLL_S)
+
+
+def _failure(site: str, message: str) -> Any:
+    from coordinator.flower.server_app import study_module
+
+    return study_module().SiteFailure(site=site, message=message)
+
+
+class GridTransport:
+    """``coordinator.study.Transport`` over a Grid; counts rounds and bytes per site."""
+
+    def __init__(
+        self,
+        grid: Grid,
+        protocol_id: str,
+        on_phase: Callable[[str], None] = lambda phase: None,
+    ) -> None:
+        self.grid = grid
+        self.protocol_id = protocol_id
+        self.on_phase = on_phase
+        self.node_of: dict[str, int] = {}
+        self.rounds = 0
+        self.bytes_sent: dict[str, int] = {}
+        self.bytes_received: dict[str, int] = {}
+
+    # -- site names -------------------------------------------------------------------------------------
+    def bind(self, nodes: dict[int, str], timeout_s: float) -> list[str]:
+        """Learn site names: the SuperLink's registered names, else one ``identify`` round."""
+        if nodes and all(nodes.values()):
+            names = dict(nodes)
+        else:
+            self.node_of = {f"node-{nid}": nid for nid in nodes}
+            replies = self._round(IDENTIFY, {f"node-{nid}": {} for nid in nodes}, timeout_s)
+            names = {}
+            for key, reply in replies.items():
+                if isinstance(reply, dict) and reply.get("site"):
+                    names[self.node_of[key]] = str(reply["site"])
+        taken: dict[str, int] = {}
+        for nid, name in names.items():
+            if name in taken:
+                raise SiteLookupError(f"nodes {taken[name]} and {nid} both call themselves site {name!r}")
+            taken[name] = nid
+        self.node_of = taken
+        return self.sites()
+
+    def sites(self) -> list[str]:
+        return sorted(self.node_of)
+
+    # -- messages -----------------------------------------------------------------------------------------
+    def exchange(self, phase: str, requests: dict[str, dict[str, Any]], timeout_s: float) -> dict[str, Any]:
+        unknown = sorted(set(requests) - set(self.node_of))
+        results: dict[str, Any] = {s: _failure(s, f"site {s} is not connected") for s in unknown}
+        known = {s: p for s, p in requests.items() if s in self.node_of}
+        self.on_phase(phase)
+        results.update(self._round(phase, known, timeout_s))
+        return results
+
+    def _round(self, phase: str, requests: dict[str, dict[str, Any]], timeout_s: float) -> dict[str, Any]:
+        if not requests:
+            return {}
+        self.rounds += 1
+        messages = []
+        for site, payload in requests.items():
+            body = dict(payload)
+            body.setdefault("phase", phase)
+            body.setdefault("protocol_id", self.protocol_id)
+            self.bytes_sent[site] = self.bytes_sent.get(site, 0) + payload_nbytes(body)
+            messages.append(
+                Message(to_record(body), dst_node_id=self.node_of[site], message_type=MessageType.QUERY, group_id=phase)
+            )
+        site_of = {nid: s for s, nid in self.node_of.items() if s in requests}
+        pending = {mid: site_of[m.metadata.dst_node_id] for mid, m in zip(self.grid.push_messages(messages), messages)}
+        results: dict[str, Any] = {}
+        deadline = time.monotonic() + timeout_s
+        last_check = time.monotonic()
+        while pending:
+            for reply in self.grid.pull_messages(list(pending)):
+                site = pending.pop(reply.metadata.reply_to_message_id, None)
+                if site is None:
+                    continue
+                results[site] = self._decode(site, phase, reply)
+            if not pending:
+                break
+            now = time.monotonic()
+            if now >= deadline:
+                for site in pending.values():
+                    results[site] = _failure(site, f"site {site} sent no {phase} reply within {timeout_s:.0f} s")
+                break
+            if now - last_check > 10:  # a node whose heartbeat lapsed will never answer
+                last_check = now
+                online = set(online_nodes(self.grid))
+                for mid, site in list(pending.items()):
+                    if self.node_of[site] not in online:
+                        pending.pop(mid)
+                        results[site] = _failure(site, f"site {site} went offline during {phase}")
+            time.sleep(POLL_S)
+        return results
+
+    def _decode(self, site: str, phase: str, reply: Message) -> Any:
+        if reply.has_error():
+            reason = reply.error.reason or f"error code {reply.error.code}"
+            return _failure(site, reason if site in reason else f"site {site}: {reason}")
+        payload = from_record(reply.content)
+        self.bytes_received[site] = self.bytes_received.get(site, 0) + payload_nbytes(payload)
+        claimed = payload.get("site")
+        if phase != IDENTIFY and claimed is not None and claimed != site:
+            return _failure(site, f"node registered as site {site} answered as site {claimed!r}")
+        return payload
+
+
+def describe_nodes(nodes: Iterable[tuple[int, str]]) -> str:
+    return ", ".join(f"{name or '?'} (node {nid})" for nid, name in nodes)

@@ -1,0 +1,1 @@
+"""Flower glue on the hospital side: ClientApp, SuperNode supervisor, audit log, approvals, keys."""

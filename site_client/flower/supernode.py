@@ -1,0 +1,154 @@
+"""Run the site's SuperNode and keep it running: restart with exponential back-off whenever it exits.
+
+The SuperNode gets its node_config from a TOML file (``<work-dir>/node-config.toml``): every value is
+a quoted TOML string, because Flower rejects bare strings (and paths contain '/' and spaces).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from site_client.flower.client_app import SiteSettings
+from site_client.flower.files import write_atomic
+
+# flower-supernode exit codes worth explaining to hospital IT (flwr.common.exit.ExitCode).
+EXIT_HINTS = {
+    305: "the SuperLink refused this SuperNode: its key is not registered with the coordinator "
+    "(send your .pub file), or the TLS certificate could not be verified (check --root-certificates)",
+    3: "stopped by SIGTERM",
+}
+
+
+def node_config_toml(settings: SiteSettings) -> str:
+    """node_config as TOML, every value quoted."""
+    values = {
+        "site-name": settings.site_name,
+        "data": str(settings.data.resolve()),
+        "data-kind": settings.data_kind,
+        "work-dir": str(settings.work_dir.resolve()),
+        "protocol-path": str(settings.protocol_path.resolve()),
+        "approvals-path": str(settings.approvals_path.resolve()),
+    }
+    return "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
+
+
+def write_node_config(settings: SiteSettings) -> Path:
+    path = settings.work_dir / "node-config.toml"
+    write_atomic(path, node_config_toml(settings).encode("utf-8"))
+    return path
+
+
+def supernode_executable() -> str:
+    candidate = Path(sys.executable).with_name("flower-supernode")
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("flower-supernode")
+    if not found:
+        raise FileNotFoundError("flower-supernode not found; install fedradval (it brings flwr)")
+    return found
+
+
+def supernode_command(
+    coordinator: str,
+    node_config: Path,
+    clientappio_port: int,
+    root_certificates: Path | None = None,
+    key: Path | None = None,
+    insecure: bool = False,
+    executable: str | None = None,
+) -> list[str]:
+    """Arguments for ``flower-supernode``; TLS unless ``insecure``; a key turns on authentication."""
+    command = [
+        executable or supernode_executable(),
+        "--superlink",
+        coordinator,
+        "--node-config",
+        str(node_config),
+        "--port",
+        str(clientappio_port),
+    ]
+    if insecure:
+        if key is not None:
+            raise ValueError("--key needs TLS: SuperNode authentication is not possible with --insecure")
+        return command + ["--insecure"]
+    if root_certificates is not None:
+        command += ["--root-certificates", str(root_certificates)]
+    if key is not None:
+        command += ["--auth-supernode-private-key", str(key)]
+    return command
+
+
+def backoff_delays(initial_s: float = 2.0, maximum_s: float = 60.0) -> Iterator[float]:
+    """initial, 2*initial, 4*initial, ... capped at maximum."""
+    delay = initial_s
+    while True:
+        yield delay
+        delay = min(delay * 2, maximum_s)
+
+
+def supervise(
+    command: list[str],
+    env: dict[str, str],
+    say: Callable[[str], None],
+    initial_backoff_s: float = 2.0,
+    max_backoff_s: float = 60.0,
+    stable_after_s: float = 120.0,
+    max_restarts: int | None = None,
+) -> int:
+    """Run ``command`` until SIGTERM/SIGINT; restart it with back-off after every exit.
+
+    A run that lasted ``stable_after_s`` resets the back-off. Returns the last exit code. The child runs
+    in its own process group; on SIGTERM/SIGINT the whole group is terminated (SIGKILL after 15 s).
+    """
+    child: subprocess.Popen[bytes] | None = None
+    stopping = False
+
+    def _stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        if child is not None and child.poll() is None:
+            os.killpg(child.pid, signal.SIGTERM)
+
+    previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    delays = backoff_delays(initial_s=initial_backoff_s, maximum_s=max_backoff_s)
+    restarts = 0
+    code = 0
+    try:
+        while not stopping:
+            started = time.monotonic()
+            child = subprocess.Popen(command, env=env, start_new_session=True)
+            say(f"SuperNode started (pid {child.pid})")
+            code = child.wait()
+            if stopping:
+                break
+            if time.monotonic() - started >= stable_after_s:
+                delays = backoff_delays(initial_s=initial_backoff_s, maximum_s=max_backoff_s)
+            if max_restarts is not None and restarts >= max_restarts:
+                say(f"SuperNode exited with code {code}; giving up after {restarts} restart(s)")
+                break
+            delay = next(delays)
+            hint = f" ({EXIT_HINTS[code]})" if code in EXIT_HINTS else ""
+            say(f"SuperNode exited with code {code}{hint}; restarting in {delay:.0f} s")
+            deadline = time.monotonic() + delay
+            while not stopping and time.monotonic() < deadline:
+                time.sleep(0.2)
+            restarts += 1
+    finally:
+        if child is not None and child.poll() is None:
+            os.killpg(child.pid, signal.SIGTERM)
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return code
