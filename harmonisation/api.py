@@ -23,7 +23,7 @@ from .frames import replace_columns
 from .local_adjust import local_adjust
 from .messages import HUB_TO_SITE, SITE_TO_HUB, MessageLog
 from .model import ComBatModel
-from .schema import ComBatOptions, build_plan, level_str, site_schema
+from .schema import ComBatOptions, build_plan, feature_matrix, level_str, site_schema
 from .site_stats import site_batch_moments, site_round1, site_round2, standardise
 
 
@@ -100,13 +100,15 @@ def _run(frames: dict[str, pd.DataFrame], features: list[str], categorical: Sequ
          continuous: Sequence[str], options: ComBatOptions, batch_col: str | None,
          diagnostics: bool, alpha: float) -> ComBatResult:
     log = MessageLog()
-    # step 0: schema -> plan
-    schemas = [log.record(SITE_TO_HUB, s, site_schema(s, df, features, categorical, continuous, batch_col))
+    # step 0: each site reads and validates its table once, sends its schema -> plan
+    tables = {s: feature_matrix(s, df, features) for s, df in frames.items()}
+    schemas = [log.record(SITE_TO_HUB, s, site_schema(s, df, features, categorical, continuous, batch_col,
+                                                      y=tables[s]))
                for s, df in frames.items()]
     plan = build_plan(schemas, categorical, continuous, options, batch_col)
     for s in frames:
         log.record(HUB_TO_SITE, s, plan)
-    local = {s: prepare_site(s, df, plan) for s, df in frames.items()}
+    local = {s: prepare_site(s, df, plan, y_all=tables.pop(s)) for s, df in frames.items()}
     # round 1: XᵀX, XᵀY -> B̂, α̂
     fit = combine_round1(plan, [log.record(SITE_TO_HUB, s, site_round1(sd)) for s, sd in local.items()])
     for s in frames:

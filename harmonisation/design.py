@@ -67,12 +67,21 @@ def design_matrix(
     return np.hstack(cols)
 
 
-def prepare_site(site: str, df: pd.DataFrame, plan: Message) -> SiteData:
-    """Site side, after the plan: feature matrix in plan order and the design rows."""
+def prepare_site(site: str, df: pd.DataFrame, plan: Message, y_all: np.ndarray | None = None) -> SiteData:
+    """Site side, after the plan: feature matrix in plan order and the design rows.
+
+    ``y_all`` may pass the feature matrix already read for the schema (columns in the
+    plan's ``all_features`` order); the kept features are then selected from it."""
     batch_col = plan["batch_col"] or None
     labels = batch_labels(site, df, batch_col)
     x = design_matrix(
         site, df, plan["batches"], labels, plan_levels(plan), plan["continuous"],
         plan["ref_batch"] or None, bool(plan["float32_covariates"]))
-    y = feature_matrix(site, df, plan["features"])
+    if y_all is None:
+        y = feature_matrix(site, df, plan["features"])
+    elif list(plan["features"]) == list(plan["all_features"]):
+        y = y_all
+    else:
+        pos = {f: j for j, f in enumerate(plan["all_features"])}
+        y = y_all[:, [pos[f] for f in plan["features"]]]
     return SiteData(site=site, y=y, x=x, batches=labels, index=df.index)

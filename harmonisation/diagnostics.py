@@ -29,7 +29,7 @@ def group_moments(values: np.ndarray, labels: np.ndarray) -> dict:
     mean = np.zeros((len(groups), p))
     var = np.zeros((len(groups), p))
     for k, g in enumerate(groups):
-        rows = values[labels == g]
+        rows = values if len(groups) == 1 else values[labels == g]
         n[k] = rows.shape[0]
         mean[k] = rows.mean(axis=0)
         if n[k] > 1:

@@ -25,8 +25,9 @@ def local_adjust(sd: SiteData, plan: Message, fit: Message, scale: Message,
     sigma = np.sqrt(scale["var_pooled"])
     out = np.empty_like(sd.y)
     spanning = set(plan["spanning"])
-    for b in sorted(set(sd.batches.tolist())):
-        rows = sd.batches == b
+    local_batches = sorted(set(sd.batches.tolist()))
+    for b in local_batches:
+        rows = slice(None) if len(local_batches) == 1 else sd.batches == b
         if opts.ref_batch is not None and b == opts.ref_batch:
             out[rows] = sd.y[rows]
             continue
@@ -41,5 +42,9 @@ def local_adjust(sd: SiteData, plan: Message, fit: Message, scale: Message,
             g, d = batch_adjustments(n, mean, m2, eb=opts.eb, parametric=opts.parametric,
                                      mean_only=opts.mean_only, conv=opts.conv,
                                      max_iter=opts.max_iter, label=b)
-        out[rows] = sigma * (z[rows] - g) / np.sqrt(d) + fit["alpha"] + mod[rows]
+        block = z[rows] - g
+        block *= sigma / np.sqrt(d)
+        block += fit["alpha"]
+        block += mod[rows]
+        out[rows] = block
     return out

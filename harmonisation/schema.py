@@ -73,9 +73,14 @@ def feature_matrix(site: str, df: pd.DataFrame, features: Sequence[str]) -> np.n
     dup = df.columns[df.columns.duplicated()].intersection(list(features))
     if len(dup):
         raise HarmonisationError(f"site {site!r}: duplicated column(s) {list(dup)}")
+    sub = df[list(features)]
+    if all(pd.api.types.is_numeric_dtype(t) and not pd.api.types.is_bool_dtype(t) for t in set(sub.dtypes)):
+        out = sub.to_numpy(dtype=np.float64, na_value=np.nan)
+        if np.isfinite(out).all():  # fast path: one block, no per-column work
+            return out
     out = np.empty((len(df), len(features)), dtype=np.float64)
     for j, name in enumerate(features):
-        col = df[name]
+        col = sub.iloc[:, j]
         if pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
             num = pd.to_numeric(col, errors="coerce")
             bad = (num.isna() & col.notna()).to_numpy()
@@ -151,10 +156,13 @@ def site_schema(
     categorical: Sequence[str] = (),
     continuous: Sequence[str] = (),
     batch_col: str | None = None,
+    y: np.ndarray | None = None,
 ) -> Message:
-    """Site side, step 0: validate the table and describe it with aggregates only."""
+    """Site side, step 0: validate the table and describe it with aggregates only.
+
+    ``y`` may pass the already-read :func:`feature_matrix` of ``df`` to avoid reading twice."""
     features = list(features)
-    y = feature_matrix(site, df, features)
+    y = feature_matrix(site, df, features) if y is None else y
     labels = batch_labels(site, df, batch_col)
     msg: Message = {"kind": "schema", "site": site, "n": int(len(df)), "features": features}
     for cov in categorical:
@@ -168,7 +176,7 @@ def site_schema(
     msg["var"] = mom["var"]
     const = np.zeros_like(mom["mean"], dtype=np.uint8)
     for k, b in enumerate(mom["groups"]):
-        rows = y[labels == b]
+        rows = y if len(mom["groups"]) == 1 else y[labels == b]
         const[k] = (rows.max(axis=0) == rows.min(axis=0)).astype(np.uint8)
     msg["constant"] = const
     return msg

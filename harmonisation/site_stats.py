@@ -21,12 +21,16 @@ def site_round2(sd: SiteData, plan: Message, fit: Message) -> Message | None:
     """Round 2: SSR_j = Σ_i (y_ij - x_iᵀB̂_j)² over the site's rows (reference mode: only its
     reference-batch rows; a site without any sends nothing)."""
     ref = plan["ref_batch"] or None
-    rows = np.ones(sd.y.shape[0], dtype=bool) if ref is None else (sd.batches == ref)
-    if not rows.any():
-        return None
-    resid = sd.y[rows] - sd.x[rows] @ fit["beta"]
-    return {"kind": "round2", "site": sd.site, "ssr": np.einsum("ij,ij->j", resid, resid),
-            "n": int(rows.sum())}
+    if ref is None:
+        resid = sd.y - sd.x @ fit["beta"]
+        n = sd.y.shape[0]
+    else:
+        rows = sd.batches == ref
+        if not rows.any():
+            return None
+        resid = sd.y[rows] - sd.x[rows] @ fit["beta"]
+        n = int(rows.sum())
+    return {"kind": "round2", "site": sd.site, "ssr": np.einsum("ij,ij->j", resid, resid), "n": int(n)}
 
 
 def covariate_effect(sd: SiteData, plan: Message, beta: np.ndarray) -> np.ndarray:
@@ -40,7 +44,9 @@ def covariate_effect(sd: SiteData, plan: Message, beta: np.ndarray) -> np.ndarra
 def standardise(sd: SiteData, plan: Message, fit: Message, scale: Message) -> tuple[np.ndarray, np.ndarray]:
     """Z = (Y - α̂ - M) / σ̂; returns (Z, M)."""
     mod = covariate_effect(sd, plan, fit["beta"])
-    z = (sd.y - fit["alpha"] - mod) / np.sqrt(scale["var_pooled"])
+    z = sd.y - fit["alpha"]
+    z -= mod
+    z /= np.sqrt(scale["var_pooled"])
     return z, mod
 
 
