@@ -166,11 +166,25 @@ class Resegmentation(_Strict):
 class Discretisation(_Strict):
     """Grey-level discretisation for texture and intensity-histogram features."""
 
-    method: Literal["fixed_bin_width", "fixed_bin_number"] = Field(
-        default="fixed_bin_width", description="Fixed bin size (counted from the re-segmentation lower bound) or fixed bin number."
+    method: Literal["fixed_bin_width", "fixed_bin_number", "none"] = Field(
+        default="fixed_bin_width",
+        description="Fixed bin size (counted from the re-segmentation lower bound) or fixed bin number; "
+        "none = the intensities are the grey levels (integers >= 1, e.g. the IBSI digital phantom).",
     )
     bin_width: float = Field(default=25.0, gt=0, description="Used by fixed_bin_width.")
     bin_number: int = Field(default=32, ge=2, description="Used by fixed_bin_number.")
+
+
+class IvhDiscretisation(_Strict):
+    """Discretisation of the intensity-volume histogram (IBSI 3.5), separate from the texture one."""
+
+    method: Literal["none", "fixed_bin_width", "fixed_bin_number"] = Field(
+        default="none", description="none = every distinct intensity is a level (integer data such as CT HU)."
+    )
+    bin_width: float = Field(
+        default=2.5, gt=0, description="Used by fixed_bin_width (bins start at the re-segmentation lower bound)."
+    )
+    bin_number: int = Field(default=1000, ge=2, description="Used by fixed_bin_number.")
 
 
 class Extraction(_Strict):
@@ -183,6 +197,9 @@ class Extraction(_Strict):
     resampling: Resampling = Field(default_factory=Resampling)
     resegmentation: Resegmentation = Field(default_factory=Resegmentation)
     discretisation: Discretisation = Field(default_factory=Discretisation)
+    ivh_discretisation: IvhDiscretisation = Field(
+        default_factory=IvhDiscretisation, description="Intensity-volume histogram discretisation (IBSI 3.5)."
+    )
     families: list[str] = Field(
         default_factory=lambda: list(REQUIRED_FAMILIES), description="Feature families to compute."
     )

@@ -1,0 +1,66 @@
+"""One case from files: header-only size check, read image and mask, dispatch to the IBSI or pyradiomics engine."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from protocols.schema import Extraction, Protocol
+from site_client.imaging.errors import CaseInputError
+from site_client.imaging.masks import read_mask
+from site_client.imaging.readers import read_geometry, read_image
+
+
+def _extraction(protocol: Protocol | Extraction) -> Extraction:
+    return protocol.extraction if isinstance(protocol, Protocol) else protocol
+
+
+def check_size(path: Path, extraction: Extraction, series_uid: str = "") -> None:
+    """Refuse an image with more voxels than ``max_voxels`` from its header, before any voxel is read."""
+    geometry = read_geometry(path, series_uid)
+    voxels = math.prod(geometry.size)
+    if voxels > extraction.max_voxels:
+        raise CaseInputError(
+            f"{path}: image too large for memory: {voxels:,} voxels (size {geometry.size}) exceeds the protocol's "
+            f"extraction.max_voxels = {extraction.max_voxels:,}; crop the image around the lesion or raise the limit"
+        )
+
+
+def load_case(
+    image: Path, mask: Path, extraction: Extraction, label: int = 1, roi: str = "", series_uid: str = ""
+) -> tuple[sitk.Image, sitk.Image]:
+    """Image and binary mask on the image grid (label image, RTSTRUCT or SEG)."""
+    check_size(image, extraction, series_uid)
+    loaded = read_image(image, series_uid)
+    return loaded, read_mask(mask, loaded, label, roi)
+
+
+def extract_case(
+    image: sitk.Image | str | Path,
+    mask: sitk.Image | str | Path,
+    protocol: Protocol | Extraction,
+    label: int = 1,
+    roi: str = "",
+    series_uid: str = "",
+) -> dict[str, float]:
+    """Features of one lesion, named by IBSI tags (IBSI mode) or pyradiomics names (pyradiomics mode).
+
+    ``image`` / ``mask`` are SimpleITK images on the same grid (mask: binary or label ``label``) or paths.
+    Raises :class:`CaseInputError` with a message naming the problem for bad input.
+    """
+    extraction = _extraction(protocol)
+    if not isinstance(image, sitk.Image):
+        image, mask = load_case(Path(image), Path(mask), extraction, label, roi, series_uid)
+    elif not isinstance(mask, sitk.Image):
+        mask = read_mask(Path(mask), image, label, roi)
+    else:
+        mask = sitk.Cast(mask == label, sitk.sitkUInt8) if label != 1 else sitk.Cast(mask > 0, sitk.sitkUInt8)
+    if extraction.mode == "pyradiomics":
+        from site_client.extraction.pyradiomics_mode import extract_pyradiomics
+
+        return extract_pyradiomics(image, mask, extraction)
+    from site_client.extraction.engine import extract_ibsi
+
+    return extract_ibsi(image, mask, extraction)
