@@ -1,0 +1,255 @@
+"""Recalibration and conformal thresholds, coordinator side, for every model in lockstep.
+
+Step 0 (one round): sites receive the final parameters; training sites return, from their calibration parts,
+class histograms of p (k-merged) and per-class conformal-score histograms; held-out sites return their
+"before" evaluation aggregates (kept for :mod:`coordinator.study.evaluate`).
+
+Warm start: Platt (or temperature) fitted at the coordinator on the pooled binned calibration histograms
+(bin-midpoint logits weighted by counts). Newton rounds: all models' sites return the exact Newton terms
+(Σ gradient, Σ information, Σ NLL) at the current parameters; θ ← θ + (ΣI)⁻¹Σg, halving a step that raises
+the summed NLL. A model is converged when its Newton step is below ``NEWTON_TOL``; the last step is then
+applied without a further round. Starting near the optimum, one or two rounds suffice (quadratic convergence).
+
+Conformal: class-conditional split conformal on the training sites' calibration parts, score 1 − p̂ of the
+true class on the model's (not yet recalibrated) probability, q̂_y from the pooled histograms
+(``thresholds_from_histograms``). A monotone recalibration (b > 0, T > 0) maps these sets one-to-one onto
+the sets of the recalibrated probabilities, so the thresholds are computed once, in step 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from coordinator.validation.combine import combine_aggregates
+from coordinator.validation.conformal import thresholds_from_histograms
+from coordinator.validation.results import Recalibration
+from protocols.models import params_to_payload
+from protocols.payload import Payload, prefixes, unnest
+from protocols.schema import Protocol
+from coordinator.study.design import StudyDesign
+from coordinator.study.transport import Session
+
+NEWTON_TOL = 1e-6
+MAX_NEWTON_ROUNDS = 12
+Z95 = 1.959963984540054
+
+
+def _sigmoid(w: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * w))
+
+
+def _terms(method: str, eta: np.ndarray, pos: np.ndarray, neg: np.ndarray, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """(gradient of the log-likelihood, information, NLL) of counts (pos, neg) at logits eta."""
+    n = pos + neg
+    if method == "platt":
+        w = theta[0] + theta[1] * eta
+        mu = _sigmoid(w)
+        x = np.stack([np.ones_like(eta), eta], axis=1)
+        g = x.T @ (pos - n * mu)
+        info = (x * (n * mu * (1 - mu))[:, None]).T @ x
+    else:  # temperature, theta = [u = log T]
+        w = eta * math.exp(-theta[0])
+        mu = _sigmoid(w)
+        g = np.array([np.sum((n * mu - pos) * w)])          # d logL / du
+        info = np.array([[np.sum(n * mu * (1 - mu) * w * w)]])
+    nll = float(np.sum(n * np.logaddexp(0.0, w) - pos * w))
+    return g, info, nll
+
+
+def warm_start(method: str, hist: dict) -> np.ndarray:
+    """Recalibration fitted on binned calibration data (bin midpoints); the Newton rounds then refine it."""
+    theta = np.array([0.0, 1.0]) if method == "platt" else np.array([0.0])
+    edges = np.asarray(hist["edges"], dtype=float)
+    mid = np.clip(0.5 * (edges[:-1] + edges[1:]), 1e-6, 1 - 1e-6)
+    eta = np.log(mid) - np.log1p(-mid)
+    pos, neg = np.asarray(hist["bin_n_pos"], dtype=float), np.asarray(hist["bin_n_neg"], dtype=float)
+    if pos.sum() == 0 or neg.sum() == 0:
+        return theta
+    g, info, nll = _terms(method, eta, pos, neg, theta)
+    for _ in range(50):
+        try:
+            step = np.linalg.solve(info, g)
+        except np.linalg.LinAlgError:
+            break
+        scale = 1.0
+        while True:
+            cand = theta + scale * step
+            g2, i2, nll2 = _terms(method, eta, pos, neg, cand)
+            if nll2 <= nll + 1e-12 * max(1.0, abs(nll)) or scale < 1e-6:
+                break
+            scale /= 2
+        theta, g, info, nll = cand, g2, i2, nll2
+        if np.max(np.abs(scale * step)) < 1e-10:
+            break
+    return theta
+
+
+@dataclass
+class NewtonState:
+    theta: np.ndarray
+    step: np.ndarray | None = None
+    scale: float = 1.0
+    nll: float | None = None
+    info: np.ndarray | None = None
+    converged: bool = False
+    iterations: int = 0
+
+
+@dataclass
+class CalibrationResult:
+    recalibration: dict[str, Recalibration] = field(default_factory=dict)   # model → fitted map
+    conformal: dict[str, tuple[float, float]] = field(default_factory=dict) # model → (q_neg, q_pos)
+    conformal_info: dict[str, dict] = field(default_factory=dict)
+    before: dict[str, dict[str, dict]] = field(default_factory=dict)        # model → site → kind → aggregate
+    apparent: dict[str, dict[str, dict]] = field(default_factory=dict)      # model → site → kind → aggregate
+    newton_rounds: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def _usable(site_aggs: list[tuple[str, dict]], what: str, model: str, notes: list[str]) -> list[tuple[str, dict]]:
+    keep = [(s, a) for s, a in site_aggs if not a.get("suppressed", 0)]
+    dropped = [s for s, a in site_aggs if a.get("suppressed", 0)]
+    if dropped:
+        notes.append(f"{model}: {what} suppressed at {dropped} (cells below k); left out")
+    return keep
+
+
+def _to_recalibration(method: str, state: NewtonState) -> Recalibration:
+    se: dict[str, float] = {}
+    if state.info is not None:
+        try:
+            cov = np.linalg.inv(state.info)
+            se_vec = np.sqrt(np.maximum(np.diag(cov), 0.0))
+        except np.linalg.LinAlgError:
+            se_vec = np.full(state.theta.size, float("nan"))
+    else:
+        se_vec = np.full(state.theta.size, float("nan"))
+    if method == "platt":
+        return Recalibration("platt", {"a": float(state.theta[0]), "b": float(state.theta[1])},
+                             {"a": float(se_vec[0]), "b": float(se_vec[1])}, state.iterations, state.converged)
+    t = math.exp(float(state.theta[0]))
+    return Recalibration("temperature", {"temperature": t}, {"temperature": t * float(se_vec[0])},
+                         state.iterations, state.converged)
+
+
+def recal_vector(rec: Recalibration) -> np.ndarray:
+    """The parameters as the sites apply them: Platt [a, b], temperature [log T], none []."""
+    if rec.method == "platt":
+        return np.array([rec.params["a"], rec.params["b"]])
+    if rec.method == "temperature":
+        return np.array([math.log(rec.params["temperature"])])
+    return np.zeros(0)
+
+
+def run_calibration(protocol: Protocol, session: Session, design: StudyDesign, weights: dict[str, list[np.ndarray]]) -> CalibrationResult:
+    out = CalibrationResult()
+    method = protocol.validation.recalibration
+    alpha = protocol.validation.conformal_alpha
+    requests: dict[str, Payload] = {}
+    for site in session.active:
+        train_models, eval_models = design.models_trained_by(site), design.models_validated_by(site)
+        req: Payload = {"step": 0, "train_models": train_models, "eval_models": eval_models}
+        for model in train_models + eval_models:
+            req.update(params_to_payload(f"w/{model}", weights[model]))
+        if method != "none":
+            for model in train_models:
+                req[f"par/{model}"] = _identity(method)
+        requests[site] = req
+    replies = session.exchange("calibrate", requests)
+    models = design.all_models()
+    states: dict[str, NewtonState] = {}
+    for model in models:
+        fold = model.split("/")[0]
+        trainers = [s for s in design.training_sites(fold) if s in replies]
+        out.before[model] = {s: {kind: unnest(replies[s], f"before/{model}/{kind}") for kind in prefixes(replies[s], f"before/{model}")}
+                             for s in design.heldout_sites(fold) if s in replies}
+        out.apparent[model] = {s: {kind: unnest(replies[s], f"apparent/{model}/{kind}") for kind in ("histograms", "calibration")}
+                               for s in trainers}
+        cal = _usable([(s, unnest(replies[s], f"calhist/{model}")) for s in trainers], "calibration histogram", model, out.notes)
+        conf = {}
+        for cls in ("neg", "pos"):
+            conf[cls] = _usable([(s, unnest(replies[s], f"conformal/{model}/{cls}")) for s in trainers],
+                                f"conformal {cls} histogram", model, out.notes)
+        contributors = sorted({s for s, _ in conf["neg"]} & {s for s, _ in conf["pos"]})
+        if contributors:
+            neg = combine_aggregates([a for s, a in conf["neg"] if s in contributors], contributors)
+            pos = combine_aggregates([a for s, a in conf["pos"] if s in contributors], contributors)
+            q_neg, q_pos, info = thresholds_from_histograms(neg, pos, len(contributors), alpha)
+            out.conformal[model] = (q_neg, q_pos)
+            out.conformal_info[model] = {**info, "sites": contributors}
+        else:
+            out.notes.append(f"{model}: no training site could release conformal histograms; no prediction sets")
+        if method == "none":
+            out.recalibration[model] = Recalibration("none", {})
+            continue
+        states[model] = NewtonState(theta=_identity(method))
+        if cal:
+            states[model].theta = warm_start(method, combine_aggregates([a for _, a in cal], [s for s, _ in cal]))
+        else:  # no warm start: the step-0 terms at the identity map are the first Newton evaluation
+            _newton_update(method, model, states[model], {s: replies[s] for s in trainers}, trainers, out.notes)
+    # Newton rounds, all models together
+    while any(not s.converged for s in states.values()) and out.newton_rounds < MAX_NEWTON_ROUNDS:
+        pending = {m: s for m, s in states.items() if not s.converged}
+        requests = {}
+        for site in session.active:
+            mine = [m for m in design.models_trained_by(site) if m in pending]
+            if mine:
+                req = {"step": out.newton_rounds + 1, "train_models": mine}
+                for m in mine:
+                    s = pending[m]
+                    req[f"par/{m}"] = s.theta if s.step is None else s.theta + s.scale * s.step
+                requests[site] = req
+        replies = session.exchange("calibrate", requests)
+        out.newton_rounds += 1
+        for model, state in pending.items():
+            fold = model.split("/")[0]
+            _newton_update(method, model, state, replies, design.training_sites(fold), out.notes)
+    for model, state in states.items():
+        if not state.converged:
+            out.notes.append(f"{model}: recalibration not converged after {MAX_NEWTON_ROUNDS} Newton rounds")
+        out.recalibration[model] = _to_recalibration(method, state)
+    return out
+
+
+def _identity(method: str) -> np.ndarray:
+    return np.array([0.0, 1.0]) if method == "platt" else np.array([0.0])
+
+
+def _newton_update(method: str, model: str, state: NewtonState, replies: dict, sites: list[str], notes: list[str]) -> None:
+    """Sum the sites' Newton terms at the evaluated point; accept or halve the step; plan the next point."""
+    terms = [(s, unnest(replies[s], f"terms/{model}")) for s in sites if s in replies]
+    terms = _usable([(s, a) for s, a in terms if a], "Newton terms", model, notes)
+    if not terms:
+        state.converged = True
+        notes.append(f"{model}: no Newton terms; recalibration left at its start value")
+        return
+    g = np.sum([np.atleast_1d(np.asarray(a["grad"], dtype=float)) for _, a in terms], axis=0)
+    nll = float(np.sum([float(a["nll"]) for _, a in terms]))
+    if method == "platt":
+        info = np.sum([np.asarray(a["info"], dtype=float) for _, a in terms], axis=0)
+    else:
+        g = -g  # sites send d NLL/du; the Newton step uses the log-likelihood gradient
+        h = float(np.sum([float(a["hess"]) for _, a in terms]))
+        if h <= 0:
+            h = float(np.sum([float(a["hess_fisher"]) for _, a in terms]))
+        info = np.array([[h]])
+    point = state.theta if state.step is None else state.theta + state.scale * state.step
+    if state.nll is not None and nll > state.nll + 1e-12 * max(1.0, abs(state.nll)) and state.scale > 1e-6:
+        state.scale /= 2  # the step raised the NLL: try half of it next round
+        return
+    state.theta, state.nll, state.info = point, nll, info
+    state.iterations += 1
+    try:
+        step = np.linalg.solve(info, g)
+    except np.linalg.LinAlgError:
+        state.converged = True
+        notes.append(f"{model}: singular recalibration information; stopped")
+        return
+    if np.max(np.abs(step)) < NEWTON_TOL:
+        state.theta = state.theta + step  # the last, negligible step needs no further round
+        state.converged = True
+    else:
+        state.step, state.scale = step, 1.0

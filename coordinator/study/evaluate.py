@@ -1,0 +1,99 @@
+"""Evaluation, coordinator side: one round in which every validating site applies its models' recalibration
+and conformal thresholds and returns "after" aggregates, coverage and set sizes; then the metrics.
+
+Metrics are C's pure functions (:mod:`coordinator.validation`): ``site_metrics`` per held-out site,
+``pooled_metrics`` over held-out sites, ``conformal_stats``, ``add_meta_analyses``. The calibration intercept
+and slope of a held-out site are fitted at that site (its own Newton, estimates + covariance only).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from coordinator.study.calibrate import Z95, CalibrationResult, recal_vector
+from coordinator.study.design import StudyDesign
+from coordinator.study.transport import Session
+from coordinator.validation.evaluate import pooled_metrics, site_metrics
+from coordinator.validation.results import AUCEstimate, CalibrationFit, Estimate, SiteMetrics
+from protocols.payload import Payload, prefixes, unnest
+from protocols.schema import Protocol
+
+
+@dataclass
+class EvaluationResult:
+    after: dict[str, dict[str, dict]] = field(default_factory=dict)     # model → site → kind → aggregate
+    coverage: dict[str, dict[str, dict]] = field(default_factory=dict)  # model → site → aggregate
+    setsize: dict[str, dict[str, dict]] = field(default_factory=dict)
+
+
+def run_evaluation(protocol: Protocol, session: Session, design: StudyDesign, cal: CalibrationResult) -> EvaluationResult:
+    out = EvaluationResult()
+    requests: dict[str, Payload] = {}
+    for site in session.active:
+        models = design.models_validated_by(site)
+        if not models:
+            continue
+        req: Payload = {"eval_models": models}
+        for model in models:
+            rec = cal.recalibration[model]
+            req[f"recal_method/{model}"] = rec.method
+            req[f"recal/{model}"] = recal_vector(rec)
+            if model in cal.conformal:
+                req[f"q/{model}"] = np.array(cal.conformal[model], dtype=np.float64)
+        requests[site] = req
+    replies = session.exchange("evaluate", requests)
+    for model in design.all_models():
+        fold = model.split("/")[0]
+        sites = [s for s in design.heldout_sites(fold) if s in replies]
+        out.after[model] = {s: {k: unnest(replies[s], f"after/{model}/{k}") for k in prefixes(replies[s], f"after/{model}")} for s in sites}
+        out.coverage[model] = {s: unnest(replies[s], f"coverage/{model}") for s in sites if f"coverage/{model}/k" in replies[s]}
+        out.setsize[model] = {s: unnest(replies[s], f"setsize/{model}") for s in sites if f"setsize/{model}/k" in replies[s]}
+    return out
+
+
+def calibration_fit(agg: dict | None) -> CalibrationFit | None:
+    """A held-out site's own calibration fit (θ, covariance) as C's CalibrationFit, Wald 95% CIs."""
+    if not agg or agg.get("suppressed", 0) or "theta" not in agg:
+        return None
+    theta = np.asarray(agg["theta"], dtype=float)
+    cov = np.asarray(agg["cov"], dtype=float)
+    se = np.sqrt(np.maximum(np.diag(cov), 0.0))
+    est = [Estimate(float(theta[i]), float(se[i]), float(theta[i] - Z95 * se[i]), float(theta[i] + Z95 * se[i])) for i in (0, 1)]
+    return CalibrationFit(est[0], est[1], int(agg.get("iterations", 0)), bool(agg.get("converged", 0)), float("nan"))
+
+
+def site_auc(agg: dict | None) -> AUCEstimate | None:
+    """The held-out site's AUC on raw scores (DeLong SE), 95% CI on the logit scale as in auc_from_histograms."""
+    if not agg or agg.get("suppressed", 0) or not np.isfinite(float(agg.get("auc", np.nan))):
+        return None
+    auc, se = float(agg["auc"]), float(agg["se"])
+    if 0 < auc < 1:
+        centre, half = math.log(auc / (1 - auc)), Z95 * se / (auc * (1 - auc))
+        lo, hi = 1 / (1 + math.exp(-(centre - half))), 1 / (1 + math.exp(-(centre + half)))
+    else:
+        lo = hi = auc
+    return AUCEstimate(auc, se, lo, hi, 0.0, int(agg["n_pos"]), int(agg["n_neg"]))
+
+
+def metrics_at(site: str, aggs: dict[str, dict] | None, threshold: float) -> SiteMetrics | None:
+    """C's site_metrics; the AUC is the site's exact one (histogram AUC is kept for pooling and the ROC)."""
+    if not aggs:
+        return None
+    m = site_metrics(site, aggs, threshold, calibration_fit(aggs.get("calfit")))
+    exact = site_auc(aggs.get("auc"))
+    if exact is not None:
+        if m.auc is not None:
+            m.notes.append(f"AUC from the k-merged histogram: {m.auc.auc:.4f} (bound ±{m.auc.binning_bound:.4f}); "
+                           "reported AUC computed at the site on raw scores")
+        m.auc = exact
+    return m
+
+
+def pooled(per_site: dict[str, dict[str, dict]], threshold: float, name: str = "pooled") -> SiteMetrics | None:
+    if not per_site:
+        return None
+    sites = sorted(per_site)
+    return pooled_metrics([per_site[s] for s in sites], sites, threshold, None, name)

@@ -1,0 +1,48 @@
+"""Handshake, coordinator side: check every site's counts and feature list, keep the ComBat schemas.
+
+A site with fewer than k cases of a class (or a batch smaller than k) cannot take part: it says so without
+sending any statistics and is dropped with that reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from protocols.payload import Payload, unnest
+from coordinator.study.transport import Session
+
+COUNT_KEYS = ("n", "n_pos", "n_neg", "n_train", "n_cal", "n_train_pos", "n_train_neg", "n_cal_pos", "n_cal_neg")
+
+
+@dataclass
+class HandshakeResult:
+    features: list[str]
+    model_features: list[str]
+    volume_feature: str
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)     # -1 = suppressed (< k)
+    schemas: dict[str, dict] = field(default_factory=dict)              # harmonisation site_schema per site
+    feature_volume: dict[str, dict] = field(default_factory=dict)       # feature_volume_sums per site
+
+
+def run_handshake(session: Session) -> HandshakeResult:
+    replies = session.exchange("handshake", {site: {} for site in list(session.active)})
+    result: HandshakeResult | None = None
+    for site, reply in sorted(replies.items()):
+        if not reply.get("eligible", False):
+            session.drop(site, f"site {site} cannot take part: {reply.get('reason') or 'not eligible'}")
+            continue
+        if result is None:
+            result = HandshakeResult(list(reply["features"]), list(reply["model_features"]), str(reply["volume_feature"]))
+        elif list(reply["features"]) != result.features or str(reply["volume_feature"]) != result.volume_feature:
+            theirs, ours = list(reply["features"]), result.features
+            diff = sorted(set(theirs) ^ set(ours))[:5] or ["(same names, different order)"]
+            session.drop(site, f"site {site} reports a different feature list than the other sites (differences: {diff})")
+            continue
+        result.counts[site] = {k: int(reply[k]) for k in COUNT_KEYS}
+        schema = unnest(reply, "schema")
+        schema["site"], schema["kind"] = site, "schema"
+        result.schemas[site] = schema
+        result.feature_volume[site] = unnest(reply, "fvol")
+    if result is None:
+        raise RuntimeError("no site is eligible")  # unreachable: Session raises StudyFailed first
+    return result

@@ -1,0 +1,140 @@
+"""Federated ComBat for every fold at once, coordinator side: two message rounds for all folds.
+
+Per fold f (training sites T_f): plan_f = ``build_plan`` over the handshake schemas of T_f; round 1 sums
+XᵀX, XᵀY of T_f → B̂_f, α̂_f (``combine_round1``); round 2 sums SSR → σ̂²_f (``combine_round2``). σ̂²_f goes
+out with the first training message; the held-out site of f then applies the frozen (α̂_f, β̂_f, σ̂²_f)
+without refitting. The frozen estimates of each fold are kept as :class:`harmonisation.ComBatModel`.
+
+Standardisation without an extra round (:func:`standardisation`): the raw variant uses the exact pooled mean
+and SD of the fold's training sites from the handshake's per-batch moments; the harmonised variant uses the
+ComBat grand mean α̂_f and pooled SD σ̂_f (the location and scale ComBat maps every batch to), and the raw
+pooled moments for features ComBat excluded (constant within a batch).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from harmonisation.combine import combine_round1, combine_round2
+from harmonisation.diagnostics import pool_moments
+from harmonisation.model import ComBatModel
+from harmonisation.schema import ComBatOptions, build_plan
+from protocols.payload import Payload, nest, unnest
+from protocols.schema import Protocol
+from coordinator.study.design import StudyDesign
+from coordinator.study.handshake import HandshakeResult
+from coordinator.study.transport import Session
+
+
+@dataclass
+class HarmonisationResult:
+    plans: dict[str, dict] = field(default_factory=dict)
+    fits: dict[str, dict] = field(default_factory=dict)
+    scales: dict[str, dict] = field(default_factory=dict)
+    models: dict[str, ComBatModel] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def options(protocol: Protocol) -> ComBatOptions:
+    h = protocol.harmonisation
+    return ComBatOptions(eb=h.eb, parametric=h.parametric, mean_only=h.mean_only, ref_batch=h.reference_batch)
+
+
+def batch_column(protocol: Protocol) -> str | None:
+    return protocol.batch.column if protocol.batch.by == "column" else None
+
+
+def _plans(protocol: Protocol, design: StudyDesign, hs: HandshakeResult, notes: list[str]) -> dict[str, dict]:
+    plans = {}
+    cov = protocol.covariates
+    for fold in design.folds:
+        schemas = [hs.schemas[s] for s in design.training_sites(fold)]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            plan = build_plan(schemas, [c.name for c in cov.categorical], [c.name for c in cov.continuous],
+                              options(protocol), batch_column(protocol))
+        notes += [f"ComBat fold {fold}: {w.message}" for w in caught]
+        if plan["spanning"]:
+            raise ValueError(
+                f"fold {fold}: batch(es) {plan['spanning']} span several sites; the study runner supports batches "
+                "inside one site only (batch.by: site, or a batch column whose values do not repeat across sites)")
+        plans[fold] = plan
+    return plans
+
+
+def run_harmonisation(protocol: Protocol, session: Session, design: StudyDesign, hs: HandshakeResult) -> HarmonisationResult:
+    """Two rounds (XᵀX/XᵀY, then SSR) for every fold; fails (ValueError) on an impossible design."""
+    out = HarmonisationResult()
+    out.plans = _plans(protocol, design, hs, out.notes)
+    requests: dict[str, Payload] = {}
+    for site in session.active:
+        req: Payload = {"train_folds": design.train_folds(site)}
+        for fold, plan in out.plans.items():
+            req.update(nest(f"plan/{fold}", plan))
+        requests[site] = req
+    replies = session.exchange("combat-round1", requests)
+    for fold, plan in out.plans.items():
+        msgs = [unnest(replies[s], f"r1/{fold}") for s in design.training_sites(fold) if s in replies]
+        out.fits[fold] = combine_round1(plan, msgs)
+    requests = {}
+    for site in session.active:
+        req = {"train_folds": design.train_folds(site)}
+        for fold, fit in out.fits.items():
+            req.update(nest(f"fit/{fold}", fit))
+        requests[site] = req
+    replies = session.exchange("combat-round2", requests)
+    for fold, plan in out.plans.items():
+        msgs = [unnest(replies[s], f"r2/{fold}") for s in design.training_sites(fold) if f"r2/{fold}/n" in replies.get(s, {})]
+        out.scales[fold] = combine_round2(plan, msgs)
+        out.models[fold] = ComBatModel.from_messages(plan, out.fits[fold], out.scales[fold])
+    return out
+
+
+def raw_moments(hs: HandshakeResult, sites: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Exact pooled mean and SD (ddof 1) of every feature over ``sites`` from their per-batch moments."""
+    parts = []
+    for site in sites:
+        schema = hs.schemas[site]
+        for i, n in enumerate(np.asarray(schema["batch_n"])):
+            n = int(n)
+            parts.append((n, np.asarray(schema["mean"][i], dtype=float), np.asarray(schema["var"][i], dtype=float) * max(n - 1, 0)))
+    n, mean, m2 = pool_moments(parts)
+    return mean, np.sqrt(m2 / max(n - 1, 1))
+
+
+def standardisation(design: StudyDesign, hs: HandshakeResult, harm: HarmonisationResult | None,
+                    notes: list[str]) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """fold → variant → (mean, sd) over ``hs.features`` (see the module docstring)."""
+    out: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    for fold in design.folds:
+        mean, sd = raw_moments(hs, design.training_sites(fold))
+        out[fold] = {"raw": (mean, sd)}
+        if harm is not None and fold in harm.models:
+            model = harm.models[fold]
+            h_mean, h_sd = mean.copy(), sd.copy()
+            idx = [hs.features.index(f) for f in model.features]
+            h_mean[idx] = model.alpha
+            h_sd[idx] = np.sqrt(model.var_pooled)
+            out[fold]["harmonised"] = (h_mean, h_sd)
+        for variant, (m, s) in out[fold].items():
+            zero = ~(s > 0)
+            if zero.any():
+                notes.append(f"fold {fold} {variant}: {int(zero.sum())} constant feature(s) left unscaled")
+                s[zero] = 1.0
+    return out
+
+
+def first_round_extras(site: str, design: StudyDesign, harm: HarmonisationResult | None,
+                       std: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]) -> Payload:
+    """What the first training message adds for ``site``: σ̂² of its folds and their standardisation."""
+    folds = design.train_folds(site) + design.heldout_folds(site)
+    extra: Payload = {"train_folds": design.train_folds(site), "heldout_folds": design.heldout_folds(site)}
+    for fold in folds:
+        if harm is not None and fold in harm.scales:
+            extra.update(nest(f"scale/{fold}", harm.scales[fold]))
+        for variant, (mean, sd) in std[fold].items():
+            extra.update(nest(f"std/{fold}/{variant}", {"mean": mean, "sd": sd}))
+    return extra

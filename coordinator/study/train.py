@@ -1,0 +1,83 @@
+"""Federated training, coordinator side: every model of every fold in lockstep, one message per site per round.
+
+Round r: each site receives the current global parameters of every model it trains (never a model of the fold
+it is held out of) and returns its local update, its number of training cases and its training loss. The new
+global model is the case-weighted average (FedAvg; FedProx differs only in the sites' local objective). The
+per-round training loss of each model is the case-weighted mean of the sites' losses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from protocols.models import init_params, model_spec, params_from_payload, params_to_payload, parse_model_key, weighted_average
+from protocols.payload import Payload
+from protocols.schema import Protocol
+from coordinator.study.design import StudyDesign
+from coordinator.study.transport import Session
+
+
+@dataclass
+class TrainingResult:
+    weights: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    history: dict[str, list[float]] = field(default_factory=dict)        # model → loss per round
+    trained_by: dict[str, dict[int, list[str]]] = field(default_factory=dict)  # model → round → sites
+
+
+def initial_weights(protocol: Protocol, design: StudyDesign, n_model_features: int) -> dict[str, list[np.ndarray]]:
+    """Every model starts from the same seeded draw of its architecture (deterministic under model.seed)."""
+    out = {}
+    for model in design.all_models():
+        _, _, feature_set = parse_model_key(model)
+        spec = model_spec(protocol.model.type, protocol.model.hidden_sizes, feature_set, n_model_features)
+        out[model] = init_params(spec, protocol.model.seed)
+    return out
+
+
+def run_training(
+    protocol: Protocol,
+    session: Session,
+    design: StudyDesign,
+    n_model_features: int,
+    first_extras,  # Callable[[str, StudyDesign], Payload]
+    on_drop,       # Callable[[str], StudyDesign]: recompute the design after a site dropped
+) -> tuple[TrainingResult, StudyDesign]:
+    result = TrainingResult(weights=initial_weights(protocol, design, n_model_features))
+    for model in result.weights:
+        result.history[model] = []
+        result.trained_by[model] = {}
+    for round_no in range(1, protocol.model.rounds + 1):
+        requests: dict[str, Payload] = {}
+        for site in session.active:
+            models = design.models_trained_by(site)
+            req: Payload = {"round": round_no, "models": models, "heldout_folds": design.heldout_folds(site)}
+            for model in models:
+                req.update(params_to_payload(f"w/{model}", result.weights[model]))
+            if round_no == 1:
+                req.update(first_extras(site, design))
+            requests[site] = req
+        before = set(session.active)
+        replies = session.exchange("train", requests)
+        for site in sorted(before - set(session.active)):
+            design = on_drop(site)
+        for model in design.all_models():
+            fold, _, _ = parse_model_key(model)
+            updates, losses = [], []
+            for site in design.training_sites(fold):
+                reply = replies.get(site)
+                if reply is None or f"n/{model}" not in reply:
+                    continue
+                n = int(reply[f"n/{model}"])
+                updates.append((params_from_payload(reply, f"w/{model}"), float(n)))
+                losses.append((float(reply[f"loss/{model}"]), n))
+            if not updates:
+                continue
+            result.weights[model] = weighted_average(updates)
+            total = sum(n for _, n in losses)
+            result.history[model].append(sum(l * n for l, n in losses) / total)
+            result.trained_by[model][round_no] = [s for s in design.training_sites(fold) if s in replies]
+        session.progress(f"training round {round_no}/{protocol.model.rounds} done")
+    result.weights = {m: w for m, w in result.weights.items() if m in set(design.all_models())}
+    return result, design

@@ -1,0 +1,207 @@
+"""Calibration and evaluation, site side. All replies are aggregates passed through small-cell control.
+
+Phase ``calibrate``, step 0: the coordinator sends the final parameters of every model the site trained
+(``train_models``) or must validate (``eval_models``: the models of the fold it is held out of, or the final
+model at an external site). For a trained model the site returns, from its calibration part, the class
+histograms of the predicted probability (warm start of the recalibration fit) and of the conformal score, and
+from its train part apparent-performance aggregates. For a validated model it returns the evaluation
+aggregates on all its cases ("before" recalibration).
+
+Phase ``calibrate``, step >= 1: Newton terms of the recalibration map (Platt: ``logistic_calibration_terms``
+at (a, b); temperature: ``log_temperature_terms`` at u = log T) on the calibration part of each trained model.
+
+Phase ``evaluate``: with each validated model's recalibration and conformal thresholds, the evaluation
+aggregates of the recalibrated probabilities ("after"), conformal coverage and set sizes.
+
+The calibration intercept and slope at a held-out site are fitted locally (Newton on the site's own terms):
+only the two estimates and their 2×2 covariance leave the site.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from protocols.models import model_spec, params_from_payload, params_to_payload, parse_model_key, predict_proba
+from protocols.payload import Payload, nest
+from site_client.evaluation import (
+    calibration_sums,
+    class_histograms,
+    conformal_histogram,
+    confusion_counts,
+    log_temperature_terms,
+    logistic_calibration_terms,
+    prediction_set_coverage,
+    prediction_set_sizes,
+    reliability_bins,
+    suppress_small_cells,
+)
+from site_client.study.cohort import Cohort
+from site_client.study.context import SiteContext, SiteStudyError
+from site_client.study.harmonise import MATRICES
+from site_client.study.store import SiteStore
+from site_client.study.train import design
+
+FINAL_WEIGHTS = "final_weights.npz"
+
+
+def _sigmoid(w: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * w))
+
+
+def recalibrate(p: np.ndarray, method: str, params: np.ndarray) -> np.ndarray:
+    """Platt p' = σ(a + b·logit p), temperature p' = σ(logit p / T) (params [log T]), or identity."""
+    q = np.clip(p, 1e-12, 1 - 1e-12)
+    eta = np.log(q) - np.log1p(-q)
+    if method == "platt":
+        return _sigmoid(params[0] + params[1] * eta)
+    if method == "temperature":
+        return _sigmoid(eta * np.exp(-params[0]))
+    if method == "none":
+        return p
+    raise SiteStudyError(f"unknown recalibration method {method!r}")
+
+
+def local_calibration_fit(p: np.ndarray, y: np.ndarray, max_iter: int = 50, tol: float = 1e-10) -> dict:
+    """Logistic calibration y ~ σ(a + b·logit p) fitted at the site by Newton with step halving.
+
+    Returns θ = (a, b), its covariance (ΣI)⁻¹ at the optimum, iterations and convergence: aggregates only.
+    """
+    theta = np.array([0.0, 1.0])
+    terms = logistic_calibration_terms(p, y, *theta)
+    converged = False
+    it = 0
+    for it in range(1, max_iter + 1):
+        try:
+            step = np.linalg.solve(terms["info"], terms["grad"])
+        except np.linalg.LinAlgError:
+            break
+        scale = 1.0
+        while True:
+            cand = theta + scale * step
+            new = logistic_calibration_terms(p, y, *cand)
+            if new["nll"] <= terms["nll"] + 1e-12 * max(1.0, abs(terms["nll"])) or scale < 1e-6:
+                break
+            scale /= 2
+        theta, terms = cand, new
+        if np.max(np.abs(scale * step)) < tol:
+            converged = True
+            break
+    try:
+        cov = np.linalg.inv(terms["info"])
+    except np.linalg.LinAlgError:
+        cov = np.full((2, 2), np.nan)
+    return {"n": int(p.size), "theta": theta, "cov": cov, "iterations": it, "converged": int(converged)}
+
+
+def exact_auc(p: np.ndarray, y: np.ndarray) -> dict:
+    """AUC on the raw scores with its DeLong SE, computed at the site (ties count ½).
+
+    Placements: V10_i = (#neg < p_i + ½#neg = p_i)/n⁻ for each positive, V01_j = (#pos > p_j + ½#pos = p_j)/n⁺
+    for each negative; AUC = mean V10; Var = var(V10)/n⁺ + var(V01)/n⁻ (ddof 1). Only the two numbers and
+    the class counts leave the site.
+    """
+    pos, neg = np.sort(p[y == 1]), np.sort(p[y == 0])
+    n1, n0 = pos.size, neg.size
+    if n1 < 2 or n0 < 2:
+        return {"n": int(p.size), "n_pos": int(n1), "n_neg": int(n0), "auc": float("nan"), "se": float("nan")}
+    lo, hi = np.searchsorted(neg, pos, "left"), np.searchsorted(neg, pos, "right")
+    v10 = (lo + 0.5 * (hi - lo)) / n0
+    lo, hi = np.searchsorted(pos, neg, "left"), np.searchsorted(pos, neg, "right")
+    v01 = ((n1 - hi) + 0.5 * (hi - lo)) / n1
+    auc = float(v10.mean())
+    se = float(np.sqrt(v10.var(ddof=1) / n1 + v01.var(ddof=1) / n0))
+    return {"n": int(p.size), "n_pos": int(n1), "n_neg": int(n0), "auc": auc, "se": se}
+
+
+def evaluation_aggregates(p: np.ndarray, y: np.ndarray, context: SiteContext) -> dict[str, dict]:
+    """Everything a held-out site reports for one set of probabilities (each aggregate small-cell controlled)."""
+    v = context.protocol.validation
+    k = context.protocol.privacy.min_cell_count
+    site = context.site_name
+    grid = sorted(set(v.decision_curve_thresholds) | {v.decision_threshold})
+    aggs = {  # kinds as read by coordinator.validation.site_metrics
+        "histograms": class_histograms(p, y, v.histogram_bins, site),
+        "confusion": confusion_counts(p, y, grid, site),
+        "calibration": calibration_sums(p, y, site),
+        "reliability": reliability_bins(p, y, v.reliability_bins, site),
+        "calfit": local_calibration_fit(p, y),
+        "auc": exact_auc(p, y),
+    }
+    return {name: suppress_small_cells(agg, k) for name, agg in aggs.items()}
+
+
+def _probabilities(context: SiteContext, store: SiteStore, cohort: Cohort, model: str, weights: dict, arrays: dict) -> np.ndarray:
+    _, _, feature_set = parse_model_key(model)
+    params = params_from_payload(weights, f"w/{model}")
+    x = design(store, cohort, model, arrays)
+    return predict_proba(params, x)
+
+
+def handle_calibrate(payload: Payload, context: SiteContext, store: SiteStore, cohort: Cohort) -> Payload:
+    step = int(payload.get("step", 0))
+    arrays = store.read_arrays(MATRICES)
+    k = context.protocol.privacy.min_cell_count
+    v = context.protocol.validation
+    reply: Payload = {}
+    if step == 0:
+        weights = {key: value for key, value in payload.items() if key.startswith("w/")}
+        store.write_arrays(FINAL_WEIGHTS, {key.replace("/", "|"): value for key, value in weights.items()})
+        cal, train = ~cohort.train, cohort.train
+        for model in payload.get("train_models", []):
+            p = _probabilities(context, store, cohort, model, weights, arrays)
+            y = cohort.y
+            reply.update(nest(f"calhist/{model}", suppress_small_cells(class_histograms(p[cal], y[cal], v.histogram_bins), k)))
+            for label, name in ((0, "neg"), (1, "pos")):
+                hist = conformal_histogram(p[cal], y[cal], v.histogram_bins, label, context.site_name)
+                reply.update(nest(f"conformal/{model}/{name}", suppress_small_cells(hist, k)))
+            reply.update(nest(f"apparent/{model}/histograms", suppress_small_cells(class_histograms(p[train], y[train], v.histogram_bins), k)))
+            reply.update(nest(f"apparent/{model}/calibration", suppress_small_cells(calibration_sums(p[train], y[train]), k)))
+            if f"par/{model}" in payload:
+                reply.update(nest(f"terms/{model}", _newton_terms(context, p[cal], y[cal], payload[f"par/{model}"])))
+        for model in payload.get("eval_models", []):
+            p = _probabilities(context, store, cohort, model, weights, arrays)
+            for name, agg in evaluation_aggregates(p, cohort.y, context).items():
+                reply.update(nest(f"before/{model}/{name}", agg))
+        return reply
+    weights = _stored_weights(context, store)
+    method = v.recalibration
+    cal = ~cohort.train
+    for model in payload.get("train_models", []):
+        p = _probabilities(context, store, cohort, model, weights, arrays)[cal]
+        y = cohort.y[cal]
+        reply.update(nest(f"terms/{model}", _newton_terms(context, p, y, payload[f"par/{model}"])))
+    return reply
+
+
+def _newton_terms(context: SiteContext, p: np.ndarray, y: np.ndarray, par: object) -> dict:
+    """Recalibration Newton terms on the calibration part at the broadcast parameters (small-cell controlled)."""
+    par = np.asarray(par, dtype=np.float64)
+    if context.protocol.validation.recalibration == "platt":
+        terms = logistic_calibration_terms(p, y, float(par[0]), float(par[1]), context.site_name)
+    else:
+        terms = log_temperature_terms(p, y, float(par[0]), context.site_name)
+    return suppress_small_cells(terms, context.protocol.privacy.min_cell_count)
+
+
+def _stored_weights(context: SiteContext, store: SiteStore) -> dict:
+    if not store.exists(FINAL_WEIGHTS):
+        raise SiteStudyError(f"site {context.site_name}: no final model weights stored; calibration step 0 missed")
+    return {key.replace("|", "/"): value for key, value in store.read_arrays(FINAL_WEIGHTS).items()}
+
+
+def handle_evaluate(payload: Payload, context: SiteContext, store: SiteStore, cohort: Cohort) -> Payload:
+    arrays = store.read_arrays(MATRICES)
+    weights = _stored_weights(context, store)
+    k = context.protocol.privacy.min_cell_count
+    reply: Payload = {}
+    for model in payload.get("eval_models", []):
+        p = _probabilities(context, store, cohort, model, weights, arrays)
+        method = str(payload[f"recal_method/{model}"])
+        p_after = recalibrate(p, method, np.asarray(payload[f"recal/{model}"], dtype=np.float64))
+        for name, agg in evaluation_aggregates(p_after, cohort.y, context).items():
+            reply.update(nest(f"after/{model}/{name}", agg))
+        if f"q/{model}" in payload:
+            q_neg, q_pos = (float(t) for t in np.asarray(payload[f"q/{model}"], dtype=np.float64))
+            reply.update(nest(f"coverage/{model}", suppress_small_cells(prediction_set_coverage(p, cohort.y, q_neg, q_pos), k)))
+            reply.update(nest(f"setsize/{model}", suppress_small_cells(prediction_set_sizes(p, q_neg, q_pos), k)))
+    return reply

@@ -1,0 +1,80 @@
+"""Handshake, site side: load and split the cohort, report counts (small cells suppressed), the ComBat schema
+and the feature–volume sums. One reply per study; nothing patient-level.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from harmonisation.schema import site_schema
+from protocols.payload import Payload, nest
+from site_client.evaluation import feature_volume_sums
+from site_client.study.cohort import Cohort, build_cohort
+from site_client.study.context import SiteContext
+from site_client.study.store import SiteStore
+
+SUPPRESSED = -1
+
+
+def class_counts(cohort: Cohort) -> dict[str, int]:
+    """Case counts by class and by part (train / calibration)."""
+    y, train = cohort.y, cohort.train
+    return {
+        "n": cohort.n,
+        "n_pos": int(y.sum()),
+        "n_neg": int((1 - y).sum()),
+        "n_train": int(train.sum()),
+        "n_cal": int((~train).sum()),
+        "n_train_pos": int(y[train].sum()),
+        "n_train_neg": int((1 - y[train]).sum()),
+        "n_cal_pos": int(y[~train].sum()),
+        "n_cal_neg": int((1 - y[~train]).sum()),
+    }
+
+
+def suppress_counts(counts: dict[str, int], k: int) -> tuple[dict[str, int], list[str]]:
+    """Counts in 1..k-1 become -1 (suppressed); returns the counts and the names suppressed."""
+    out, hidden = {}, []
+    for name, value in counts.items():
+        if 0 < value < k:
+            out[name] = SUPPRESSED
+            hidden.append(name)
+        else:
+            out[name] = value
+    return out, hidden
+
+
+def batch_column(context: SiteContext) -> str | None:
+    return context.protocol.batch.column if context.protocol.batch.by == "column" else None
+
+
+def handle_handshake(payload: Payload, context: SiteContext, store: SiteStore) -> Payload:
+    protocol = context.protocol
+    k = protocol.privacy.min_cell_count
+    cohort = build_cohort(context, store)
+    counts = class_counts(cohort)
+    reply: Payload = {"features": cohort.features, "model_features": cohort.model_features,
+                      "volume_feature": cohort.volume_feature}
+    need = max(k, 2)
+    problems = [f"{cls} class has fewer than k={k} cases" for cls, key in (("positive", "n_pos"), ("negative", "n_neg"))
+                if counts[key] < need]
+    schema = site_schema(
+        context.site_name, cohort.table, cohort.features,
+        [c.name for c in protocol.covariates.categorical], [c.name for c in protocol.covariates.continuous],
+        batch_column(context),
+    )
+    small = [b for b, n in zip(schema["batches"], schema["batch_n"]) if int(n) < need]
+    if small:
+        problems.append(f"{len(small)} batch(es) have fewer than k={k} cases")
+    shown, hidden = suppress_counts(counts, k)
+    reply.update(shown)
+    reply["suppressed"] = hidden
+    reply["eligible"] = not problems
+    reply["reason"] = "; ".join(problems)
+    if problems:  # an ineligible site sends no statistics at all
+        return reply
+    reply.update(nest("schema", {k_: v for k_, v in schema.items() if k_ not in ("kind", "site")}))
+    x = cohort.table[cohort.model_features].to_numpy(dtype=np.float64)
+    v = cohort.table[cohort.volume_feature].to_numpy(dtype=np.float64)
+    reply.update(nest("fvol", feature_volume_sums(x, v, context.site_name)))
+    return reply

@@ -1,0 +1,114 @@
+"""Federated ComBat, site side, for every leave-one-site-out fold at once.
+
+* ``combat-round1``: store each fold's plan; for each fold this site trains: XᵀX, XᵀY, n (harmonisation
+  :func:`site_round1`).
+* ``combat-round2``: store each fold's fit (B̂, α̂); for each fold this site trains: SSR per feature, n.
+* first ``train`` message (:func:`finalise`): with σ̂², adjust the site's own data per fold (training folds:
+  local empirical-Bayes adjustment; the fold it is held out of: the frozen training estimates, never refitted,
+  :func:`apply_to_heldout_site`) and store the matrices, with each fold's standardisation.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from harmonisation import apply_to_heldout_site
+from harmonisation.design import prepare_site
+from harmonisation.local_adjust import local_adjust
+from harmonisation.model import ComBatModel
+from harmonisation.site_stats import site_round1, site_round2
+from protocols.payload import Payload, nest, prefixes, unnest
+from site_client.study.cohort import Cohort
+from site_client.study.context import SiteContext, SiteStudyError
+from site_client.study.store import SiteStore
+
+MATRICES = "matrices.npz"
+
+
+def _fold_file(kind: str, fold: str) -> str:
+    return f"combat/{fold}.{kind}"
+
+
+def handle_round1(payload: Payload, context: SiteContext, store: SiteStore, cohort: Cohort) -> Payload:
+    reply: Payload = {}
+    train_folds = list(payload.get("train_folds", []))
+    for fold in prefixes(payload, "plan"):
+        plan = unnest(payload, f"plan/{fold}")
+        store.write_message(_fold_file("plan", fold), plan)
+        if fold in train_folds:
+            sd = prepare_site(context.site_name, cohort.table, plan)
+            msg = site_round1(sd)
+            reply.update(nest(f"r1/{fold}", {k: msg[k] for k in ("xtx", "xty", "n")}))
+    return reply
+
+
+def handle_round2(payload: Payload, context: SiteContext, store: SiteStore, cohort: Cohort) -> Payload:
+    reply: Payload = {}
+    train_folds = list(payload.get("train_folds", []))
+    for fold in prefixes(payload, "fit"):
+        fit = unnest(payload, f"fit/{fold}")
+        store.write_message(_fold_file("fit", fold), fit)
+        if fold in train_folds:
+            plan = store.read_message(_fold_file("plan", fold))
+            sd = prepare_site(context.site_name, cohort.table, plan)
+            msg = site_round2(sd, plan, fit)
+            if msg is not None:
+                reply.update(nest(f"r2/{fold}", {"ssr": msg["ssr"], "n": msg["n"]}))
+    return reply
+
+
+def finalise(payload: Payload, context: SiteContext, store: SiteStore, cohort: Cohort) -> list[str]:
+    """Harmonise this site's data for every fold (with the broadcast σ̂²) and store the standardisation.
+
+    Returns the warnings raised by harmonisation (e.g. a small held-out site), for the site's log.
+    """
+    site = context.site_name
+    train_folds = set(payload.get("train_folds", []))
+    heldout_folds = set(payload.get("heldout_folds", []))
+    arrays: dict[str, np.ndarray] = {}
+    notes: list[str] = []
+    for fold in prefixes(payload, "scale"):
+        if fold not in train_folds | heldout_folds:
+            continue
+        scale = unnest(payload, f"scale/{fold}")
+        plan = store.read_message(_fold_file("plan", fold))
+        fit = store.read_message(_fold_file("fit", fold))
+        cols = [cohort.features.index(f) for f in plan["features"]]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if fold in train_folds:
+                sd = prepare_site(site, cohort.table, plan)
+                if plan.get("spanning"):
+                    raise SiteStudyError(
+                        f"site {site}: fold {fold}: batches {plan['spanning']} span sites; the study runner "
+                        "does not support spanning batches yet (use batch.by: site)")
+                adjusted = local_adjust(sd, plan, fit, scale)
+            else:
+                model = ComBatModel.from_messages(plan, fit, scale)
+                frame = apply_to_heldout_site(model, cohort.table, site)
+                adjusted = frame[plan["features"]].to_numpy(dtype=np.float64)
+        notes += [f"fold {fold}: {w.message}" for w in caught]
+        x = cohort.matrix().copy()
+        x[:, cols] = adjusted
+        arrays[f"{fold}|harmonised"] = x
+    for fold in prefixes(payload, "std"):
+        for variant in prefixes(payload, f"std/{fold}"):
+            std = unnest(payload, f"std/{fold}/{variant}")
+            arrays[f"{fold}|{variant}|mean"] = np.asarray(std["mean"], dtype=np.float64)
+            arrays[f"{fold}|{variant}|sd"] = np.asarray(std["sd"], dtype=np.float64)
+    if not arrays:
+        raise SiteStudyError(f"site {site}: the first training message carried no standardisation")
+    store.write_arrays(MATRICES, arrays)
+    return notes
+
+
+def standardised(store: SiteStore, cohort: Cohort, fold: str, variant: str, _cache: dict | None = None) -> np.ndarray:
+    """(X − mean) / sd of the fold's variant (harmonised or raw), all cases, columns = ``cohort.features``."""
+    arrays = _cache if _cache is not None else store.read_arrays(MATRICES)
+    key = f"{fold}|{variant}"
+    if f"{key}|mean" not in arrays:
+        raise SiteStudyError(f"no standardisation for fold {fold}, variant {variant} at this site")
+    x = arrays[key] if variant == "harmonised" else cohort.matrix()
+    return (x - arrays[f"{key}|mean"]) / arrays[f"{key}|sd"]

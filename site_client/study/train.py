@@ -1,0 +1,66 @@
+"""Federated training, site side: in one message, one local update of every model this site trains.
+
+Request: ``round``, ``models`` (model keys), the global parameters ``w/<model>/<i>``; in the first round also
+the fold-wise ComBat scale and standardisation (see :mod:`site_client.study.harmonise`). Reply, per model:
+``w/<model>/<i>`` (updated parameters), ``n/<model>`` (number of training cases, the FedAvg weight) and
+``loss/<model>`` (mean loss of the updated model on the site's train part). A site never receives a model of
+the fold it is held out of; it refuses one if asked.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from protocols.models import model_spec, params_from_payload, params_to_payload, parse_model_key
+from protocols.payload import Payload, prefixes
+from site_client.study.cohort import Cohort
+from site_client.study.context import SiteContext, SiteStudyError
+from site_client.study.harmonise import MATRICES, finalise
+from site_client.study.learning import TrainConfig, derived_seed, train_local
+from site_client.study.store import SiteStore
+
+
+def inputs(cohort: Cohort, x_std: np.ndarray, feature_set: str) -> np.ndarray:
+    """Columns of the standardised matrix the model uses: all model features, or the volume feature."""
+    if feature_set == "volume":
+        return x_std[:, [cohort.features.index(cohort.volume_feature)]]
+    return x_std[:, [cohort.features.index(f) for f in cohort.model_features]]
+
+
+def design(store: SiteStore, cohort: Cohort, model: str, arrays: dict) -> np.ndarray:
+    """Standardised inputs of ``model`` for all the site's cases."""
+    fold, variant, feature_set = parse_model_key(model)
+    key = f"{fold}|{variant}"
+    if f"{key}|mean" not in arrays:
+        raise SiteStudyError(f"no standardisation for model {model} at this site (first training round missed?)")
+    x = arrays[key] if variant == "harmonised" else cohort.matrix()
+    return inputs(cohort, (x - arrays[f"{key}|mean"]) / arrays[f"{key}|sd"], feature_set)
+
+
+def handle_train(payload: Payload, context: SiteContext, store: SiteStore, cohort: Cohort) -> Payload:
+    site, protocol = context.site_name, context.protocol
+    notes: list[str] = []
+    if prefixes(payload, "std"):
+        notes = finalise(payload, context, store, cohort)
+    arrays = store.read_arrays(MATRICES)
+    round_no = int(payload["round"])
+    config = TrainConfig.from_protocol(protocol.model)
+    heldout = set(payload.get("heldout_folds", []))
+    reply: Payload = {}
+    for model in payload["models"]:
+        fold, _, feature_set = parse_model_key(model)
+        if fold == site or fold in heldout:
+            raise SiteStudyError(
+                f"site {site}: asked to train model {model} of the fold it is held out of; refusing")
+        spec = model_spec(protocol.model.type, protocol.model.hidden_sizes, feature_set, len(cohort.model_features))
+        params = params_from_payload(payload, f"w/{model}")
+        x = design(store, cohort, model, arrays)[cohort.train]
+        y = cohort.y[cohort.train]
+        seed = derived_seed(protocol.model.seed, round_no, site, model)
+        new, loss = train_local(spec, params, x, y, config, seed)
+        reply.update(params_to_payload(f"w/{model}", new))
+        reply[f"n/{model}"] = int(y.size)
+        reply[f"loss/{model}"] = float(loss)
+    if notes:  # warnings may hold small counts: they stay in the site's own log
+        store.append_log(notes)
+    return reply
