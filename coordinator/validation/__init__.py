@@ -3,7 +3,12 @@
 No Flower or MLflow here; :mod:`coordinator.tracking` logs the :mod:`coordinator.validation.results`.
 """
 
-from coordinator.validation.auc import auc_difference_unpaired, auc_from_histograms, roc_from_histograms
+from coordinator.validation.auc import (
+    auc_difference_unpaired,
+    auc_from_histograms,
+    auc_from_site_histograms,
+    roc_from_histograms,
+)
 from coordinator.validation.calibration import (
     brier_scores,
     fit_logistic_calibration,
@@ -20,7 +25,9 @@ from coordinator.validation.conformal import (
     conformal_stats,
     fcp_rank,
     quantile_from_histogram,
+    quantile_from_site_histograms,
     thresholds_from_histograms,
+    thresholds_from_site_histograms,
 )
 from coordinator.validation.correlation import pearson_from_sums
 from coordinator.validation.decision import net_benefit
@@ -32,6 +39,7 @@ __all__ = [
     "SuppressedAggregateError",
     "auc_difference_unpaired",
     "auc_from_histograms",
+    "auc_from_site_histograms",
     "bisect_class_quantiles",
     "bisect_quantile",
     "brier_scores",
@@ -55,6 +63,8 @@ __all__ = [
     "roc_from_histograms",
     "site_metrics",
     "threshold_metrics",
+    "quantile_from_site_histograms",
     "thresholds_from_histograms",
+    "thresholds_from_site_histograms",
     "wilson_ci",
 ]

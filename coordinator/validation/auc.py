@@ -12,6 +12,7 @@ With H±(b) the counts per bin, n± = ΣH±, C±(b) = Σ_{b'<=b} H±(b'):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import stats
@@ -19,6 +20,7 @@ from scipy import stats
 from coordinator.validation.results import AUCDifference, AUCEstimate
 
 Z95 = float(stats.norm.ppf(0.975))
+Aggregate = dict[str, "np.ndarray | float | int"]
 
 
 def _hist(h: object, name: str) -> np.ndarray:
@@ -54,6 +56,55 @@ def auc_from_histograms(h_neg: object, h_pos: object, level: float = 0.95) -> AU
         lo = hi = auc
     bound = float(0.5 * np.sum(hp * hn) / (n_pos * n_neg))
     return AUCEstimate(auc=auc, se=se, ci_low=lo, ci_high=hi, binning_bound=bound, n_pos=int(n_pos), n_neg=int(n_neg))
+
+
+def _delong(psi: np.ndarray, hp: np.ndarray, hn: np.ndarray, overlap: np.ndarray, level: float) -> AUCEstimate:
+    """DeLong from a kernel ψ between positive groups (rows) and negative groups (columns) with counts."""
+    n_pos, n_neg = hp.sum(), hn.sum()
+    if n_neg < 2 or n_pos < 2:
+        raise ValueError(f"AUC and its DeLong variance need >= 2 cases per class, got {int(n_pos)} positive, {int(n_neg)} negative")
+    v10 = psi @ hn / n_neg
+    v01 = hp @ psi / n_pos
+    auc = float(hp @ v10 / n_pos)
+    s10 = float(np.sum(hp * (v10 - auc) ** 2) / (n_pos - 1))
+    s01 = float(np.sum(hn * (v01 - auc) ** 2) / (n_neg - 1))
+    se = math.sqrt(s10 / n_pos + s01 / n_neg)
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    if 0 < auc < 1:
+        lg = math.log(auc / (1 - auc))
+        half = z * se / (auc * (1 - auc))
+        lo, hi = 1 / (1 + math.exp(-(lg - half))), 1 / (1 + math.exp(-(lg + half)))
+    else:
+        lo = hi = auc
+    bound = float(0.5 * (hp @ overlap @ hn) / (n_pos * n_neg))
+    return AUCEstimate(auc=auc, se=se, ci_low=lo, ci_high=hi, binning_bound=bound, n_pos=int(n_pos), n_neg=int(n_neg))
+
+
+def auc_from_site_histograms(site_aggs: Sequence[Aggregate], level: float = 0.95) -> AUCEstimate:
+    """Pooled AUC + DeLong from per-site ``class_histograms`` whose bins may have been merged differently.
+
+    A positive in interval P and a negative in interval N are ordered when the intervals do not overlap
+    (ψ = 1 if N lies below P, 0 if above) and count ½ when they overlap (same or nested bins). With identical
+    edges at every site this is exactly :func:`auc_from_histograms` on the summed histograms; the bound
+    ½·Σ_overlapping H⁺H⁻/(n⁺n⁻) still bounds |AUC - AUC on raw scores|, and DeLong is computed on the same
+    kernel ψ (placement values per interval).
+    """
+    lo_p, hi_p, hp, lo_n, hi_n, hn = [], [], [], [], [], []
+    for j, a in enumerate(site_aggs):
+        if a.get("suppressed", 0):
+            raise ValueError(f"site #{j}: score histogram suppressed (fewer than k cases of a class): cannot pool AUC")
+        e = np.asarray(a["edges"], dtype=float)
+        lo_p.append(e[:-1]); hi_p.append(e[1:]); hp.append(np.asarray(a["bin_n_pos"], dtype=float))
+        lo_n.append(e[:-1]); hi_n.append(e[1:]); hn.append(np.asarray(a["bin_n_neg"], dtype=float))
+    LP, HP, CP = (np.concatenate(x) for x in (lo_p, hi_p, hp))
+    LN, HN, CN = (np.concatenate(x) for x in (lo_n, hi_n, hn))
+    keep_p, keep_n = CP > 0, CN > 0
+    LP, HP, CP, LN, HN, CN = LP[keep_p], HP[keep_p], CP[keep_p], LN[keep_n], HN[keep_n], CN[keep_n]
+    above = LP[:, None] >= HN[None, :]  # the negative's interval lies entirely below the positive's
+    below = HP[:, None] <= LN[None, :]
+    overlap = ~(above | below)
+    psi = above + 0.5 * overlap
+    return _delong(psi, CP, CN, overlap.astype(float), level)
 
 
 def roc_from_histograms(edges: object, h_neg: object, h_pos: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -41,13 +41,68 @@ def quantile_from_histogram(edges: object, counts: object, k_star: int) -> float
     return float(e[b + 1])
 
 
-def thresholds_from_histograms(agg: Aggregate, n_sites: int, alpha: float) -> tuple[float, float, dict[str, int]]:
-    """(q̂_neg, q̂_pos) from a combined ``conformal_histograms`` aggregate, plus the ranks and counts used."""
-    n_neg, n_pos = int(np.sum(agg["bin_n_neg"])), int(np.sum(agg["bin_n_pos"]))
-    k_neg, k_pos = fcp_rank(n_neg, n_sites, alpha), fcp_rank(n_pos, n_sites, alpha)
-    q_neg = quantile_from_histogram(agg["edges"], agg["bin_n_neg"], k_neg)
-    q_pos = quantile_from_histogram(agg["edges"], agg["bin_n_pos"], k_pos)
+def thresholds_from_histograms(
+    neg: Aggregate, pos: Aggregate | int, n_sites: int | float, alpha: float | None = None
+) -> tuple[float, float, dict[str, int]]:
+    """(q̂_neg, q̂_pos) plus the ranks and counts used, from combined calibration-score histograms.
+
+    Call as ``(neg, pos, n_sites, alpha)`` with one ``conformal_histogram`` aggregate per class, or as
+    ``(joint, n_sites, alpha)`` with a ``conformal_histograms`` aggregate (``bin_n_neg`` / ``bin_n_pos``).
+    """
+    if alpha is None:  # joint form
+        joint, n_sites, alpha = neg, int(pos), float(n_sites)  # type: ignore[arg-type]
+        e, h_neg, h_pos = joint["edges"], joint["bin_n_neg"], joint["bin_n_pos"]
+        e_neg = e_pos = e
+    else:
+        e_neg, h_neg = neg["edges"], neg["bin_n_scores"]
+        e_pos, h_pos = pos["edges"], pos["bin_n_scores"]  # type: ignore[index]
+    n_neg, n_pos = int(np.sum(h_neg)), int(np.sum(h_pos))
+    k_neg, k_pos = fcp_rank(n_neg, int(n_sites), alpha), fcp_rank(n_pos, int(n_sites), alpha)
+    q_neg = quantile_from_histogram(e_neg, h_neg, k_neg)
+    q_pos = quantile_from_histogram(e_pos, h_pos, k_pos)
     return q_neg, q_pos, {"n_neg": n_neg, "n_pos": n_pos, "k_neg": k_neg, "k_pos": k_pos}
+
+
+def quantile_from_site_histograms(site_aggs: Sequence[Aggregate], k_star: int) -> float:
+    """Conservative pooled k*-th smallest score from per-site histograms whose bins were merged differently.
+
+    At a candidate t (any site's edge), a site surely has at least C_site(t) = its count in bins whose upper
+    edge is <= t scores <= t. The pooled lower bound L(t) = Σ C_site(t) is monotone; q̂ = the smallest
+    candidate with L(t) >= k* satisfies #{s <= q̂} >= k*, so q̂ >= the exact order statistic. Unlike pooling
+    on the common edges, no site's fine bins are thrown away. Returns 1.0 when k* exceeds the total count.
+    """
+    total = sum(int(np.sum(a["bin_n_scores"])) for a in site_aggs)
+    if k_star > total:
+        return 1.0
+    candidates = np.unique(np.concatenate([np.asarray(a["edges"], dtype=float)[1:] for a in site_aggs]))
+    lower = np.zeros(candidates.size)
+    for a in site_aggs:
+        upper = np.asarray(a["edges"], dtype=float)[1:]
+        cum = np.cumsum(np.asarray(a["bin_n_scores"]))
+        # number of this site's bins whose upper edge <= t, for each candidate t
+        idx = np.searchsorted(upper, candidates + 1e-12, side="right")
+        lower += np.where(idx > 0, cum[np.maximum(idx - 1, 0)], 0)
+    hit = np.flatnonzero(lower >= k_star)
+    return float(candidates[hit[0]]) if hit.size else 1.0
+
+
+def thresholds_from_site_histograms(
+    neg_aggs: Sequence[Aggregate], pos_aggs: Sequence[Aggregate], alpha: float
+) -> tuple[float, float, dict[str, int]]:
+    """(q̂_neg, q̂_pos) from each training site's per-class ``conformal_histogram`` (K = number of sites).
+
+    Preferred over :func:`thresholds_from_histograms` once small-cell merging has made sites' edges differ.
+    """
+    for aggs in (neg_aggs, pos_aggs):
+        for j, a in enumerate(aggs):
+            if a.get("suppressed", 0):
+                raise ValueError(f"site #{j}: calibration-score histogram suppressed (fewer than k cases of a class)")
+    k_sites = len(neg_aggs)
+    n_neg = sum(int(np.sum(a["bin_n_scores"])) for a in neg_aggs)
+    n_pos = sum(int(np.sum(a["bin_n_scores"])) for a in pos_aggs)
+    k_neg, k_pos = fcp_rank(n_neg, k_sites, alpha), fcp_rank(n_pos, len(pos_aggs), alpha)
+    return (quantile_from_site_histograms(neg_aggs, k_neg), quantile_from_site_histograms(pos_aggs, k_pos),
+            {"n_neg": n_neg, "n_pos": n_pos, "k_neg": k_neg, "k_pos": k_pos})
 
 
 def bisect_quantile(count_at_most: Callable[[float], int], k_star: int, n_total: int, max_rounds: int = 64) -> float:
@@ -94,19 +149,22 @@ def conformal_stats(
     """
     notes = []
     cov = cov_neg = cov_pos = None
+    cp = "clopper-pearson"
     if coverage is None or coverage.get("suppressed", 0):
         notes.append("coverage counts suppressed (a cell had fewer than k patients)" if coverage else "no coverage counts")
     else:
-        cp = "clopper-pearson"
         cov = _prop(int(coverage["n_covered"]), int(coverage["n"]), cp)
-        cov_neg = _prop(int(coverage["n_neg_covered"]), int(coverage["n_neg"]), cp)
-        cov_pos = _prop(int(coverage["n_pos_covered"]), int(coverage["n_pos"]), cp)
+        if "n_neg_covered" in coverage:
+            cov_neg = _prop(int(coverage["n_neg_covered"]), int(coverage["n_neg"]), cp)
+            cov_pos = _prop(int(coverage["n_pos_covered"]), int(coverage["n_pos"]), cp)
+        else:
+            notes.append("per-class coverage withheld by the site (a per-class cell had fewer than k patients)")
     mean = empty = single = both = None
     if sizes is None or sizes.get("suppressed", 0):
         notes.append("set-size counts suppressed (a cell had fewer than k patients)" if sizes else "no set-size counts")
     else:
         n = int(sizes["n"])
-        n1 = int(sizes["n_single_neg"]) + int(sizes["n_single_pos"])
+        n1 = int(sizes["n_single"]) if "n_single" in sizes else int(sizes["n_single_neg"]) + int(sizes["n_single_pos"])
         mean = (n1 + 2 * int(sizes["n_both"])) / n
         empty, single, both = int(sizes["n_empty"]) / n, n1 / n, int(sizes["n_both"]) / n
     return ConformalStats(alpha, q_neg, q_pos, cov, cov_neg, cov_pos, mean, empty, single, both, "; ".join(notes))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 
-from coordinator.validation.auc import auc_from_histograms, roc_from_histograms
+from coordinator.validation.auc import auc_from_histograms, auc_from_site_histograms, roc_from_histograms
 from coordinator.validation.calibration import brier_scores, observed_expected, reliability
 from coordinator.validation.classification import threshold_metrics
 from coordinator.validation.combine import combine_aggregates
@@ -92,6 +92,12 @@ def pooled_metrics(
         if keep:
             combined[kind] = combine_aggregates([a for _, a in keep], [s for s, _ in keep])
     m = site_metrics(name, combined, threshold, calibration_fit)
+    hists = [a["histograms"] for a in per_site if "histograms" in a and not a["histograms"].get("suppressed", 0)]
+    if hists:  # on each site's own (merged) edges: no resolution lost to the common edges
+        try:
+            m.auc = auc_from_site_histograms(hists)
+        except ValueError as exc:
+            notes.append(f"pooled AUC: {exc}")
     m.notes = notes + m.notes
     return m
 

@@ -8,11 +8,13 @@ before it leaves the site.
 from site_client.evaluation.binned import bin_index, class_histograms, equal_width_edges, reliability_bins
 from site_client.evaluation.conformal import (
     conformal_counts_at_most,
+    conformal_histogram,
     conformal_histograms,
     conformity_scores,
     prediction_set_coverage,
     prediction_set_sizes,
     prediction_sets,
+    released_set_statistics,
 )
 from site_client.evaluation.correlation import feature_volume_sums
 from site_client.evaluation.counts import calibration_sums, confusion_counts
@@ -24,6 +26,7 @@ __all__ = [
     "calibration_sums",
     "class_histograms",
     "conformal_counts_at_most",
+    "conformal_histogram",
     "conformal_histograms",
     "conformity_scores",
     "confusion_counts",
@@ -36,6 +39,7 @@ __all__ = [
     "prediction_set_coverage",
     "prediction_set_sizes",
     "prediction_sets",
+    "released_set_statistics",
     "reliability_bins",
     "suppress_small_cells",
 ]

@@ -21,21 +21,37 @@ def conformity_scores(p: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def conformal_histograms(p: object, y: object, edges: np.ndarray | int, site: str | None = None) -> Aggregate:
-    """Per-class histograms of calibration scores s: one-shot federated quantile (conservative upper edge).
+    """Both classes' calibration-score histograms in one aggregate (``bin_n_neg``, ``bin_n_pos``).
 
-    Returns ``edges``, ``bin_n_neg`` (scores of class-0 cases) and ``bin_n_pos`` (scores of class-1 cases).
+    Small-cell merging then coarsens both classes together; prefer one :func:`conformal_histogram` per class.
     """
     p = as_probabilities(p, "p", site)
     y = as_labels(y, p.size, "y", site)
     e = _edges(edges)
-    s = conformity_scores(p, y)
-    b = bin_index(s, e)
+    b = bin_index(conformity_scores(p, y), e)
     nb = e.size - 1
     return {
         "edges": e,
         "bin_n_neg": np.bincount(b[y == 0], minlength=nb).astype(np.int64),
         "bin_n_pos": np.bincount(b[y == 1], minlength=nb).astype(np.int64),
     }
+
+
+def conformal_histogram(
+    p: object, y: object, edges: np.ndarray | int, label: int, site: str | None = None
+) -> Aggregate:
+    """Histogram of the calibration scores s of the cases of class ``label`` (0 or 1): one-shot quantile.
+
+    One aggregate per class, so small-cell merging coarsens each class's histogram on its own.
+    Returns ``edges`` and ``bin_n_scores``.
+    """
+    p = as_probabilities(p, "p", site)
+    y = as_labels(y, p.size, "y", site)
+    if label not in (0, 1):
+        raise ValueError(f"label must be 0 or 1, got {label!r}")
+    e = _edges(edges)
+    s = conformity_scores(p, y)[y == label]
+    return {"edges": e, "bin_n_scores": np.bincount(bin_index(s, e), minlength=e.size - 1).astype(np.int64)}
 
 
 def conformal_counts_at_most(
@@ -66,15 +82,15 @@ def prediction_sets(p: np.ndarray, q_neg: float, q_pos: float) -> tuple[np.ndarr
 
 
 def prediction_set_coverage(
-    p: object, y: object, q_neg: float, q_pos: float, site: str | None = None
+    p: object, y: object, q_neg: float, q_pos: float, site: str | None = None, per_class: bool = True
 ) -> Aggregate:
-    """Coverage counts at a held-out site given the coordinator's thresholds (overall and per class)."""
+    """Coverage counts at a held-out site given the coordinator's thresholds (overall and, optionally, per class)."""
     p = as_probabilities(p, "p", site)
     y = as_labels(y, p.size, "y", site)
     in_neg, in_pos = prediction_sets(p, q_neg, q_pos)
     cov = np.where(y == 1, in_pos, in_neg)
     out: Aggregate = {"n": int(p.size), "n_covered": int(cov.sum()), "n_missed": int((~cov).sum())}
-    for name, cls in (("neg", 0), ("pos", 1)):
+    for name, cls in (("neg", 0), ("pos", 1)) if per_class else ():
         c = cov[y == cls]
         out[f"n_{name}"] = int(c.size)
         out[f"n_{name}_covered"] = int(c.sum())
@@ -82,14 +98,38 @@ def prediction_set_coverage(
     return out
 
 
-def prediction_set_sizes(p: object, q_neg: float, q_pos: float, site: str | None = None) -> Aggregate:
-    """Set-size counts at a site: empty, {negative} only, {positive} only, both classes (labels not needed)."""
+def prediction_set_sizes(
+    p: object, q_neg: float, q_pos: float, site: str | None = None, split_single: bool = True
+) -> Aggregate:
+    """Set-size counts at a site: empty, {negative} only, {positive} only (or ``n_single`` when not split),
+    both classes. Labels are not needed."""
     p = as_probabilities(p, "p", site)
     in_neg, in_pos = prediction_sets(p, q_neg, q_pos)
-    return {
-        "n": int(p.size),
-        "n_empty": int(np.sum(~in_neg & ~in_pos)),
-        "n_single_neg": int(np.sum(in_neg & ~in_pos)),
-        "n_single_pos": int(np.sum(~in_neg & in_pos)),
-        "n_both": int(np.sum(in_neg & in_pos)),
-    }
+    out: Aggregate = {"n": int(p.size), "n_empty": int(np.sum(~in_neg & ~in_pos))}
+    if split_single:
+        out["n_single_neg"] = int(np.sum(in_neg & ~in_pos))
+        out["n_single_pos"] = int(np.sum(~in_neg & in_pos))
+    else:
+        out["n_single"] = int(np.sum(in_neg ^ in_pos))
+    out["n_both"] = int(np.sum(in_neg & in_pos))
+    return out
+
+
+def released_set_statistics(
+    p: object, y: object, q_neg: float, q_pos: float, k: int, site: str | None = None
+) -> tuple[Aggregate, Aggregate]:
+    """(coverage, set sizes) after small-cell control, falling back to coarser aggregates when needed.
+
+    Each is first tried in full (per-class coverage; single sets split by class); if that would be suppressed,
+    only the coarser version is computed and released (overall coverage; single sets not split). Only one
+    version of each ever leaves the site, so the two cannot be differenced.
+    """
+    from site_client.evaluation.privacy import suppress_small_cells
+
+    cov = suppress_small_cells(prediction_set_coverage(p, y, q_neg, q_pos, site), k)
+    if cov["suppressed"]:
+        cov = suppress_small_cells(prediction_set_coverage(p, y, q_neg, q_pos, site, per_class=False), k)
+    sizes = suppress_small_cells(prediction_set_sizes(p, q_neg, q_pos, site), k)
+    if sizes["suppressed"]:
+        sizes = suppress_small_cells(prediction_set_sizes(p, q_neg, q_pos, site, split_single=False), k)
+    return cov, sizes

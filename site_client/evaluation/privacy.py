@@ -9,9 +9,10 @@ Conventions of every site aggregate (see the other modules of this package):
 
 Rules, applied in order:
 
-1. **Histograms are merged, not dropped.** Adjacent bins are merged greedily from the left until, in every
-   ``bin_n_*`` row, each merged bin holds 0 or >= k patients (a leftover tail is merged into its left
-   neighbour). The merged edges are a subset of the original ones, so the result is an ordinary, coarser
+1. **Histograms are merged, not dropped.** The offending bin with the fewest patients is merged into its
+   nearest non-empty neighbour (the smaller one), repeatedly, until in every ``bin_n_*`` row each merged bin
+   holds 0 or >= k patients. Sites merge independently, so their edges differ: the coordinator's
+   ``auc_from_site_histograms`` and ``quantile_from_site_histograms`` work on each site's own edges. The merged edges are a subset of the original ones, so the result is an ordinary, coarser
    histogram: the AUC/DeLong formulas hold unchanged on the merged edges, ties are only counted within
    wider bins, and the binning bound ½·ΣH⁺H⁻/(n⁺n⁻) the coordinator reports from the merged counts grows
    accordingly. Conformal upper edges only move up (more conservative); ECE is that of the merged bins.
@@ -40,27 +41,36 @@ def _ok(counts: np.ndarray, k: int) -> bool:
 def merge_groups(counts: np.ndarray, k: int) -> list[list[int]] | None:
     """Groups of adjacent columns of ``counts`` (rows × bins) whose row sums are each 0 or >= k.
 
+    Agglomerative: while some group has a row sum in 1..k-1, the offending group with the fewest patients is
+    merged up to the nearest non-empty group on the side whose non-empty neighbour holds fewer patients (left
+    on ties; empty bins in between are absorbed). Merges stay local, so bins stay as narrow as the data allow.
     Returns None when impossible (a row's total is in 1..k-1).
     """
     counts = np.asarray(counts)
     if not _ok(counts.sum(axis=1), k):
         return None
-    groups: list[list[int]] = []
-    cur: list[int] = []
-    acc = np.zeros(counts.shape[0], dtype=counts.dtype)
-    for b in range(counts.shape[1]):
-        cur.append(b)
-        acc = acc + counts[:, b]
-        if _ok(acc, k):
-            groups.append(cur)
-            cur, acc = [], np.zeros_like(acc)
-    if cur:
-        while groups and not _ok(acc, k):
-            prev = groups.pop()
-            acc = acc + counts[:, prev].sum(axis=1)
-            cur = prev + cur
-        groups.append(cur)
-    return groups
+    groups: list[list[int]] = [[b] for b in range(counts.shape[1])]
+    sums = [counts[:, b].copy() for b in range(counts.shape[1])]
+    while True:
+        bad = [i for i, sm in enumerate(sums) if not _ok(sm, k)]
+        if not bad:
+            return groups
+        i = min(bad, key=lambda j: (int(sums[j].sum()), j))
+        left = next((j for j in range(i - 1, -1, -1) if sums[j].sum() > 0), None)
+        right = next((j for j in range(i + 1, len(sums)) if sums[j].sum() > 0), None)
+        if left is None and right is None:  # impossible when the totals are valid
+            raise AssertionError("no non-empty neighbour to merge with")
+        if left is None:
+            j = right
+        elif right is None:
+            j = left
+        else:
+            j = left if sums[left].sum() <= sums[right].sum() else right
+        lo, hi = min(i, j), max(i, j)
+        merged_group = [b for g in groups[lo : hi + 1] for b in g]
+        merged_sum = np.sum(sums[lo : hi + 1], axis=0)
+        groups[lo : hi + 1] = [merged_group]
+        sums[lo : hi + 1] = [merged_sum]
 
 
 def _is_count_key(key: str) -> bool:
@@ -88,29 +98,46 @@ def _merge_binned(agg: Aggregate, k: int) -> Aggregate | None:
     return agg
 
 
-def _merge_thresholds(agg: Aggregate, k: int) -> Aggregate | None:
+def _segmented_groups(counts: np.ndarray, k: int, cuts: list[int]) -> list[list[int]] | None:
+    """merge_groups inside each segment between protected cut positions (a cut c separates column c-1 from c)."""
+    bounds = [0] + sorted(set(cuts)) + [counts.shape[1]]
+    out: list[list[int]] = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        g = merge_groups(counts[:, a:b], k)
+        if g is None:
+            return None
+        out.extend([[a + i for i in grp] for grp in g])
+    return out
+
+
+def _merge_thresholds(agg: Aggregate, k: int, keep: tuple[float, ...] = ()) -> Aggregate | None:
     t = np.asarray(agg["thresholds"], dtype=float)
     tp, fp = np.asarray(agg["n_tp"]), np.asarray(agg["n_fp"])
     fn, tn = np.asarray(agg["n_fn"]), np.asarray(agg["n_tn"])
     # interval 0: below t_0; interval j: [t_{j-1}, t_j); interval T: >= t_{T-1}
     pos = np.concatenate([[fn[0]], tp[:-1] - tp[1:], [tp[-1]]])
     neg = np.concatenate([[tn[0]], fp[:-1] - fp[1:], [fp[-1]]])
-    groups = merge_groups(np.stack([pos, neg]), k)
+    counts = np.stack([pos, neg])
+    cuts = [int(j) + 1 for j in np.flatnonzero(np.isin(np.round(t, 12), np.round(np.asarray(keep, dtype=float), 12)))]
+    groups = _segmented_groups(counts, k, cuts) if cuts else None
+    if groups is None:  # no protected threshold, or it cannot be kept: merge freely
+        groups = merge_groups(counts, k)
     if groups is None:
         return None
-    keep = np.array([g[-1] for g in groups[:-1]], dtype=np.int64)  # boundary after interval j is t_j
-    if keep.size == 0:
+    keep_idx = np.array([g[-1] for g in groups[:-1]], dtype=np.int64)  # boundary after interval j is t_j
+    if keep_idx.size == 0:
         return None
-    agg["thresholds"] = t[keep]
+    agg["thresholds"] = t[keep_idx]
     for key in ("n_tp", "n_fp", "n_fn", "n_tn"):
-        agg[key] = np.asarray(agg[key])[keep]
+        agg[key] = np.asarray(agg[key])[keep_idx]
     return agg
 
 
-def suppress_small_cells(aggregate: Aggregate, k: int) -> Aggregate:
+def suppress_small_cells(aggregate: Aggregate, k: int, keep_thresholds: tuple[float, ...] | list[float] = ()) -> Aggregate:
     """Return a copy of ``aggregate`` in which no count cell is in 1..k-1 (rules in the module docstring).
 
-    Adds ``suppressed`` (0 or 1) and ``k``. ``k = 1`` changes nothing.
+    ``keep_thresholds`` (threshold grids only, e.g. the protocol's decision threshold) are never merged away
+    when each side can be made safe on its own. Adds ``suppressed`` (0 or 1) and ``k``. ``k = 1`` changes nothing.
     """
     if int(k) != k or k < 1:
         raise ValueError(f"k (privacy.min_cell_count) must be a positive integer, got {k!r}")
@@ -121,7 +148,7 @@ def suppress_small_cells(aggregate: Aggregate, k: int) -> Aggregate:
     if "edges" in agg:
         agg = _merge_binned(agg, k)
     if agg is not None and "thresholds" in agg:
-        agg = _merge_thresholds(agg, k)
+        agg = _merge_thresholds(agg, k, tuple(keep_thresholds))
     if agg is None:
         return _suppressed(k)
     for key, value in agg.items():

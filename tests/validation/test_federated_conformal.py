@@ -17,9 +17,10 @@ from coordinator.validation import (
 )
 from site_client.evaluation import (
     conformal_counts_at_most,
-    conformal_histograms,
+    conformal_histogram,
     prediction_set_coverage,
     prediction_set_sizes,
+    suppress_small_cells,
 )
 
 
@@ -47,8 +48,9 @@ def test_bisection_equals_pooled_order_statistic_exactly(make_sites):
 
 def test_histogram_quantile_is_conservative_and_within_one_bin(make_sites):
     sites = make_sites(21, [120, 90, 150])
-    agg = combine_aggregates([conformal_histograms(s.p, s.y, 50) for s in sites])
-    q_neg, q_pos, info = thresholds_from_histograms(agg, n_sites=3, alpha=0.1)
+    neg = combine_aggregates([conformal_histogram(s.p, s.y, 50, 0) for s in sites])
+    pos = combine_aggregates([conformal_histogram(s.p, s.y, 50, 1) for s in sites])
+    q_neg, q_pos, info = thresholds_from_histograms(neg, pos, n_sites=3, alpha=0.1)
     neg, pos = scores_by_class(sites)
     exact_neg, exact_pos = neg[info["k_neg"] - 1], pos[info["k_pos"] - 1]
     assert exact_neg <= q_neg < exact_neg + 1 / 50 + 1e-12
@@ -64,8 +66,9 @@ def test_heldout_coverage_with_exchangeable_sites(make_sites, seed, method):
     sites = make_sites(100 + seed, [150, 200, 250, 180, 1500], shift=0.0)
     calib, heldout = sites[:4], sites[4]
     if method == "histogram":
-        agg = combine_aggregates([conformal_histograms(s.p, s.y, 100) for s in calib])
-        q_neg, q_pos, _ = thresholds_from_histograms(agg, n_sites=4, alpha=alpha)
+        neg = combine_aggregates([suppress_small_cells(conformal_histogram(s.p, s.y, 100, 0), 5) for s in calib])
+        pos = combine_aggregates([suppress_small_cells(conformal_histogram(s.p, s.y, 100, 1), 5) for s in calib])
+        q_neg, q_pos, _ = thresholds_from_histograms(neg, pos, n_sites=4, alpha=alpha)
     else:
         q_neg, q_pos = bisect_class_quantiles(
             lambda tn, tp: [conformal_counts_at_most(s.p, s.y, tn, tp) for s in calib], n_sites=4, alpha=alpha
@@ -100,3 +103,17 @@ def test_suppressed_conformal_counts_are_reported_not_invented():
     st = conformal_stats(0.1, 0.5, 0.5, {"suppressed": 1, "k": 5}, None)
     assert st.coverage is None and st.mean_set_size is None
     assert "coverage counts suppressed" in st.note and "no set-size counts" in st.note
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_site_histogram_quantile_is_conservative_and_not_worse_than_common_edges(make_sites, seed):
+    from coordinator.validation import thresholds_from_site_histograms
+
+    sites = make_sites(50 + seed, [90, 130, 160], strength=2.0)
+    alpha = 0.2
+    per_class = [[suppress_small_cells(conformal_histogram(s.p, s.y, 100, lab), 5) for s in sites] for lab in (0, 1)]
+    q_neg, q_pos, info = thresholds_from_site_histograms(per_class[0], per_class[1], alpha)
+    neg, pos = scores_by_class(sites)
+    assert q_neg >= neg[info["k_neg"] - 1] and q_pos >= pos[info["k_pos"] - 1]
+    cn, cp_, _ = thresholds_from_histograms(combine_aggregates(per_class[0]), combine_aggregates(per_class[1]), 3, alpha)
+    assert q_neg <= cn and q_pos <= cp_

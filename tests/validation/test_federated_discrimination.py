@@ -100,3 +100,34 @@ def test_auc_difference_unpaired_is_conservative_for_correlated_models(make_site
 def test_auc_needs_two_cases_per_class():
     with pytest.raises(ValueError, match="2 cases per class, got 1 positive"):
         auc_from_histograms([3, 4, 0], [0, 1, 0])
+
+
+def test_site_histogram_auc_with_differently_merged_sites(make_sites):
+    """Per-site merged edges: equals a direct pair-by-pair DeLong with ½ for overlapping intervals, the bound
+    holds against the raw pooled AUC, and without merging it equals the common-grid formula."""
+    from coordinator.validation import auc_from_site_histograms
+
+    sites = make_sites(8, [70, 90, 120])
+    raw = [class_histograms(s.p, s.y, 50) for s in sites]
+    merged = [suppress_small_cells(a, 6) for a in raw]
+    est = auc_from_site_histograms(merged)
+    # each patient's interval = its site's merged bin
+    lo, hi, ys = [], [], []
+    for s, m in zip(sites, merged):
+        b = pooled_bins(s.p, m["edges"])
+        lo.append(m["edges"][b]); hi.append(m["edges"][b + 1]); ys.append(s.y)
+    lo, hi, y = np.concatenate(lo), np.concatenate(hi), np.concatenate(ys)
+    P, N = y == 1, y == 0
+    above = lo[P][:, None] >= hi[N][None, :]
+    below = hi[P][:, None] <= lo[N][None, :]
+    psi = above + 0.5 * ~(above | below)
+    v10, v01 = psi.mean(axis=1), psi.mean(axis=0)
+    assert est.auc == pytest.approx(psi.mean(), abs=1e-12)
+    assert est.se == pytest.approx(np.sqrt(v10.var(ddof=1) / P.sum() + v01.var(ddof=1) / N.sum()), rel=1e-10)
+    p_all = np.concatenate([s.p for s in sites])
+    assert abs(roc_auc_score(y, p_all) - est.auc) <= est.binning_bound + 1e-15
+    common = auc_from_histograms(*(combine_aggregates(merged)[k] for k in ("bin_n_neg", "bin_n_pos")))
+    assert est.binning_bound <= common.binning_bound + 1e-15  # own edges never lose resolution
+    same = auc_from_site_histograms(raw)
+    ref = auc_from_histograms(*(combine_aggregates(raw)[k] for k in ("bin_n_neg", "bin_n_pos")))
+    assert (same.auc, same.se, same.binning_bound) == pytest.approx((ref.auc, ref.se, ref.binning_bound), rel=1e-12)

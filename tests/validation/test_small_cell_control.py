@@ -9,7 +9,7 @@ from coordinator.validation import SuppressedAggregateError, combine_aggregates,
 from site_client.evaluation import (
     calibration_sums,
     class_histograms,
-    conformal_histograms,
+    conformal_histogram,
     confusion_counts,
     emitted_count_cells,
     feature_volume_sums,
@@ -25,7 +25,8 @@ def all_aggregates(s, rng):
     return [
         class_histograms(s.p, s.y, 50),
         reliability_bins(s.p, s.y, 10),
-        conformal_histograms(s.p, s.y, 50),
+        conformal_histogram(s.p, s.y, 50, 0),
+        conformal_histogram(s.p, s.y, 50, 1),
         confusion_counts(s.p, s.y, 0.5),
         confusion_counts(s.p, s.y, np.unique(np.round(rng.uniform(0.02, 0.98, 15), 3))),
         calibration_sums(s.p, s.y),
@@ -96,3 +97,17 @@ def test_dropped_threshold_and_suppressed_site_give_clear_errors(make_sites):
 def test_bad_k_is_rejected():
     with pytest.raises(ValueError, match="min_cell_count"):
         suppress_small_cells({"n": 3}, 0)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_protected_threshold_survives_when_possible_and_cells_stay_safe(make_sites, seed):
+    s = make_sites(seed, [150])[0]
+    grid = [0.05, 0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6]
+    agg = confusion_counts(s.p, s.y, grid)
+    out = suppress_small_cells(agg, 5, keep_thresholds=[0.5])
+    i = grid.index(0.5)
+    single_ok = all(v == 0 or v >= 5 for v in (agg["n_tp"][i], agg["n_fp"][i], agg["n_fn"][i], agg["n_tn"][i]))
+    if single_ok:
+        assert 0.5 in out["thresholds"]
+    cells = np.concatenate([emitted_count_cells(out), np.abs(interval_cells(out))])
+    assert not np.any((cells >= 1) & (cells < 5))

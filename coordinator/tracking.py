@@ -1,0 +1,458 @@
+"""MLflow glue: log a :class:`~coordinator.validation.results.StudyResult` (thin layer, mlflow imported lazily).
+
+Layout (see docs/researcher-guide.md for where each item appears in the UI):
+
+* one **parent run** per study: protocol fields flattened as params, tags ``protocol_id`` / ``study`` /
+  ``sites``, per-site counts and package versions as params, pooled and random-effects metrics, the per-site
+  table ``tables/site_metrics.json`` (``log_table``), forest plots, pooled ROC / reliability / decision curve,
+  harmonisation before/after per site, and ``summary/study.json`` (every number, for the report);
+* one **child run per fold**, tagged ``heldout_site``: the held-out site's metrics before/after
+  recalibration, the volume-only baseline and ΔAUC, conformal coverage, per-round training metrics (``step``)
+  and the fold's figures;
+* one **child run "final-model"**: training metrics per round and the model as an ``mlflow.pyfunc`` (pure
+  numpy; signature; explicit pip requirements), registered under the protocol's name with an alias.
+
+Only the coordinator imports this module; hospital-side code never imports mlflow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from coordinator.validation.results import (
+    ConformalStats,
+    FinalModel,
+    FoldResult,
+    SiteMetrics,
+    StudyResult,
+    to_jsonable,
+)
+
+PACKAGES = ("fedradval", "numpy", "scipy", "scikit-learn", "pandas", "mlflow", "flwr", "torch", "matplotlib")
+SUMMARY_PATH = "summary/study.json"
+SITE_TABLE_PATH = "tables/site_metrics.json"
+_KEY_BAD = re.compile(r"[^A-Za-z0-9_\-./ ]")
+
+
+@dataclass(frozen=True)
+class LoggedStudy:
+    """Identifiers of what :func:`log_study` created."""
+
+    parent_run_id: str
+    fold_run_ids: dict[str, str]
+    final_run_id: str | None
+    model_uri: str | None
+    registered_model: str | None
+    model_version: str | None
+    experiment_id: str
+
+
+def default_tracking_uri(work_dir: str | os.PathLike[str]) -> str:
+    """``sqlite:///<work>/mlflow.db`` — the default store, a SQLite file in the study's work folder."""
+    return f"sqlite:///{Path(work_dir).resolve() / 'mlflow.db'}"
+
+
+def _key(text: str) -> str:
+    """An MLflow-legal param/metric key (letters, digits, _ - . / space)."""
+    return _KEY_BAD.sub("_", text)
+
+
+def flatten_params(obj: Any, prefix: str = "") -> dict[str, str]:
+    """Nested dict → {'a.b.c': value}; lists and scalars as JSON text (at most 6000 characters each)."""
+    out: dict[str, str] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(flatten_params(v, f"{prefix}{k}."))
+        return out
+    text = obj if isinstance(obj, str) else json.dumps(to_jsonable(obj))
+    out[_key(prefix[:-1])] = text[:6000]
+    return out
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that determine the results (``missing`` when absent)."""
+    out = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def site_metric_values(m: SiteMetrics | None, prefix: str = "") -> dict[str, float]:
+    """The scalar metrics of one SiteMetrics as a flat dict (undefined values are left out, never NaN)."""
+    if m is None:
+        return {}
+    v: dict[str, float | None] = {"n": m.n, "n_events": m.n_events}
+    if m.auc:
+        v.update(auc=m.auc.auc, auc_se=m.auc.se, auc_ci_low=m.auc.ci_low, auc_ci_high=m.auc.ci_high,
+                 auc_binning_bound=m.auc.binning_bound)
+    for name in ("sensitivity", "specificity", "ppv", "npv"):
+        p = getattr(m, name)
+        if p is not None:
+            v.update({name: p.value, f"{name}_ci_low": p.ci_low, f"{name}_ci_high": p.ci_high})
+    v.update(brier=m.brier, scaled_brier=m.scaled_brier, ece=m.ece)
+    if m.oe_ratio:
+        v.update(oe_ratio=m.oe_ratio.value, oe_ci_low=m.oe_ratio.ci_low, oe_ci_high=m.oe_ratio.ci_high)
+    if m.calibration:
+        c = m.calibration
+        v.update(cal_intercept=c.intercept.value, cal_intercept_ci_low=c.intercept.ci_low,
+                 cal_intercept_ci_high=c.intercept.ci_high, cal_slope=c.slope.value,
+                 cal_slope_ci_low=c.slope.ci_low, cal_slope_ci_high=c.slope.ci_high)
+    if m.decision_curve and m.threshold is not None:
+        dc = m.decision_curve
+        hit = [i for i, t in enumerate(dc.thresholds) if abs(t - m.threshold) < 1e-12]
+        if hit:
+            v.update(net_benefit=dc.net_benefit[hit[0]], net_benefit_treat_all=dc.treat_all[hit[0]])
+    return {f"{prefix}{k}": float(x) for k, x in v.items() if _finite(x)}
+
+
+def conformal_values(c: ConformalStats | None, prefix: str = "conformal_") -> dict[str, float]:
+    """Coverage (with CP CI), per-class coverage, set size and set-type rates as flat metrics."""
+    if c is None:
+        return {}
+    v: dict[str, float | None] = {"alpha": c.alpha, "q_neg": c.q_neg, "q_pos": c.q_pos,
+                                  "mean_set_size": c.mean_set_size, "rate_empty": c.rate_empty,
+                                  "rate_single": c.rate_single, "rate_both": c.rate_both}
+    for name, p in (("coverage", c.coverage), ("coverage_neg", c.coverage_neg), ("coverage_pos", c.coverage_pos)):
+        if p is not None:
+            v.update({name: p.value, f"{name}_ci_low": p.ci_low, f"{name}_ci_high": p.ci_high})
+    return {f"{prefix}{k}": float(x) for k, x in v.items() if _finite(x)}
+
+
+def fold_values(f: FoldResult) -> dict[str, float]:
+    """All scalar metrics of a fold: model, recalibrated model (``recal_``), baseline, ΔAUC, conformal."""
+    out = site_metric_values(f.before)
+    out.update(site_metric_values(f.after, "recal_"))
+    out.update(site_metric_values(f.baseline, "baseline_"))
+    if f.auc_difference:
+        d = f.auc_difference
+        out.update(delta_auc=d.difference, delta_auc_ci_low=d.ci_low, delta_auc_ci_high=d.ci_high, delta_auc_p=d.p_value)
+    out.update(conformal_values(f.conformal))
+    if f.recalibration:
+        out.update({f"recalibration_{k}": float(v) for k, v in f.recalibration.params.items() if _finite(v)})
+    return out
+
+
+def site_table(study: StudyResult) -> dict[str, list[Any]]:
+    """One row per held-out site (plus a pooled row): the parent run's table (child runs are collapsed)."""
+    cols = ["site", "role", "n", "n_events", "auc", "auc_ci_low", "auc_ci_high", "auc_binning_bound",
+            "sensitivity", "specificity", "ppv", "npv", "brier", "scaled_brier", "oe_ratio", "cal_intercept",
+            "cal_slope", "cal_slope_ci_low", "cal_slope_ci_high", "ece", "net_benefit", "recal_cal_slope", "recal_ece",
+            "recal_brier", "conformal_coverage", "conformal_coverage_ci_low", "conformal_coverage_ci_high",
+            "conformal_coverage_neg", "conformal_coverage_pos", "conformal_mean_set_size", "conformal_rate_empty",
+            "conformal_rate_both", "baseline_auc", "delta_auc", "delta_auc_ci_low", "delta_auc_ci_high"]
+    roles = {s.name: s.role for s in study.sites}
+    rows = []
+    for f in study.folds:
+        vals = fold_values(f)
+        rows.append([f.heldout_site, roles.get(f.heldout_site, "heldout")] + [vals.get(c) for c in cols[2:]])
+    if study.pooled is not None:
+        vals = site_metric_values(study.pooled)
+        vals.update(site_metric_values(study.pooled_baseline, "baseline_"))
+        rows.append(["pooled", "pooled"] + [vals.get(c) for c in cols[2:]])
+    return {c: [r[i] for r in rows] for i, c in enumerate(cols)}
+
+
+def _log_metrics(client: Any, run_id: str, values: dict[str, float], step: int = 0) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    items = [Metric(_key(k), float(v), now, step) for k, v in values.items() if _finite(v)]
+    for i in range(0, len(items), 1000):
+        client.log_batch(run_id, metrics=items[i : i + 1000], synchronous=True)
+
+
+def _log_params(client: Any, run_id: str, params: dict[str, str]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, v) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i : i + 100], synchronous=True)
+
+
+def _log_history(client: Any, run_id: str, history: dict[str, list[float]]) -> None:
+    """Per-round training metrics: one batch per metric, ``step`` = round number (1-based)."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    for name, values in history.items():
+        items = [Metric(_key(name), float(v), now, i + 1) for i, v in enumerate(values) if _finite(v)]
+        for j in range(0, len(items), 1000):
+            client.log_batch(run_id, metrics=items[j : j + 1000], synchronous=True)
+
+
+def _figure(client: Any, run_id: str, fig: Any, path: str) -> None:
+    client.log_figure(run_id, fig, path)
+
+
+def _fold_figures(client: Any, run_id: str, f: FoldResult) -> None:
+    from dataclasses import replace
+
+    from coordinator.validation import figures
+
+    model = replace(f.before, site=f"{f.heldout_site} model")
+    roc = [model] + ([replace(f.baseline, site=f"{f.heldout_site} volume only")] if f.baseline else [])
+    _figure(client, run_id, figures.roc_figure(roc, f"ROC at held-out {f.heldout_site}"), "plots/roc.png")
+    rel = [model] + ([replace(f.after, site=f"{f.heldout_site} recalibrated")] if f.after else [])
+    _figure(client, run_id, figures.reliability_figure(rel, f"Reliability at {f.heldout_site}"), "plots/reliability.png")
+    _figure(client, run_id, figures.decision_curve_figure([model], f"Decision curve at {f.heldout_site}"),
+            "plots/decision_curve.png")
+
+
+def _study_figures(client: Any, run_id: str, study: StudyResult) -> None:
+    from coordinator.validation import figures
+
+    folds = study.folds
+
+    def forest(key: str, title: str, get: Any, ref: float | None, path: str) -> None:
+        rows = [(f.heldout_site, *get(f)) for f in folds if get(f) is not None]
+        if rows:
+            labels, est, lo, hi = zip(*rows)
+            fig = figures.forest_plot(labels, est, lo, hi, study.meta.get(key), title, ref)
+            _figure(client, run_id, fig, path)
+
+    forest("auc", "AUC per held-out site (random effects, logit scale)",
+           lambda f: (f.before.auc.auc, f.before.auc.ci_low, f.before.auc.ci_high) if f.before.auc else None,
+           0.5, "plots/forest_auc.png")
+    forest("cal_slope", "Calibration slope per held-out site",
+           lambda f: (f.before.calibration.slope.value, f.before.calibration.slope.ci_low, f.before.calibration.slope.ci_high)
+           if f.before.calibration else None, 1.0, "plots/forest_calibration_slope.png")
+    forest("auc_difference", "AUC(model) - AUC(volume only) per held-out site",
+           lambda f: (f.auc_difference.difference, f.auc_difference.ci_low, f.auc_difference.ci_high)
+           if f.auc_difference else None, 0.0, "plots/forest_delta_auc_vs_volume.png")
+    forest("coverage", f"Conformal coverage per held-out site (target {1 - study.alpha:.2f})",
+           lambda f: (f.conformal.coverage.value, f.conformal.coverage.ci_low, f.conformal.coverage.ci_high)
+           if f.conformal and f.conformal.coverage else None, 1 - study.alpha, "plots/forest_conformal_coverage.png")
+    per_site = [f.before for f in folds]
+    _figure(client, run_id, figures.roc_figure(per_site, "ROC per held-out site"), "plots/roc_heldout_sites.png")
+    _figure(client, run_id, figures.reliability_figure(per_site + ([study.pooled] if study.pooled else []),
+                                                       "Reliability per held-out site"), "plots/reliability.png")
+    dcs = [study.pooled] if study.pooled and study.pooled.decision_curve else per_site
+    _figure(client, run_id, figures.decision_curve_figure(dcs, "Decision curve (held-out patients)"),
+            "plots/decision_curve.png")
+    for d in study.harmonisation:
+        _figure(client, run_id, figures.harmonisation_figure(study.harmonisation, d.site),
+                f"plots/harmonisation/{_key(d.site)}.png")
+
+
+_PYFUNC_CODE = '''
+"""fedradval final model: dense layers in numpy + recalibration + class-conditional conformal sets."""
+import json
+
+import numpy as np
+import pandas as pd
+from mlflow.models import set_model
+from mlflow.pyfunc import PythonModel
+
+
+class FedradvalModel(PythonModel):
+    def load_context(self, context):
+        with open(context.artifacts["config"]) as fh:
+            self.cfg = json.load(fh)
+        w = np.load(context.artifacts["weights"])
+        self.layers = [(w[f"W{i}"], w[f"b{i}"]) for i in range(self.cfg["n_layers"])]
+        self.mean = w["mean"] if "mean" in w.files else None
+        self.scale = w["scale"] if "scale" in w.files else None
+
+    def predict(self, context, model_input, params=None):
+        x = pd.DataFrame(model_input)[self.cfg["features"]].to_numpy(dtype=float)
+        if self.mean is not None:
+            x = (x - self.mean) / self.scale
+        act = np.tanh if self.cfg["activation"] == "tanh" else (lambda a: np.maximum(a, 0.0))
+        for i, (W, b) in enumerate(self.layers):
+            x = x @ W.T + b
+            if i < len(self.layers) - 1:
+                x = act(x)
+        z = x[:, 0]
+        p_raw = 0.5 * (1.0 + np.tanh(0.5 * z))
+        rec = self.cfg["recalibration"]
+        if rec["method"] == "platt":
+            w_ = rec["params"]["a"] + rec["params"]["b"] * z
+        elif rec["method"] == "temperature":
+            w_ = z / rec["params"]["temperature"]
+        else:
+            w_ = z
+        p = 0.5 * (1.0 + np.tanh(0.5 * w_))
+        out = {"p_raw": p_raw, "p": p}
+        q_neg, q_pos = self.cfg["q_neg"], self.cfg["q_pos"]
+        if q_neg is not None and q_pos is not None:
+            out["in_set_negative"] = p <= q_neg
+            out["in_set_positive"] = (1.0 - p) <= q_pos
+        return pd.DataFrame(out)
+
+
+set_model(FedradvalModel())
+'''
+
+
+def _model_signature(features: list[str], with_sets: bool) -> Any:
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    outputs = [ColSpec("double", "p_raw"), ColSpec("double", "p")]
+    if with_sets:
+        outputs += [ColSpec("boolean", "in_set_negative"), ColSpec("boolean", "in_set_positive")]
+    return ModelSignature(inputs=Schema([ColSpec("double", f) for f in features]), outputs=Schema(outputs))
+
+
+def log_final_model(final: FinalModel, work: Path) -> Any:
+    """Log ``final`` as a pyfunc model in the active run (numpy only). Returns mlflow's ModelInfo."""
+    import mlflow
+    import pandas as pd
+
+    w = final.weights
+    if not w.layers or w.layers[-1][0].shape[0] != 1:
+        raise ValueError("the final model's last layer must have exactly one output (the positive-class logit)")
+    arrays = {}
+    for i, (W, b) in enumerate(w.layers):
+        arrays[f"W{i}"], arrays[f"b{i}"] = np.asarray(W, float), np.asarray(b, float)
+    if w.layers[0][0].shape[1] != len(w.features):
+        raise ValueError(f"first layer expects {w.layers[0][0].shape[1]} inputs but {len(w.features)} features are named")
+    if w.mean is not None:
+        arrays["mean"], arrays["scale"] = np.asarray(w.mean, float), np.asarray(w.scale, float)
+    np.savez(work / "weights.npz", **arrays)
+    rec = final.recalibration
+    cfg = {"features": list(w.features), "n_layers": len(w.layers), "activation": w.activation,
+           "recalibration": {"method": rec.method if rec else "none", "params": rec.params if rec else {}},
+           "q_neg": final.conformal_q_neg, "q_pos": final.conformal_q_pos, "description": w.description}
+    (work / "config.json").write_text(json.dumps(cfg, indent=1))
+    (work / "model_code.py").write_text(_PYFUNC_CODE)
+    with_sets = final.conformal_q_neg is not None and final.conformal_q_pos is not None
+    example = pd.DataFrame([np.zeros(len(w.features)) if w.mean is None else np.asarray(w.mean, float)],
+                           columns=list(w.features))
+    reqs = [f"mlflow=={metadata.version('mlflow')}", f"numpy=={np.__version__}", f"pandas=={pd.__version__}"]
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(work / "model_code.py"),
+        artifacts={"weights": str(work / "weights.npz"), "config": str(work / "config.json")},
+        signature=_model_signature(list(w.features), with_sets),
+        input_example=example,
+        pip_requirements=reqs,
+    )
+
+
+def log_study(
+    study: StudyResult,
+    tracking_uri: str,
+    experiment: str = "fedradval",
+    registered_model: str | None = "fedradval-model",
+    alias: str = "champion",
+) -> LoggedStudy:
+    """Log the whole study (parent, fold children, final-model child, registry entry). Returns the run ids."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    site_names = [s.name for s in study.sites]
+    parent = client.create_run(exp_id, run_name=f"{study.study_name} [{study.protocol_id[:12]}]", tags={
+        "protocol_id": study.protocol_id, "study": study.study_name, "sites": ",".join(site_names),
+        "role": "study", "mlflow.note.content": _parent_note(study)})
+    pid = parent.info.run_id
+    params = flatten_params(study.protocol, "protocol.")
+    params.update({f"version.{k}": v for k, v in package_versions().items()})
+    for s in study.sites:
+        params.update({f"site.{_key(s.name)}.n": str(s.n), f"site.{_key(s.name)}.n_events": str(s.n_events),
+                       f"site.{_key(s.name)}.role": s.role})
+    params.update({"n_sites": str(len(study.sites)), "conformal_alpha": str(study.alpha),
+                   "privacy_k": str(study.k_min_cell)})
+    _log_params(client, pid, params)
+    pooled = site_metric_values(study.pooled, "pooled_")
+    pooled.update(site_metric_values(study.pooled_baseline, "pooled_baseline_"))
+    for key, re_ in study.meta.items():
+        pooled.update({f"re_{key}": re_.estimate, f"re_{key}_ci_low": re_.ci_low, f"re_{key}_ci_high": re_.ci_high})
+        for extra in ("tau2", "i2", "pi_low", "pi_high"):
+            val = getattr(re_, extra)
+            if _finite(val):
+                pooled[f"re_{key}_{extra}"] = val
+    for c in study.feature_volume:
+        pooled[f"volume_corr.{_key(c.feature)}"] = c.r
+    _log_metrics(client, pid, pooled)
+    client.log_table(pid, data=site_table(study), artifact_file=SITE_TABLE_PATH)
+    if study.feature_volume:
+        client.log_table(pid, data={"feature": [c.feature for c in study.feature_volume],
+                                    "r_with_volume": [c.r for c in study.feature_volume],
+                                    "ci_low": [c.ci_low for c in study.feature_volume],
+                                    "ci_high": [c.ci_high for c in study.feature_volume],
+                                    "n": [c.n for c in study.feature_volume]},
+                         artifact_file="tables/feature_volume_correlation.json")
+    _study_figures(client, pid, study)
+
+    fold_ids: dict[str, str] = {}
+    for i, f in enumerate(study.folds):
+        run = client.create_run(exp_id, run_name=f"fold {i + 1}: held out {f.heldout_site}", tags={
+            "mlflow.parentRunId": pid, "heldout_site": f.heldout_site, "fold": str(i + 1), "role": "fold",
+            "training_sites": ",".join(f.training_sites), "protocol_id": study.protocol_id})
+        rid = run.info.run_id
+        fold_ids[f.heldout_site] = rid
+        fp = {"heldout_site": f.heldout_site, "training_sites": ",".join(f.training_sites)}
+        if f.recalibration:
+            fp["recalibration.method"] = f.recalibration.method
+        _log_params(client, rid, fp)
+        _log_metrics(client, rid, fold_values(f))
+        _log_history(client, rid, f.training_history)
+        _fold_figures(client, rid, f)
+        client.log_dict(rid, to_jsonable(f), "summary/fold.json")
+        client.set_terminated(rid)
+
+    final_id = model_uri = version = None
+    if study.final_model is not None:
+        run = client.create_run(exp_id, run_name="final model (all sites)", tags={
+            "mlflow.parentRunId": pid, "role": "final_model", "protocol_id": study.protocol_id})
+        final_id = run.info.run_id
+        _log_history(client, final_id, study.final_model.training_history)
+        rec = study.final_model.recalibration
+        fin = {"recalibration.method": rec.method if rec else "none"}
+        if rec:
+            fin.update({f"recalibration.{k}": repr(v) for k, v in rec.params.items()})
+        fin.update({"conformal.q_neg": repr(study.final_model.conformal_q_neg),
+                    "conformal.q_pos": repr(study.final_model.conformal_q_pos)})
+        _log_params(client, final_id, fin)
+        previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(tracking_uri)
+        try:
+            with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=final_id):
+                info = log_final_model(study.final_model, Path(tmp))
+            model_uri = info.model_uri
+            if registered_model:
+                mv = mlflow.register_model(model_uri, registered_model, tags={
+                    "protocol_id": study.protocol_id, "parent_run_id": pid})
+                version = str(mv.version)
+                client.set_registered_model_alias(registered_model, alias, version)
+        finally:
+            mlflow.set_tracking_uri(previous)
+        if model_uri:
+            client.set_tag(pid, "model_uri", model_uri)
+        if version:
+            client.set_tag(pid, "registered_model", f"{registered_model}@{alias} (version {version})")
+
+    client.log_dict(pid, to_jsonable(study), SUMMARY_PATH)
+    client.set_terminated(pid)
+    return LoggedStudy(pid, fold_ids, final_id, model_uri, registered_model if version else None, version, exp_id)
+
+
+def _parent_note(study: StudyResult) -> str:
+    sites = ", ".join(f"{s.name} (n={s.n}, events={s.n_events})" for s in study.sites)
+    return (f"Federated external validation of study **{study.study_name}** (protocol `{study.protocol_id}`).\n\n"
+            f"Sites: {sites}. Leave-one-site-out folds are child runs (expand the parent); the per-site table is "
+            f"the artifact `{SITE_TABLE_PATH}`. No patient-level data left any site: every number comes from "
+            f"aggregates with cells of at least k={study.k_min_cell} patients.")
