@@ -14,4 +14,4 @@ def replace_columns(df: pd.DataFrame, columns: Sequence[str], values: np.ndarray
     harm = pd.DataFrame(values, index=df.index, columns=list(columns))
     rest = df.drop(columns=list(columns))
     out = pd.concat([rest, harm], axis=1) if rest.shape[1] else harm
-    return out[list(df.columns)]
+    return out if list(out.columns) == list(df.columns) else out[list(df.columns)]

@@ -1,6 +1,7 @@
 """Site-side local step: standardise, empirical-Bayes estimates per local batch, adjust.
 
-y*_ij = σ̂_j (z_ij - γ*_kj) / √δ*_kj + α̂_j + M_ij; reference-batch rows are returned
+y*_ij = σ̂_j (z_ij - γ*_kj) / √δ*_kj + α̂_j + M_ij (``z_mod`` = (Z, α̂ + M) from
+:func:`standardise`, if already computed); reference-batch rows are returned
 unchanged.  Batches that span sites take γ*, δ* from the hub's ``eb`` broadcast; all
 others are estimated here with no upload.
 """
@@ -21,7 +22,7 @@ def local_adjust(sd: SiteData, plan: Message, fit: Message, scale: Message,
                  eb_msg: Message | None = None, z_mod: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Harmonised samples x features matrix (plan feature order) for this site."""
     opts = plan_options(plan)
-    z, mod = z_mod if z_mod is not None else standardise(sd, plan, fit, scale)
+    z, fitted = z_mod if z_mod is not None else standardise(sd, plan, fit, scale)
     sigma = np.sqrt(scale["var_pooled"])
     out = np.empty_like(sd.y)
     spanning = set(plan["spanning"])
@@ -38,13 +39,12 @@ def local_adjust(sd: SiteData, plan: Message, fit: Message, scale: Message,
             i = list(eb_msg["batches"]).index(b)
             g, d = eb_msg["gamma_star"][i], eb_msg["delta_star"][i]
         else:
-            n, mean, m2 = batch_stats(z[rows])
-            g, d = batch_adjustments(n, mean, m2, eb=opts.eb, parametric=opts.parametric,
+            n, gamma_hat, m2 = batch_stats(z[rows])
+            g, d = batch_adjustments(n, gamma_hat, m2, eb=opts.eb, parametric=opts.parametric,
                                      mean_only=opts.mean_only, conv=opts.conv,
                                      max_iter=opts.max_iter, label=b)
         block = z[rows] - g
         block *= sigma / np.sqrt(d)
-        block += fit["alpha"]
-        block += mod[rows]
+        block += fitted[rows]
         out[rows] = block
     return out

@@ -103,33 +103,35 @@ def feature_matrix(site: str, df: pd.DataFrame, features: Sequence[str]) -> np.n
     return out
 
 
+def _labels(site: str, df: pd.DataFrame, column: str, what: str) -> np.ndarray:
+    """Canonical per-row level text of ``column`` (factorised: level_str runs once per level)."""
+    codes, uniques = pd.factorize(df[column], use_na_sentinel=True)
+    texts = [None if _is_missing(u) else level_str(u) for u in uniques]
+    bad = codes < 0
+    for k, t in enumerate(texts):
+        if t is None:
+            bad |= codes == k
+    if bad.any():
+        raise HarmonisationError(
+            f"site {site!r}: {what} {column!r} has {int(bad.sum())} missing value(s) "
+            f"(row(s) {_rows(df.index, bad)}); every sample needs a value: drop or complete these rows"
+        )
+    return np.array(texts, dtype=object)[codes]
+
+
 def batch_labels(site: str, df: pd.DataFrame, batch_col: str | None) -> np.ndarray:
     """Per-row batch label (str): the site name, or the canonical text of ``batch_col``."""
     if batch_col is None:
         return np.full(len(df), site, dtype=object)
     if batch_col not in df.columns:
         raise HarmonisationError(f"site {site!r} lacks the batch column {batch_col!r}")
-    values = df[batch_col].tolist()
-    bad = np.array([_is_missing(v) for v in values], dtype=bool)
-    if bad.any():
-        raise HarmonisationError(
-            f"site {site!r}: batch column {batch_col!r} has {int(bad.sum())} missing value(s) "
-            f"(row(s) {_rows(df.index, bad)}); every sample needs a batch"
-        )
-    return np.array([level_str(v) for v in values], dtype=object)
+    return _labels(site, df, batch_col, "batch column")
 
 
 def categorical_labels(site: str, df: pd.DataFrame, covariate: str) -> np.ndarray:
     if covariate not in df.columns:
         raise HarmonisationError(f"site {site!r} lacks the categorical covariate column {covariate!r}")
-    values = df[covariate].tolist()
-    bad = np.array([_is_missing(v) for v in values], dtype=bool)
-    if bad.any():
-        raise HarmonisationError(
-            f"site {site!r}: categorical covariate {covariate!r} has {int(bad.sum())} missing "
-            f"value(s) (row(s) {_rows(df.index, bad)}); drop or complete these rows"
-        )
-    return np.array([level_str(v) for v in values], dtype=object)
+    return _labels(site, df, covariate, "categorical covariate")
 
 
 def continuous_values(site: str, df: pd.DataFrame, covariate: str, float32: bool) -> np.ndarray:

@@ -42,12 +42,12 @@ def covariate_effect(sd: SiteData, plan: Message, beta: np.ndarray) -> np.ndarra
 
 
 def standardise(sd: SiteData, plan: Message, fit: Message, scale: Message) -> tuple[np.ndarray, np.ndarray]:
-    """Z = (Y - α̂ - M) / σ̂; returns (Z, M)."""
-    mod = covariate_effect(sd, plan, fit["beta"])
-    z = sd.y - fit["alpha"]
-    z -= mod
+    """Z = (Y - α̂ - M) / σ̂; returns (Z, α̂ + M), the fitted mean each sample returns to."""
+    mean = covariate_effect(sd, plan, fit["beta"])
+    mean += fit["alpha"]
+    z = sd.y - mean
     z /= np.sqrt(scale["var_pooled"])
-    return z, mod
+    return z, mean
 
 
 def batch_stats(z: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
