@@ -134,8 +134,13 @@ def _run(frames: dict[str, pd.DataFrame], features: list[str], categorical: Sequ
         eb_msg = combine_batch_moments(plan, moments)
         for s in frames:
             log.record(HUB_TO_SITE, s, eb_msg)
-    adjusted = {s: local_adjust(sd, plan, fit, scale, eb_msg, z_mod=zs[s]) for s, sd in local.items()}
-    out = {s: replace_columns(frames[s], plan["features"], adjusted[s]) for s in frames}
+    adjusted, out = {}, {}
+    for s, sd in local.items():  # site by site, freeing each site's working copies as we go
+        adjusted[s] = local_adjust(sd, plan, fit, scale, eb_msg, z_mod=zs.pop(s))
+        out[s] = replace_columns(frames[s], plan["features"], adjusted[s])
+        sd.y = sd.y[:0]
+        if not diagnostics:
+            del adjusted[s]
 
     model = ComBatModel.from_messages(plan, fit, scale)
     report = ComBatReport(
