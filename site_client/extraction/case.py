@@ -8,6 +8,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from protocols.schema import Extraction, Protocol
+from site_client.extraction.integrity import check_complete
 from site_client.imaging.errors import CaseInputError
 from site_client.imaging.masks import read_mask
 from site_client.imaging.readers import read_geometry, read_image
@@ -33,6 +34,8 @@ def load_case(
 ) -> tuple[sitk.Image, sitk.Image]:
     """Image and binary mask on the image grid (label image, RTSTRUCT or SEG)."""
     check_size(image, extraction, series_uid)
+    check_complete(image)
+    check_complete(mask)
     loaded = read_image(image, series_uid)
     return loaded, read_mask(mask, loaded, label, roi)
 
