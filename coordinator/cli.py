@@ -24,3 +24,6 @@ from coordinator.commands import demo as _demo  # noqa: E402,F401
 from coordinator.commands import certs as _certs  # noqa: E402,F401
 from coordinator.commands import start as _start  # noqa: E402,F401
 from coordinator.commands import register_site as _register_site  # noqa: E402,F401
+from coordinator.commands import run as _run  # noqa: E402,F401
+from coordinator.commands import status as _status  # noqa: E402,F401
+from coordinator.commands import simulate as _simulate  # noqa: E402,F401

@@ -8,6 +8,7 @@ import typer
 
 from coordinator.cli import app
 from coordinator.flower.flwr_cli import FlwrCommandError, register_supernode
+from coordinator.flower.registry import record_site
 from coordinator.flower.state import DEFAULT_STATE_DIR, require_profile
 
 
@@ -29,4 +30,6 @@ def register_site(
     except (FileNotFoundError, FlwrCommandError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"site {name} registered (node id {result.get('node-id', '?')})")
+    node_id = str(result.get("node-id", "?"))
+    record_site(state_dir, node_id, name)
+    typer.echo(f"site {name} registered (node id {node_id})")

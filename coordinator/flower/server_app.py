@@ -69,6 +69,22 @@ def study_module() -> Any:
     return importlib.import_module(os.environ.get("FEDRADVAL_STUDY_MODULE", "coordinator.study"))
 
 
+def log_to_mlflow(outcome: Any, protocol: Protocol, uri: str) -> None:
+    """Hand the outcome to the MLflow logger (coordinator.tracking, imported only when tracking is on)."""
+    from coordinator import tracking
+
+    if hasattr(tracking, "log_outcome"):
+        tracking.log_outcome(outcome, uri)
+        return
+    tracking.log_study(
+        outcome.results[outcome.preferred_variant],
+        uri,
+        experiment=protocol.tracking.experiment,
+        registered_model=protocol.tracking.registered_model,
+        alias=protocol.tracking.model_alias,
+    )
+
+
 def run_server(grid: Grid, settings: RunSettings, run_id: int, echo: Any = print) -> Any:
     """Everything the ServerApp does, given decoded settings; returns the StudyOutcome (raises on failure)."""
     run_study = study_module().run_study
@@ -91,10 +107,8 @@ def run_server(grid: Grid, settings: RunSettings, run_id: int, echo: Any = print
         status.progress(f"message rounds: {transport.rounds}; bytes received per site: {transport.bytes_received}")
         if settings.mlflow_uri:
             status.set_phase("tracking")
-            from coordinator import tracking
-
-            where = tracking.log_outcome(outcome, protocol, settings.protocol_id, settings.mlflow_uri)
-            status.progress(f"logged to MLflow at {settings.mlflow_uri}{f' ({where})' if where else ''}")
+            log_to_mlflow(outcome, protocol, settings.mlflow_uri)
+            status.progress(f"logged to MLflow at {settings.mlflow_uri}")
     except Exception as exc:
         status.finish(error=f"{exc}")
         raise

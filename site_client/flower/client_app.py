@@ -9,6 +9,7 @@ This module never imports mlflow.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -72,6 +73,19 @@ def settings_from_node_config(node_config: Mapping[str, Any]) -> SiteSettings:
     )
 
 
+SIMULATION_ENV = "FEDRADVAL_SIMULATION_SITES"
+
+
+def resolve_site(context: Context) -> SiteSettings:
+    """node_config of a real SuperNode; in a simulation (``partition-id``, no ``site-name``) the site with
+    that index in the JSON list named by FEDRADVAL_SIMULATION_SITES (written by ``coordinator simulate``)."""
+    node_config = context.node_config
+    if "site-name" not in node_config and "partition-id" in node_config and os.environ.get(SIMULATION_ENV):
+        sites = json.loads(Path(os.environ[SIMULATION_ENV]).read_text(encoding="utf-8"))
+        return settings_from_node_config(sites[int(node_config["partition-id"])])
+    return settings_from_node_config(node_config)
+
+
 def site_log(settings: SiteSettings, text: str) -> None:
     """One line in the site's own log (``<work-dir>/site.log``) and on the SuperNode's stderr."""
     log.error(text)
@@ -132,7 +146,7 @@ def _error(message: Message, settings: SiteSettings, run_id: int, phase: str, co
     return Message(Error(code=code, reason=text), reply_to=message)
 
 
-def make_client_app(resolve: Callable[[Context], SiteSettings] = lambda c: settings_from_node_config(c.node_config)) -> ClientApp:
+def make_client_app(resolve: Callable[[Context], SiteSettings] = resolve_site) -> ClientApp:
     """A ClientApp answering every ``query`` message; ``resolve`` finds the site (node_config by default)."""
     client = ClientApp()
 

@@ -7,11 +7,12 @@ a quoted TOML string, because Flower rejects bare strings (and paths contain '/'
 from __future__ import annotations
 
 import json
-import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +20,9 @@ from pathlib import Path
 from site_client.flower.client_app import SiteSettings
 from site_client.flower.files import write_atomic
 
-# flower-supernode exit codes worth explaining to hospital IT (flwr.common.exit.ExitCode).
+# flower-supernode exit codes worth explaining to hospital IT (flwr.common.exit.ExitCode). Flower prints
+# "Exit Code: <n>" before leaving (the process status itself may be 1), so the supervisor reads its output.
+EXIT_CODE_LINE = re.compile(r"Exit Code: (\d+)")
 EXIT_HINTS = {
     305: "the SuperLink refused this SuperNode: its key is not registered with the coordinator "
     "(send your .pub file), or the TLS certificate could not be verified (check --root-certificates)",
@@ -94,6 +97,17 @@ def backoff_delays(initial_s: float = 2.0, maximum_s: float = 60.0) -> Iterator[
         delay = min(delay * 2, maximum_s)
 
 
+def _relay(child: subprocess.Popen[bytes], reported: list[int]) -> None:
+    """Copy the SuperNode's output to our stderr and note the exit code Flower prints."""
+    assert child.stdout is not None
+    for raw in child.stdout:
+        sys.stderr.buffer.write(raw)
+        sys.stderr.buffer.flush()
+        match = EXIT_CODE_LINE.search(raw.decode(errors="replace"))
+        if match:
+            reported.append(int(match.group(1)))
+
+
 def supervise(
     command: list[str],
     env: dict[str, str],
@@ -105,8 +119,9 @@ def supervise(
 ) -> int:
     """Run ``command`` until SIGTERM/SIGINT; restart it with back-off after every exit.
 
-    A run that lasted ``stable_after_s`` resets the back-off. Returns the last exit code. The child runs
-    in its own process group; on SIGTERM/SIGINT the whole group is terminated (SIGKILL after 15 s).
+    A run that lasted ``stable_after_s`` resets the back-off. Returns the last exit code. The child stays
+    in this process's group, so stopping the group (Ctrl-C, a service manager) stops the SuperNode and its
+    ClientApps too; SIGTERM/SIGINT to this process alone is forwarded (SIGKILL after 15 s).
     """
     child: subprocess.Popen[bytes] | None = None
     stopping = False
@@ -115,7 +130,7 @@ def supervise(
         nonlocal stopping
         stopping = True
         if child is not None and child.poll() is None:
-            os.killpg(child.pid, signal.SIGTERM)
+            child.terminate()
 
     previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
     delays = backoff_delays(initial_s=initial_backoff_s, maximum_s=max_backoff_s)
@@ -124,9 +139,15 @@ def supervise(
     try:
         while not stopping:
             started = time.monotonic()
-            child = subprocess.Popen(command, env=env, start_new_session=True)
+            child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             say(f"SuperNode started (pid {child.pid})")
+            reported: list[int] = []
+            reader = threading.Thread(target=_relay, args=(child, reported), daemon=True)
+            reader.start()
             code = child.wait()
+            reader.join(timeout=5)
+            if reported:
+                code = reported[-1]
             if stopping:
                 break
             if time.monotonic() - started >= stable_after_s:
@@ -143,11 +164,11 @@ def supervise(
             restarts += 1
     finally:
         if child is not None and child.poll() is None:
-            os.killpg(child.pid, signal.SIGTERM)
+            child.terminate()
             try:
                 child.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                os.killpg(child.pid, signal.SIGKILL)
+                child.kill()
                 child.wait()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

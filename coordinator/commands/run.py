@@ -1,0 +1,82 @@
+"""``coordinator run``: launch a study on the running SuperLink and follow it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from coordinator.cli import app
+from coordinator.flower.flwr_cli import FlwrCommandError, list_runs, run_log, start_run
+from coordinator.flower.server_app import encode_protocol
+from coordinator.flower.state import DEFAULT_STATE_DIR, require_profile, runs_dir
+from coordinator.flower.status import read_status, status_path
+from protocols.console import load_protocol_for_command
+
+
+@app.command("run")
+def run(
+    protocol: Path = typer.Option(..., "--protocol", exists=True, dir_okay=False, help="Study protocol YAML."),
+    mlflow_uri: str = typer.Option("", "--mlflow-uri", help="MLflow tracking URI for the results (empty: none)."),
+    state_dir: Path = typer.Option(DEFAULT_STATE_DIR, "--state-dir", help="Coordinator state folder."),
+    wait_for: int = typer.Option(0, "--wait-for", help="Sites to wait for before starting [protocol min_sites]."),
+    wait_timeout: float = typer.Option(300.0, "--wait-timeout", help="Seconds to wait for them."),
+    follow: bool = typer.Option(True, "--follow/--no-follow", help="Stream progress until the run ends."),
+) -> None:
+    """Launch a study (ships the app with `flwr run`), print its run id and stream its progress."""
+    loaded, identifier = load_protocol_for_command(protocol, announce=False)
+    try:
+        home = require_profile(state_dir)
+        run_id = start_run(
+            home,
+            {
+                "protocol-b64": encode_protocol(protocol.read_text(encoding="utf-8")),
+                "protocol-id": identifier,
+                "mlflow-uri": mlflow_uri,
+                "status-dir": str(runs_dir(state_dir)),
+                "wait-for": wait_for,
+                "wait-timeout-s": wait_timeout,
+            },
+        )
+    except (FileNotFoundError, FlwrCommandError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"run id {run_id}: {loaded.study.name} v{loaded.study.version}, protocol id {identifier}")
+    if follow:
+        raise typer.Exit(follow_run(home, state_dir, run_id))
+
+
+def follow_run(home: Path, state_dir: Path, run_id: int, poll_s: float = 2.0) -> int:
+    """Print new progress lines until Flower reports the run finished; 0 when it completed."""
+    shown = 0
+    path = status_path(runs_dir(state_dir), run_id)
+    while True:
+        status = read_status(path) or {}
+        lines = status.get("lines", [])
+        for line in lines[shown:]:
+            typer.echo(line)
+        shown = len(lines)
+        try:
+            runs = list_runs(home, run_id)
+        except FlwrCommandError as exc:  # SuperLink restarting: keep following
+            typer.echo(f"(SuperLink not answering: {exc}; retrying)", err=True)
+            time.sleep(5)
+            continue
+        flower_status = str(runs[0].get("status", "")) if runs else ""
+        if flower_status.startswith("finished"):
+            status = read_status(path) or {}
+            for line in status.get("lines", [])[shown:]:
+                typer.echo(line)
+            if flower_status == "finished:completed" and status.get("state") == "completed":
+                typer.echo(f"run {run_id} completed")
+                return 0
+            reason = status.get("error") or runs[0].get("status-details") or flower_status
+            typer.echo(f"run {run_id} FAILED ({flower_status}): {reason}", err=True)
+            if not status.get("error"):
+                try:
+                    typer.echo(run_log(home, run_id)[-4000:], err=True)
+                except FlwrCommandError:
+                    pass
+            return 1
+        time.sleep(poll_s)

@@ -1,0 +1,30 @@
+"""Site names of registered SuperNode keys (``<state-dir>/sites.json``): Flower's CLI lists node ids only."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def registry_path(state_dir: Path) -> Path:
+    return state_dir.resolve() / "sites.json"
+
+
+def load_registry(state_dir: Path) -> dict[str, str]:
+    """node id (as text) -> site name."""
+    path = registry_path(state_dir)
+    if not path.exists():
+        return {}
+    return {str(k): str(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
+
+
+def record_site(state_dir: Path, node_id: str, name: str) -> None:
+    entries = load_registry(state_dir)
+    entries[str(node_id)] = name
+    path = registry_path(state_dir)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".sites-", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(entries, handle, indent=1, sort_keys=True)
+    os.replace(tmp, path)
