@@ -96,4 +96,11 @@ def pooled(per_site: dict[str, dict[str, dict]], threshold: float, name: str = "
     if not per_site:
         return None
     sites = sorted(per_site)
-    return pooled_metrics([per_site[s] for s in sites], sites, threshold, None, name)
+    try:
+        return pooled_metrics([per_site[s] for s in sites], sites, threshold, None, name)
+    except (ValueError, IndexError) as exc:  # e.g. no bin edge or threshold kept at every site after merging
+        kinds = ("histograms", "calibration", "reliability")
+        reduced = [{k: a for k, a in per_site[s].items() if k in kinds} for s in sites]
+        m = pooled_metrics(reduced, sites, threshold, None, name)
+        m.notes.append(f"threshold metrics not pooled: {type(exc).__name__}: {exc}")
+        return m
