@@ -26,6 +26,12 @@ CASES = [
     ("config_c", "nifti"),
     ("config_d", "nifti"),
     ("config_e", "nifti"),
+    # The CT phantom's DICOM series + RTSTRUCT (rasterised by our reader); the digital phantom has no valid DICOM.
+    ("config_a", "dicom"),
+    ("config_b", "dicom"),
+    ("config_c", "dicom"),
+    ("config_d", "dicom"),
+    ("config_e", "dicom"),
 ]
 
 
