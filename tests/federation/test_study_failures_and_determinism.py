@@ -1,0 +1,110 @@
+"""Study-level behaviour with the in-process transport: determinism, a site failing mid-study, a site that
+has not approved the protocol, a site too small to take part, and a manifest without extraction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from coordinator.study import StudyFailed, run_study
+from federation.nsclc import protocol
+from site_client.study import ProtocolNotApproved, SiteContext, handle
+
+
+def _short(**extra):
+    overrides = {"model": {"rounds": 3}}
+    for section, values in extra.items():
+        overrides[section] = {**overrides.get(section, {}), **values}
+    return protocol(**overrides)
+
+
+def test_same_seed_gives_identical_weights_and_another_seed_does_not(tmp_path_factory, nsclc_tables):
+    from federation.conftest import make_contexts
+    from federation.inprocess import InProcessTransport
+
+    def weights(seed, tag):
+        p, pid = _short(model={"seed": seed}, harmonisation={"combat": False})
+        root = tmp_path_factory.mktemp(tag)
+        out = run_study(p, pid, InProcessTransport(make_contexts(root, p, pid, nsclc_tables)), progress=lambda s: None)
+        return out.final_weights
+
+    first, second, other = weights(11, "a"), weights(11, "b"), weights(12, "c")
+    assert first.keys() == second.keys()
+    for key in first:
+        for a, b in zip(first[key], second[key]):
+            np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for key in first for a, b in zip(first[key], other[key]))
+
+
+def test_site_killed_during_training_is_dropped_and_the_study_goes_on(transport_for):
+    p, pid = _short(federation={"min_sites": 3})
+    transport = transport_for(p, pid, fail={"R01-other": ("train", 2)})
+    out = run_study(p, pid, transport, progress=lambda s: None)
+    assert "R01-other" in out.dropped and "killed" in out.dropped["R01-other"]
+    assert out.sites == ["AMC", "R01-GE-CE0", "R01-GE-CE1"]
+    for result in out.results.values():
+        assert sorted(f.heldout_site for f in result.folds) == ["AMC", "R01-GE-CE0", "R01-GE-CE1"]
+    later = [e for e in transport.log if e.site == "R01-other" and e.phase in ("calibrate", "evaluate")]
+    assert later == [], "a dropped site gets no further messages"
+
+
+def test_site_killed_below_min_sites_fails_the_study_naming_it(transport_for):
+    p, pid = _short(federation={"min_sites": 4})
+    transport = transport_for(p, pid, fail={"R01-GE-CE0": ("train", 2)})
+    with pytest.raises(StudyFailed) as err:
+        run_study(p, pid, transport, progress=lambda s: None)
+    text = str(err.value)
+    assert "R01-GE-CE0" in text and "at least 4" in text and "only 3 site(s) remain" in text
+    assert set(err.value.sites) == {"R01-GE-CE0"}
+
+
+def test_unapproved_protocol_is_refused_and_the_study_fails_naming_site_and_id(transport_for):
+    p, pid = _short(federation={"min_sites": 4})
+    transport = transport_for(p, pid, approved={"AMC": {"0" * 64}})
+    with pytest.raises(StudyFailed) as err:
+        run_study(p, pid, transport, progress=lambda s: None)
+    text = str(err.value)
+    assert f"site AMC has not approved protocol {pid}" in text
+    assert "site-client approve" in text
+    assert transport.log[0].phase == "handshake"
+
+
+def test_handle_refuses_an_unapproved_id_directly(tmp_path):
+    p, pid = _short()
+    ctx = SiteContext("H1", p, pid, set(), tmp_path / "f.csv", "features", tmp_path / "work")
+    with pytest.raises(ProtocolNotApproved, match=f"site H1 has not approved protocol {pid}"):
+        handle("handshake", {"protocol_id": pid, "phase": "handshake"}, ctx)
+    other = "f" * 64
+    ctx.approved_ids = {pid, other}
+    with pytest.raises(ProtocolNotApproved, match="different protocol file"):
+        handle("handshake", {"protocol_id": other, "phase": "handshake"}, ctx)
+
+
+def test_site_with_fewer_than_k_cases_of_a_class_says_it_cannot_take_part(tmp_path, nsclc_tables):
+    from site_client.tables import write_table_atomic
+
+    p, pid = _short(privacy={"min_cell_count": 10})
+    path = write_table_atomic(nsclc_tables["R01-other"], tmp_path / "features.csv")
+    ctx = SiteContext("R01-other", p, pid, {pid}, path, "features", tmp_path / "work")
+    reply = handle("handshake", {"protocol_id": pid, "phase": "handshake"}, ctx)
+    assert reply["eligible"] is False
+    assert "positive class has fewer than k=10 cases" in reply["reason"]
+    assert reply["n_pos"] == -1 and "n_pos" in reply["suppressed"]
+    assert not any(k.startswith(("schema/", "fvol/")) for k in reply), "no statistics from an ineligible site"
+
+
+def test_ineligible_site_is_dropped_with_its_reason(transport_for):
+    p, pid = _short(privacy={"min_cell_count": 9}, federation={"min_sites": 4})
+    with pytest.raises(StudyFailed, match=r"R01-GE-CE0 \(site R01-GE-CE0 cannot take part: positive class has fewer than k=9"):
+        run_study(p, pid, transport_for(p, pid), progress=lambda s: None)
+
+
+def test_a_bad_manifest_fails_the_handshake_naming_the_manifest(tmp_path):
+    """Manifest data goes through feature extraction (or, where it is not installed, a clear refusal)."""
+    p, pid = _short()
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("case_id,image,mask\nc1,a.nii,b.nii\n")
+    ctx = SiteContext("H1", p, pid, {pid}, manifest, "manifest", tmp_path / "work")
+    with pytest.raises(Exception) as err:
+        handle("handshake", {"protocol_id": pid, "phase": "handshake"}, ctx)
+    assert str(manifest) in str(err.value)
