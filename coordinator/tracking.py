@@ -171,36 +171,30 @@ def site_table(study: StudyResult) -> dict[str, list[Any]]:
     return {c: [r[i] for r in rows] for i, c in enumerate(cols)}
 
 
-def _log_metrics(client: Any, run_id: str, values: dict[str, float], step: int = 0) -> None:
-    from mlflow.entities import Metric
+def _batch(
+    client: Any,
+    run_id: str,
+    metrics: dict[str, float] | None = None,
+    params: dict[str, str] | None = None,
+    history: dict[str, list[float]] | None = None,
+    step: int = 0,
+) -> None:
+    """Scalars (at ``step``), params and per-round series (``step`` = round, 1-based) in as few REST calls as
+    the limits allow (1000 metrics / 100 params per request)."""
+    from mlflow.entities import Metric, Param
 
     now = int(time.time() * 1000)
-    items = [Metric(_key(k), float(v), now, step) for k, v in values.items() if _finite(v)]
-    for i in range(0, len(items), 1000):
-        client.log_batch(run_id, metrics=items[i : i + 1000], synchronous=True)
-
-
-def _log_params(client: Any, run_id: str, params: dict[str, str]) -> None:
-    from mlflow.entities import Param
-
-    items = [Param(k, v) for k, v in params.items()]
-    for i in range(0, len(items), 100):
-        client.log_batch(run_id, params=items[i : i + 100], synchronous=True)
-
-
-def _log_history(client: Any, run_id: str, history: dict[str, list[float]]) -> None:
-    """Per-round training metrics: one batch per metric, ``step`` = round number (1-based)."""
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    for name, values in history.items():
-        items = [Metric(_key(name), float(v), now, i + 1) for i, v in enumerate(values) if _finite(v)]
-        for j in range(0, len(items), 1000):
-            client.log_batch(run_id, metrics=items[j : j + 1000], synchronous=True)
+    ms = [Metric(_key(k), float(v), now, step) for k, v in (metrics or {}).items() if _finite(v)]
+    for name, values in (history or {}).items():
+        ms += [Metric(_key(name), float(v), now, i + 1) for i, v in enumerate(values) if _finite(v)]
+    ps = [Param(k, v) for k, v in (params or {}).items()]
+    while ms or ps:
+        client.log_batch(run_id, metrics=ms[:1000], params=ps[:100], synchronous=True)
+        ms, ps = ms[1000:], ps[100:]
 
 
 def _figure(client: Any, run_id: str, fig: Any, path: str) -> None:
-    client.log_figure(run_id, fig, path)
+    client.log_figure(run_id, fig, path, save_kwargs={"dpi": 90})
 
 
 def _fold_figures(client: Any, run_id: str, f: FoldResult) -> None:
@@ -375,7 +369,6 @@ def log_study(
                        f"site.{_key(s.name)}.role": s.role})
     params.update({"n_sites": str(len(study.sites)), "conformal_alpha": str(study.alpha),
                    "privacy_k": str(study.k_min_cell)})
-    _log_params(client, pid, params)
     pooled = site_metric_values(study.pooled, "pooled_")
     pooled.update(site_metric_values(study.pooled_baseline, "pooled_baseline_"))
     for key, re_ in study.meta.items():
@@ -386,7 +379,7 @@ def log_study(
                 pooled[f"re_{key}_{extra}"] = val
     for c in study.feature_volume:
         pooled[f"volume_corr.{_key(c.feature)}"] = c.r
-    _log_metrics(client, pid, pooled)
+    _batch(client, pid, metrics=pooled, params=params)
     client.log_table(pid, data=site_table(study), artifact_file=SITE_TABLE_PATH)
     if study.feature_volume:
         client.log_table(pid, data={"feature": [c.feature for c in study.feature_volume],
@@ -407,9 +400,7 @@ def log_study(
         fp = {"heldout_site": f.heldout_site, "training_sites": ",".join(f.training_sites)}
         if f.recalibration:
             fp["recalibration.method"] = f.recalibration.method
-        _log_params(client, rid, fp)
-        _log_metrics(client, rid, fold_values(f))
-        _log_history(client, rid, f.training_history)
+        _batch(client, rid, metrics=fold_values(f), params=fp, history=f.training_history)
         _fold_figures(client, rid, f)
         client.log_dict(rid, to_jsonable(f), "summary/fold.json")
         client.set_terminated(rid)
@@ -419,14 +410,13 @@ def log_study(
         run = client.create_run(exp_id, run_name="final model (all sites)", tags={
             "mlflow.parentRunId": pid, "role": "final_model", "protocol_id": study.protocol_id})
         final_id = run.info.run_id
-        _log_history(client, final_id, study.final_model.training_history)
         rec = study.final_model.recalibration
         fin = {"recalibration.method": rec.method if rec else "none"}
         if rec:
             fin.update({f"recalibration.{k}": repr(v) for k, v in rec.params.items()})
         fin.update({"conformal.q_neg": repr(study.final_model.conformal_q_neg),
                     "conformal.q_pos": repr(study.final_model.conformal_q_pos)})
-        _log_params(client, final_id, fin)
+        _batch(client, final_id, params=fin, history=study.final_model.training_history)
         previous = mlflow.get_tracking_uri()
         mlflow.set_tracking_uri(tracking_uri)
         try:

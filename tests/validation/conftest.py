@@ -75,7 +75,7 @@ def mlflow_server(tmp_path_factory):
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"mlflow server exited with {proc.returncode}: {(root / 'server.log').read_text()[-3000:]}")
@@ -86,7 +86,7 @@ def mlflow_server(tmp_path_factory):
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server not healthy after 120 s: {(root / 'server.log').read_text()[-3000:]}")
+                raise RuntimeError(f"mlflow server not healthy after 300 s: {(root / 'server.log').read_text()[-3000:]}")
             time.sleep(0.5)
         yield uri
     finally:

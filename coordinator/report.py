@@ -1,0 +1,376 @@
+"""External-validation report from an MLflow parent run: self-contained HTML + Markdown summary.
+
+``write_report(run_id, out_dir, tracking_uri)`` reads the parent run logged by :func:`coordinator.tracking.log_study`
+(params, tags, ``summary/study.json``, figures of the parent and its fold runs) and writes ``report.html``
+(figures inline as base64 PNG) and ``report.md``, following the TRIPOD+AI items for external validation, then
+attaches both to the parent run under ``report/``. The lead wires this as ``coordinator report RUN_ID
+[--mlflow-uri URI]``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPORT_ARTIFACT_DIR = "report"
+
+
+@dataclass
+class Section:
+    """One report section: paragraphs, tables (header, rows) and figures (caption, PNG bytes)."""
+
+    title: str
+    paragraphs: list[str] = field(default_factory=list)
+    tables: list[tuple[list[str], list[list[str]]]] = field(default_factory=list)
+    figures: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+def _f(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, bool):
+        return str(x)
+    if isinstance(x, int):
+        return str(x)
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def _ci(d: dict | None, value: str, lo: str = "ci_low", hi: str = "ci_high", digits: int = 3) -> str:
+    if not d or d.get(value) is None:
+        return "–"
+    if d.get(lo) is None or d.get(hi) is None:
+        return _f(d[value], digits)
+    return f"{_f(d[value], digits)} ({_f(d[lo], digits)}–{_f(d[hi], digits)})"
+
+
+def _prop(d: dict | None) -> str:
+    return _ci(d, "value")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _read_png(root: Path, rel: str) -> bytes | None:
+    p = root / rel
+    return p.read_bytes() if p.is_file() else None
+
+
+def build_sections(study: dict, run: Any, parent_plots: Path, fold_plots: dict[str, Path]) -> list[Section]:
+    """The report's content from the study summary (``summary/study.json``) and downloaded figures."""
+    params, tags = run.data.params, run.data.tags
+    folds = study.get("folds", [])
+    alpha = study.get("alpha")
+    k = study.get("k_min_cell")
+    sites = study.get("sites", [])
+    meta = study.get("meta", {})
+    secs: list[Section] = []
+
+    s = Section("1. Design and source of data (TRIPOD+AI 5, 6; TRIPOD-Cluster)")
+    s.paragraphs += [
+        f"Study **{study.get('study_name')}**, protocol id `{study.get('protocol_id')}` (MLflow run `{run.info.run_id}`).",
+        "Design: leave-one-site-out internal–external validation. In each fold the model is trained, recalibrated and "
+        "conformalised on the other sites and evaluated at the held-out hospital, which it never saw.",
+        f"No patient-level data left any site: every number below was computed from site aggregates in which no "
+        f"bin, count or cell holds fewer than k = {k} patients (smaller cells were merged or suppressed).",
+    ]
+    secs.append(s)
+
+    s = Section("2. Participants per site (TRIPOD+AI 20a–c)")
+    rows = [[x["name"], x.get("role", ""), _f(x["n"]), _f(x["n_events"]),
+             _f(x["n_events"] / x["n"] if x["n"] else None)] for x in sites]
+    s.tables.append((["site", "role", "patients", "events", "prevalence"], rows))
+    secs.append(s)
+
+    s = Section("3. Discrimination at each held-out site (TRIPOD+AI 12e, 23a)")
+    thr = None
+    rows = []
+    for f in folds:
+        b = f["before"]
+        thr = b.get("threshold", thr)
+        auc = b.get("auc") or {}
+        rows.append([f["heldout_site"], _ci(auc, "auc"), _f(auc.get("binning_bound"), 4), _prop(b.get("sensitivity")),
+                     _prop(b.get("specificity")), _prop(b.get("ppv")), _prop(b.get("npv"))])
+    pooled = study.get("pooled")
+    if pooled:
+        auc = pooled.get("auc") or {}
+        rows.append(["pooled held-out patients", _ci(auc, "auc"), _f(auc.get("binning_bound"), 4),
+                     _prop(pooled.get("sensitivity")), _prop(pooled.get("specificity")), _prop(pooled.get("ppv")),
+                     _prop(pooled.get("npv"))])
+    s.tables.append((["site", "AUC (95% CI, DeLong)", "binning bound", f"sensitivity @ {_f(thr, 2)}", "specificity",
+                      "PPV", "NPV"], rows))
+    s.paragraphs.append(
+        "AUC comes from class-specific score histograms; the binning bound is the largest possible difference from "
+        "the AUC on unbinned scores. Proportions carry Wilson 95% CIs; the threshold is the protocol's pre-specified "
+        "decision threshold.")
+    for name in ("forest_auc.png", "roc_heldout_sites.png"):
+        png = _read_png(parent_plots, name)
+        if png:
+            s.figures.append((name, png))
+    secs.append(s)
+
+    s = Section("4. Calibration (TRIPOD+AI 12e; METRICS 22)")
+    rows = []
+    for f in folds:
+        b = f["before"]
+        cal = b.get("calibration") or {}
+        rows.append([f["heldout_site"], _ci(b.get("oe_ratio"), "value"), _ci(cal.get("intercept"), "value"),
+                     _ci(cal.get("slope"), "value"), _f(b.get("brier")), _f(b.get("scaled_brier")), _f(b.get("ece"))])
+    s.tables.append((["site", "O/E (95% CI)", "calibration intercept", "calibration slope", "Brier", "scaled Brier",
+                      "ECE"], rows))
+    for name in ("reliability.png", "forest_calibration_slope.png"):
+        png = _read_png(parent_plots, name)
+        if png:
+            s.figures.append((name, png))
+    secs.append(s)
+
+    s = Section("5. Clinical utility: decision curve (TRIPOD+AI 12e)")
+    s.paragraphs.append("Net benefit of the model against treating everyone and no one, over the protocol's threshold "
+                        "range, on the held-out patients.")
+    png = _read_png(parent_plots, "decision_curve.png")
+    if png:
+        s.figures.append(("decision_curve.png", png))
+    secs.append(s)
+
+    s = Section("6. Heterogeneity across held-out sites (TRIPOD+AI 12d, 23b)")
+    labels = {"auc": "AUC", "cal_slope": "calibration slope", "oe_ratio": "O/E", "auc_difference": "ΔAUC vs volume only",
+              "baseline_auc": "volume-only AUC", "recal_auc": "AUC after recalibration",
+              "recal_cal_slope": "slope after recalibration", "coverage": "conformal coverage"}
+    rows = []
+    for key, r in meta.items():
+        rows.append([labels.get(key, key), str(r.get("k")), _ci(r, "estimate"), _f(r.get("tau2"), 4), _f(r.get("i2"), 2),
+                     "–" if r.get("pi_low") is None else f"{_f(r['pi_low'])}–{_f(r['pi_high'])}",
+                     r.get("scale", ""), r.get("note", "")])
+    s.tables.append((["quantity", "sites", "random-effects estimate (95% CI)", "τ²", "I²", "95% prediction interval",
+                      "pooled on", "note"], rows))
+    s.paragraphs.append("DerSimonian–Laird random effects. The prediction interval (t with K−2 df) is the range "
+                        "expected at a new hospital; it needs at least 3 held-out sites.")
+    secs.append(s)
+
+    s = Section("7. Model updating: recalibration before/after (TRIPOD+AI 12f, 24)")
+    rows = []
+    for f in folds:
+        b, a, rec = f["before"], f.get("after") or {}, f.get("recalibration") or {}
+        cb, ca = b.get("calibration") or {}, a.get("calibration") or {}
+        rows.append([f["heldout_site"], rec.get("method", "none"),
+                     ", ".join(f"{kk}={_f(v)}" for kk, v in (rec.get("params") or {}).items()),
+                     f"{_f((cb.get('slope') or {}).get('value'))} → {_f((ca.get('slope') or {}).get('value'))}",
+                     f"{_f(b.get('ece'))} → {_f(a.get('ece'))}", f"{_f(b.get('brier'))} → {_f(a.get('brier'))}"])
+    s.tables.append((["held-out site", "method", "fitted on training sites", "slope before → after", "ECE", "Brier"], rows))
+    secs.append(s)
+
+    s = Section("8. Calibrated confidence: conformal prediction sets (CLEAR 40; METRICS 21)")
+    s.paragraphs.append(
+        f"Class-conditional split conformal prediction, score 1 − p̂(true class), federated quantile (FCP, "
+        f"k* = ⌈(1−α)(N+K)⌉ per class) on the training sites' calibration parts, α = {alpha}. Coverage is measured at "
+        f"each held-out site with a Clopper–Pearson 95% CI.")
+    rows = []
+    for f in folds:
+        c = f.get("conformal") or {}
+        rows.append([f["heldout_site"], _prop(c.get("coverage")), _prop(c.get("coverage_neg")), _prop(c.get("coverage_pos")),
+                     _f(c.get("mean_set_size")), _f(c.get("rate_empty")), _f(c.get("rate_both")), c.get("note", "")])
+    s.tables.append((["held-out site", "coverage (CP 95% CI)", "coverage, negatives", "coverage, positives",
+                      "mean set size", "empty sets", "two-class sets", "note"], rows))
+    png = _read_png(parent_plots, "forest_conformal_coverage.png")
+    if png:
+        s.figures.append(("forest_conformal_coverage.png", png))
+    secs.append(s)
+
+    s = Section("9. Is it just volume? (METRICS 24–25; comparator)")
+    rows = []
+    for f in folds:
+        base = (f.get("baseline") or {}).get("auc") or {}
+        d = f.get("auc_difference") or {}
+        rows.append([f["heldout_site"], _ci((f["before"].get("auc") or {}), "auc"), _ci(base, "auc"),
+                     _ci(d, "difference"), _f(d.get("p_value"))])
+    s.tables.append((["held-out site", "model AUC", "volume-only AUC", "ΔAUC (95% CI)", "p"], rows))
+    if folds and folds[0].get("auc_difference"):
+        s.paragraphs.append(f"ΔAUC variance: {folds[0]['auc_difference'].get('method')}.")
+    corr = study.get("feature_volume") or []
+    if corr:
+        s.tables.append((["model feature", "Pearson r with volume (95% CI)", "n"],
+                         [[c["feature"], _ci(c, "r"), _f(c["n"])] for c in corr]))
+        strong = [c["feature"] for c in corr if abs(c["r"]) >= 0.7]
+        if strong:
+            s.paragraphs.append(f"Features strongly correlated with volume (|r| ≥ 0.7): {', '.join(strong)}.")
+    png = _read_png(parent_plots, "forest_delta_auc_vs_volume.png")
+    if png:
+        s.figures.append(("forest_delta_auc_vs_volume.png", png))
+    secs.append(s)
+
+    harm = sorted((parent_plots / "harmonisation").glob("*.png")) if (parent_plots / "harmonisation").is_dir() else []
+    if harm:
+        s = Section("10. Harmonisation diagnostics per site")
+        s.paragraphs.append("Site offsets of feature means and SD ratios before and after harmonisation (0 and 1 = no "
+                            "site effect).")
+        s.figures += [(f"harmonisation/{p.name}", p.read_bytes()) for p in harm]
+        secs.append(s)
+
+    s = Section("Per-fold figures")
+    for site, root in fold_plots.items():
+        for name in ("roc.png", "reliability.png"):
+            png = _read_png(root, name)
+            if png:
+                s.figures.append((f"{site}: {name}", png))
+    if s.figures:
+        secs.append(s)
+
+    s = Section("Limitations and uncertainty (TRIPOD+AI 25, 27)")
+    s.paragraphs += [
+        "**The conformal guarantee does not cover a new site.** Federated conformal coverage ≥ 1−α holds on average for "
+        "patients of the sites that contributed calibration data, assuming patients are exchangeable within a site. It "
+        "gives no guarantee at a hospital outside the study; the held-out coverages above are the evidence for new "
+        "sites, and they can fall below 1−α when case mix or scanners differ.",
+        "AUC is computed on binned scores: each value carries its binning bound, which grows where small cells were merged.",
+        "ΔAUC against the volume-only model uses an unpaired variance (covariance between the two models ignored): "
+        "conservative when the models' errors are positively correlated.",
+        "Random-effects summaries with few sites are imprecise: τ² is poorly estimated with fewer than ~10 sites, and the "
+        "prediction interval needs at least 3.",
+    ]
+    notes = list(study.get("notes") or [])
+    for f in folds:
+        notes += [f"{f['heldout_site']}: {n}" for n in (f["before"].get("notes") or [])]
+    if pooled:
+        notes += [f"pooled: {n}" for n in (pooled.get("notes") or [])]
+    if notes:
+        s.paragraphs.append("Study notes: " + "; ".join(notes))
+    secs.append(s)
+
+    s = Section("Reproducibility (TRIPOD+AI 18e–f; METRICS 28–30)")
+    versions = sorted((key[len("version."):], v) for key, v in params.items() if key.startswith("version."))
+    s.tables.append((["package", "version"], [[a, b] for a, b in versions]))
+    s.paragraphs.append(f"Protocol id `{tags.get('protocol_id', study.get('protocol_id'))}`; final model: "
+                        f"{tags.get('registered_model', tags.get('model_uri', 'not logged'))}.")
+    secs.append(s)
+    return secs
+
+
+def render_markdown(title: str, sections: list[Section]) -> str:
+    """Markdown summary (figures referenced by artifact name, not embedded)."""
+    out = [f"# {title}", ""]
+    for s in sections:
+        out += [f"## {s.title}", ""]
+        for p in s.paragraphs:
+            out += [p, ""]
+        for header, rows in s.tables:
+            out.append("| " + " | ".join(header) + " |")
+            out.append("|" + "---|" * len(header))
+            out += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
+            out.append("")
+        for caption, _ in s.figures:
+            out += [f"*Figure: `{caption}` (see the HTML report or the run's artifacts).*", ""]
+    return "\n".join(out)
+
+
+def _md_inline(text: str) -> str:
+    """Escape, then render **bold** and `code` (the only inline markup the report uses)."""
+    import re
+
+    t = html.escape(text)
+    t = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", t)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+
+
+def render_html(title: str, sections: list[Section]) -> str:
+    """Self-contained HTML: inline CSS, figures as base64 PNG data URIs."""
+    css = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+           "table{border-collapse:collapse;margin:0.8em 0;font-size:0.9em}td,th{border:1px solid #bbb;padding:3px 7px}"
+           "th{background:#eee}img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}figure{margin:0.5em 0}"
+           "figcaption{font-size:0.8em;color:#555}")
+    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+           f"<style>{css}</style></head><body><h1>{html.escape(title)}</h1>"]
+    for s in sections:
+        out.append(f"<h2>{html.escape(s.title)}</h2>")
+        out += [f"<p>{_md_inline(p)}</p>" for p in s.paragraphs]
+        for header, rows in s.tables:
+            out.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
+            out += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows]
+            out.append("</table>")
+        for caption, png in s.figures:
+            data = base64.b64encode(png).decode("ascii")
+            out.append(f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
+                       f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def write_report(run_id: str, out_dir: str | os.PathLike[str], tracking_uri: str) -> tuple[Path, Path]:
+    """Write ``report.html`` and ``report.md`` for the study's parent run and attach both to it."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from coordinator.tracking import SUMMARY_PATH
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        raise ValueError(f"run {run_id!r} not found at {tracking_uri}: {exc.message}") from exc
+    if run.data.tags.get("mlflow.parentRunId"):
+        raise ValueError(f"run {run_id} is a child run (fold or final model); pass the study's parent run id "
+                         f"{run.data.tags['mlflow.parentRunId']}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        try:
+            summary = Path(client.download_artifacts(run_id, SUMMARY_PATH, str(root)))
+        except (MlflowException, OSError) as exc:
+            raise ValueError(f"run {run_id} has no {SUMMARY_PATH}: it was not logged by coordinator.tracking.log_study") from exc
+        study = json.loads(summary.read_text())
+        try:
+            parent_plots = Path(client.download_artifacts(run_id, "plots", str(root / "parent")))
+        except (MlflowException, OSError):
+            parent_plots = root / "parent" / "plots"
+        children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
+        fold_plots: dict[str, Path] = {}
+        for child in children:
+            site = child.data.tags.get("heldout_site")
+            if site:
+                try:
+                    fold_plots[site] = Path(client.download_artifacts(child.info.run_id, "plots", str(root / "folds" / child.info.run_id)))
+                except (MlflowException, OSError):
+                    pass
+        title = f"External validation report: {study.get('study_name')}"
+        sections = build_sections(study, run, parent_plots, dict(sorted(fold_plots.items())))
+        html_path, md_path = out / "report.html", out / "report.md"
+        _atomic_write(html_path, render_html(title, sections))
+        _atomic_write(md_path, render_markdown(title, sections))
+    client.log_artifact(run_id, str(html_path), REPORT_ARTIFACT_DIR)
+    client.log_artifact(run_id, str(md_path), REPORT_ARTIFACT_DIR)
+    return html_path, md_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m coordinator.report RUN_ID [--mlflow-uri URI] [--out DIR]`` (the CLI wires the same)."""
+    import argparse
+
+    from coordinator.tracking import default_tracking_uri
+
+    ap = argparse.ArgumentParser(prog="coordinator report", description=__doc__.splitlines()[0])
+    ap.add_argument("run_id", help="the study's parent run id (shown by the study run and in the MLflow UI)")
+    ap.add_argument("--mlflow-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri("."),
+                    help="tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
+    ap.add_argument("--out", default="report", help="folder for report.html and report.md (default ./report)")
+    args = ap.parse_args(argv)
+    try:
+        html_path, md_path = write_report(args.run_id, args.out, args.mlflow_uri)
+    except ValueError as exc:
+        print(f"error: {exc}")
+        return 2
+    print(f"wrote {html_path} and {md_path}; attached to run {args.run_id} under {REPORT_ARTIFACT_DIR}/")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
