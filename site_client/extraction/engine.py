@@ -70,40 +70,44 @@ def texture(
     """Texture families for every requested aggregation mode."""
     out: dict[str, float] = {}
     families = extraction.families
+    groups: dict[tuple[str, str], list[list[matrices.Item]]] = {}  # 3D_avg and 3D_comb share the matrices
     for mode in extraction.texture_aggregation:
-        if "glcm" in families:
-            values = _average(matrices.glcm_items(levels, mask, ng, mode), lambda i: texture_features.glcm_features(i.matrix, ng))
-            out.update(_named("cm", values, mode, families_expected=25))
-        if "glrlm" in families:
-            values = _average(
-                matrices.glrlm_items(levels, mask, ng, mode),
-                lambda i: texture_features.glrlm_features(i.matrix, i.voxels),
-            )
-            out.update(_named("rlm", values, mode, families_expected=16))
+        dim = mode.rsplit("_", 1)[0]
+        for family, prefix in (("glcm", "cm"), ("glrlm", "rlm")):
+            if family not in families:
+                continue
+            if (family, dim) not in groups:
+                groups[(family, dim)] = matrices.directional_groups(family, levels, mask, ng, dim)
+            items = matrices.aggregate_directional(groups[(family, dim)], mode)
+            if family == "glcm":
+                values = _average(items, lambda i: texture_features.glcm_features(i.matrix, ng))
+            else:
+                values = _average(items, lambda i: texture_features.glrlm_features(i.matrix, i.voxels))
+            out.update(_named(prefix, values, mode))
     for dim in _suffix_dims(extraction.texture_aggregation):
         mode = f"{dim}_comb"
         if "glszm" in families:
             values = _average(
                 matrices.glszm_items(levels, mask, ng, mode), lambda i: texture_features.glszm_features(i.matrix, i.voxels)
             )
-            out.update(_named("szm", values, dim, families_expected=16))
+            out.update(_named("szm", values, dim))
         if "gldzm" in families:
             values = _average(
                 matrices.gldzm_items(levels, mask, ng, mode, morph_mask), lambda i: texture_features.gldzm_features(i.matrix, i.voxels)
             )
-            out.update(_named("dzm", values, dim, families_expected=16))
+            out.update(_named("dzm", values, dim))
         if "ngtdm" in families:
             values = _average(matrices.ngtdm_items(levels, mask, ng, mode), lambda i: texture_features.ngtdm_features(i.matrix))
-            out.update(_named("ngt", values, dim, families_expected=5))
+            out.update(_named("ngt", values, dim))
         if "ngldm" in families:
             values = _average(
                 matrices.ngldm_items(levels, mask, ng, mode), lambda i: texture_features.ngldm_features(i.matrix, i.voxels)
             )
-            out.update(_named("ngl", values, dim, families_expected=17))
+            out.update(_named("ngl", values, dim))
     return out
 
 
-def _named(prefix: str, values: dict[str, float], suffix: str, families_expected: int) -> dict[str, float]:
+def _named(prefix: str, values: dict[str, float], suffix: str) -> dict[str, float]:
     if not values:
         raise CaseInputError(
             f"no {prefix} matrix could be built for aggregation {suffix}: the region of interest has no voxel "

@@ -40,10 +40,10 @@ def _dims(levels: np.ndarray, mask: np.ndarray, mode: str) -> list[tuple[np.ndar
     return [(levels[z : z + 1], mask[z : z + 1], True) for z in _slices(mask)]
 
 
-def _directional(kind: str, levels: np.ndarray, mask: np.ndarray, ng: int, mode: str) -> list[Item]:
-    """GLCM (symmetric) or GLRLM items for one aggregation mode."""
+def directional_groups(kind: str, levels: np.ndarray, mask: np.ndarray, ng: int, dim: str) -> list[list[Item]]:
+    """Per-direction matrices, grouped per sub-volume (one group for 3D / 2.5D, one per slice for 2D)."""
     groups: list[list[Item]] = []
-    for sub_levels, sub_mask, in_plane in _dims(levels, mask, mode):
+    for sub_levels, sub_mask, in_plane in _dims(levels, mask, dim):
         voxels = float(sub_mask.sum())
         if kind == "glcm":
             counts, _ = cMatrices.calculate_glcm(sub_levels, sub_mask, DISTANCES, ng, in_plane, 0)
@@ -54,6 +54,11 @@ def _directional(kind: str, levels: np.ndarray, mask: np.ndarray, ng: int, mode:
             counts, _ = cMatrices.calculate_glrlm(sub_levels, sub_mask, ng, n_runs, in_plane, 0)
             counts = counts[0]
         groups.append([Item(counts[..., a], voxels) for a in range(counts.shape[-1])])
+    return groups
+
+
+def aggregate_directional(groups: list[list[Item]], mode: str) -> list[Item]:
+    """_avg: every (sub-volume, direction) matrix; _comb: directions merged within each sub-volume."""
     items: list[Item] = []
     for group in groups:
         if mode.endswith("comb"):
@@ -61,6 +66,11 @@ def _directional(kind: str, levels: np.ndarray, mask: np.ndarray, ng: int, mode:
         else:
             items.extend(group)
     return [i for i in items if i.matrix.sum() > 0]
+
+
+def _directional(kind: str, levels: np.ndarray, mask: np.ndarray, ng: int, mode: str) -> list[Item]:
+    """GLCM (symmetric) or GLRLM items for one aggregation mode."""
+    return aggregate_directional(directional_groups(kind, levels, mask, ng, mode.rsplit("_", 1)[0]), mode)
 
 
 def glcm_items(levels: np.ndarray, mask: np.ndarray, ng: int, mode: str) -> list[Item]:

@@ -1,6 +1,6 @@
 """Morphological features (IBSI 3.1).
 
-Mesh volume and area come from pyradiomics' marching-cubes C code (``radiomics.cShape``). With a binary mask and
+Mesh volume and area are pyradiomics' marching-cubes mesh (``radiomics.cShape``, see :mod:`mesh`). With a binary mask and
 iso-level 0.5 every mesh vertex is the midpoint of an edge between an ROI voxel and a non-ROI 6-neighbour, so the
 vertex set (for convex hull, bounding box and diameter) is built directly from those edges.
 Corrections to pyradiomics: PCA eigenvalues use the unbiased covariance (N - 1).
@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from radiomics import cShape
 from scipy import special
 from scipy.spatial import ConvexHull
 from scipy.spatial.distance import pdist
 
-from site_client.extraction.fft import convolve_full
+from site_client.extraction.fft import convolve_same
+from site_client.extraction.mesh import mesh_area_volume
 
 
 def mesh_vertices(mask: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
@@ -51,7 +51,8 @@ def _spatial_autocorrelation(
 ) -> tuple[float, float]:
     """Moran's I and Geary's C with weights 1 / distance over all voxel pairs of the intensity mask.
 
-    Exact, via FFT correlations over voxel offsets d: sum_ij w_ij y_i y_j = sum_d w(d) sum_i y_i y_(i+d).
+    Exact, via FFT convolutions with the weight kernel over voxel offsets d:
+    sum_ij w_ij y_i y_j = sum_d w(d) sum_i y_i y_(i+d) = sum_i y_i (w * y)_i.
     """
     where = np.nonzero(mask)
     box = tuple(slice(w.min(), w.max() + 1) for w in where)
@@ -65,12 +66,12 @@ def _spatial_autocorrelation(
     dist = np.sqrt(sum(o**2 for o in offsets))
     weight = np.divide(1.0, dist, out=np.zeros_like(dist), where=dist > 0)
 
-    def corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return convolve_full(a, b[::-1, ::-1, ::-1])
-
-    w_sum = float((weight * corr(m, m)).sum())
-    s_yy = float((weight * corr(y, y)).sum())
-    s_sq_m = float((weight * corr(sq, m)).sum())
+    # sum_d w(d) sum_i a_i b_(i+d) = sum_i a_i (w * b)_i because w is symmetric: two convolutions suffice.
+    spread_m = convolve_same(m, weight)
+    spread_y = convolve_same(y, weight)
+    w_sum = float((m * spread_m).sum())
+    s_yy = float((y * spread_y).sum())
+    s_sq_m = float((sq * spread_m).sum())
     denom = float(sq.sum())
     if w_sum <= 0 or denom <= 0:
         return float("nan"), float("nan")
@@ -83,7 +84,7 @@ def morphology(
     image: np.ndarray, morph_mask: np.ndarray, int_mask: np.ndarray, spacing: tuple[float, float, float]
 ) -> dict[str, float]:
     """All IBSI morphological features with a consensus value (OMBB / MVEE are not computed)."""
-    area, volume, _ = cShape.calculate_coefficients(np.pad(morph_mask, 1), np.asarray(spacing, dtype=np.float64))
+    area, volume = mesh_area_volume(morph_mask, spacing)
     voxel_volume = float(np.prod(spacing))
     n_voxels = int(morph_mask.sum())
     vertices = mesh_vertices(morph_mask, spacing)
