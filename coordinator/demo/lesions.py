@@ -80,12 +80,12 @@ def draw_lesion(rng: np.random.Generator, malignant: bool, max_radius_mm: float)
     axes = elongation / np.prod(elongation) ** (1.0 / 3.0)
     if malignant:
         count = int(rng.integers(3, 8))
-        orders = rng.uniform(2.0, 5.0, size=count)
-        amplitude_total = float(np.clip(rng.lognormal(np.log(0.14), 0.50), 0.02, 0.45))
+        orders = rng.uniform(2.5, 6.0, size=count)
+        amplitude_total = float(np.clip(rng.lognormal(np.log(0.15), 0.45), 0.03, 0.45))
     else:
         count = int(rng.integers(2, 5))
         orders = rng.uniform(1.0, 3.5, size=count)
-        amplitude_total = float(np.clip(rng.lognormal(np.log(0.08), 0.50), 0.01, 0.35))
+        amplitude_total = float(np.clip(rng.lognormal(np.log(0.07), 0.50), 0.01, 0.35))
     amplitudes = amplitude_total * rng.dirichlet(np.ones(count))
     lesion = Lesion(
         malignant=malignant,
@@ -99,8 +99,8 @@ def draw_lesion(rng: np.random.Generator, malignant: bool, max_radius_mm: float)
         wave_amplitudes=amplitudes,
         margin_mm=float(rng.uniform(1.0, 2.6) if malignant else rng.uniform(0.6, 1.8)),
         mean_hu=float(rng.normal(57.0 if malignant else 62.0, 12.0)),
-        texture_sd=float(np.clip(rng.lognormal(np.log(11.0 if malignant else 7.0), 0.45), 2.0, 40.0)),
-        texture_scales_mm=(1.0, 2.5, 5.0) if malignant else (1.5,),
+        texture_sd=float(np.clip(rng.lognormal(np.log(10.5 if malignant else 7.5), 0.45), 2.0, 40.0)),
+        texture_scales_mm=(1.0, 2.5, 5.0) if malignant else (1.5, 3.0),
         rim_hu=float(abs(rng.normal(12.0, 6.0))) if rng.random() < (0.45 if malignant else 0.20) else 0.0,
         necrosis_radius=float(rng.uniform(0.3, 0.6)) if rng.random() < (0.40 if malignant else 0.12) else 0.0,
         necrosis_hu=float(rng.uniform(20.0, 45.0)),
@@ -148,7 +148,7 @@ def inside(lesion: Lesion, x: np.ndarray, y: np.ndarray, z: np.ndarray, bias_mm:
     """Segmentation on the grid with voxel-centre coordinates x, y, z: distance ≤ r(u) + bias + jitter·n(x).
 
     ``bias_mm`` draws the contour outside (+) or inside (−) the true surface; ``jitter_mm`` scales a
-    unit-SD noise field n (1.5 mm correlation, drawn from ``rng``) that makes the contour ragged.
+    unit-SD noise field n (2.5 mm correlation, drawn from ``rng``) that makes the contour ragged.
     """
     result = np.zeros((z.size, y.size, x.size), dtype=bool)
     region = _box(lesion, x, y, z, lesion.max_radius_mm + max(bias_mm, 0.0) + 3.0 * jitter_mm)
@@ -158,7 +158,7 @@ def inside(lesion: Lesion, x: np.ndarray, y: np.ndarray, z: np.ndarray, bias_mm:
     if jitter_mm > 0:
         if rng is None:
             raise ValueError("a contour jitter needs a random generator")
-        radius = radius + jitter_mm * correlated_noise(rng, *box_axes, 1.5)
+        radius = radius + jitter_mm * correlated_noise(rng, *box_axes, 2.5)
     result[region] = distance <= radius
     return result
 

@@ -60,16 +60,16 @@ class Scanner:
 PRESET_SCANNERS: tuple[Scanner, ...] = (
     Scanner("tertiary centre, recent scanner, sharp kernel, thin slices",
             spacing_mm=(0.75, 0.75, 1.0), psf_sigma_mm=(0.45, 0.45, 0.5), noise_sd=9.0, noise_correlation_mm=0.3,
-            offset=25.0, scale=0.86, contour_bias_mm=-0.4, contour_jitter_mm=0.15, malignant_fraction=0.60),
+            offset=25.0, scale=0.86, contour_bias_mm=-0.4, contour_jitter_mm=0.2, malignant_fraction=0.60),
     Scanner("district hospital, older scanner, smooth kernel, thick slices",
             spacing_mm=(0.9, 0.9, 2.5), psf_sigma_mm=(0.9, 0.9, 1.2), noise_sd=18.0, noise_correlation_mm=0.9,
-            offset=-15.0, scale=1.12, contour_bias_mm=0.5, contour_jitter_mm=0.6, malignant_fraction=0.35),
+            offset=-15.0, scale=1.12, contour_bias_mm=0.5, contour_jitter_mm=0.8, malignant_fraction=0.35),
     Scanner("university hospital, other vendor, standard kernel",
             spacing_mm=(0.8, 0.8, 1.5), psf_sigma_mm=(0.65, 0.65, 0.8), noise_sd=13.0, noise_correlation_mm=0.6,
-            offset=10.0, scale=0.95, contour_bias_mm=0.0, contour_jitter_mm=0.4, malignant_fraction=0.50),
+            offset=10.0, scale=0.95, contour_bias_mm=0.0, contour_jitter_mm=0.5, malignant_fraction=0.50),
     Scanner("private clinic, low-dose protocol, thick slices",
             spacing_mm=(1.0, 1.0, 3.0), psf_sigma_mm=(1.0, 1.0, 1.5), noise_sd=24.0, noise_correlation_mm=0.7,
-            offset=-28.0, scale=1.20, contour_bias_mm=0.8, contour_jitter_mm=0.8, malignant_fraction=0.30),
+            offset=-28.0, scale=1.20, contour_bias_mm=0.8, contour_jitter_mm=1.1, malignant_fraction=0.30),
 )
 
 
