@@ -85,8 +85,9 @@ def log_to_mlflow(outcome: Any, protocol: Protocol, uri: str) -> None:
     )
 
 
-def run_server(grid: Grid, settings: RunSettings, run_id: int, echo: Any = print) -> Any:
-    """Everything the ServerApp does, given decoded settings; returns the StudyOutcome (raises on failure)."""
+def run_server(grid: Grid, settings: RunSettings, run_id: int, echo: Any = print, stats: dict[str, Any] | None = None) -> Any:
+    """Everything the ServerApp does, given decoded settings; returns the StudyOutcome (raises on failure).
+    ``stats`` (optional) receives the transport's message rounds and bytes per site."""
     run_study = study_module().run_study
     status = RunStatus(settings.status_dir, run_id, echo=echo)
     protocol = settings.protocol
@@ -105,6 +106,9 @@ def run_server(grid: Grid, settings: RunSettings, run_id: int, echo: Any = print
         status.progress(f"sites: {', '.join(sites)}")
         outcome = run_study(protocol, settings.protocol_id, transport, progress=status.progress)
         status.progress(f"message rounds: {transport.rounds}; bytes received per site: {transport.bytes_received}")
+        if stats is not None:
+            stats.update(rounds=transport.rounds, bytes_sent=dict(transport.bytes_sent),
+                         bytes_received=dict(transport.bytes_received))
         if settings.mlflow_uri:
             status.set_phase("tracking")
             log_to_mlflow(outcome, protocol, settings.mlflow_uri)

@@ -34,7 +34,7 @@ class SimulationSetupError(ValueError):
 class SimulationResult:
     outcome: Any = None
     error: BaseException | None = None
-    rounds: int = 0
+    rounds: int = 0  # message rounds on the wire, the identify round included
     sites: list[str] = field(default_factory=list)
 
 
@@ -108,7 +108,9 @@ def simulate(
     @server.main()
     def _main(grid: Grid, context: Context) -> None:
         try:
-            result.outcome = run_server(grid, settings, context.run_id, echo=echo)
+            stats: dict[str, Any] = {}
+            result.outcome = run_server(grid, settings, context.run_id, echo=echo, stats=stats)
+            result.rounds = int(stats.get("rounds", 0))
         except BaseException as exc:  # reported to the caller, not just to Flower's log
             result.error = exc
 
@@ -118,9 +120,7 @@ def simulate(
         num_supernodes=len(sites),
         backend_config={
             "client_resources": {"num_cpus": cpus_per_site, "num_gpus": 0.0},
-            "init_args": {"include_dashboard": False, "runtime_env": {"env_vars": {SIMULATION_ENV: str(table)}}},
+            "init_args": {"include_dashboard": False},  # Ray workers inherit os.environ (SIMULATION_ENV)
         },
     )
-    if result.outcome is not None:
-        result.rounds = int(getattr(result.outcome, "rounds", 0))
     return result

@@ -77,6 +77,10 @@ class GridTransport:
             for key, reply in replies.items():
                 if isinstance(reply, dict) and reply.get("site"):
                     names[self.node_of[key]] = str(reply["site"])
+        for counts in (self.bytes_sent, self.bytes_received):  # identify bytes: file them under the site name
+            for nid, name in names.items():
+                if f"node-{nid}" in counts:
+                    counts[name] = counts.get(name, 0) + counts.pop(f"node-{nid}")
         taken: dict[str, int] = {}
         for nid, name in names.items():
             if name in taken:

@@ -37,21 +37,43 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def process_groups_alive(pgids: set[int]) -> list[str]:
-    """'pid cmdline' of every live (non-zombie) process whose process group is in ``pgids``."""
-    alive = []
+def _processes() -> dict[int, tuple[str, int, int, int]]:
+    """pid -> (state, ppid, pgid, session id) of every process."""
+    table = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
-            state, pgid = fields[0], int(fields[2])
-            if pgid in pgids and state != "Z":
-                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                alive.append(f"{entry.name} {command[:150]}")
-        except (OSError, ValueError):
+        except OSError:
             continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        table[int(entry.name)] = (fields[0], int(fields[1]), int(fields[2]), int(fields[3]))
+    return table
+
+
+def descendants(root: int) -> set[int]:
+    """Every live descendant of ``root`` (Flower's SuperExec starts its own session, so process groups
+    alone miss the ServerApp / ClientApp processes)."""
+    table = _processes()
+    found, frontier = set(), {root}
+    while frontier:
+        children = {pid for pid, (_, ppid, _, _) in table.items() if ppid in frontier and pid not in found}
+        found |= children
+        frontier = children
+    return found
+
+
+def process_groups_alive(groups: set[int]) -> list[str]:
+    """'pid cmdline' of every live (non-zombie) process whose process group or session is in ``groups``."""
+    alive = []
+    for pid, (state, _, pgid, sid) in _processes().items():
+        if state != "Z" and (pgid in groups or sid in groups):
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            alive.append(f"{pid} {command[:150]}")
     return alive
 
 
@@ -90,6 +112,14 @@ class Deployment:
     def env(self, home: Path) -> dict[str, str]:
         return flower_env(home)
 
+    def track(self, proc: subprocess.Popen[bytes]) -> None:
+        """Remember the process groups / sessions of ``proc``'s current descendants for the leftover check."""
+        table = _processes()
+        for pid in descendants(proc.pid):
+            if pid in table:
+                self.pgids.add(table[pid][2])
+                self.pgids.add(table[pid][3])
+
     def _spawn(self, args: list[str], log: Path, home: Path) -> subprocess.Popen[bytes]:
         handle = open(log, "ab")
         self._opened.append(handle)
@@ -126,6 +156,7 @@ class Deployment:
 
     def stop_superlink(self) -> None:
         if self.superlink is not None:
+            self.track(self.superlink)
             _stop_group(self.superlink)
             self.superlink = None
 
@@ -178,6 +209,12 @@ class Deployment:
         """SIGKILL the site's whole process group (supervisor, SuperNode, ClientApps): a crashed hospital."""
         site = self.sites[name]
         if site.process is not None:
+            self.track(site.process)
+            for pid in descendants(site.process.pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             os.killpg(site.process.pid, signal.SIGKILL)
             site.process.wait()
             site.process = None
@@ -209,6 +246,7 @@ class Deployment:
     def close(self) -> None:
         for site in self.sites.values():
             if site.process is not None:
+                self.track(site.process)
                 _stop_group(site.process)
                 site.process = None
         self.stop_superlink()
@@ -217,6 +255,13 @@ class Deployment:
 
 
 def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group and every descendant (also those in their own sessions), SIGKILL after 15 s."""
+    tree = descendants(proc.pid)
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
     try:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -232,3 +277,10 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
         time.sleep(0.3)
     if process_groups_alive({proc.pid}):
         os.killpg(proc.pid, signal.SIGKILL)
+    table = _processes()
+    for pid in tree:
+        if pid in table and table[pid][0] != "Z":
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

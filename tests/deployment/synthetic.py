@@ -31,11 +31,11 @@ def site_table(site: str, n: int, seed: int) -> pd.DataFrame:
     return table
 
 
-def write_sites(folder: Path, sizes: dict[str, int], seed: int = 11) -> dict[str, Path]:
-    """One ``<folder>/<site>/features.csv`` per site; returns site -> csv path."""
+def write_sites(folder: Path, sizes: dict[str, int], seed: int = 11, file_name: str = "features.csv") -> dict[str, Path]:
+    """One ``<folder>/<site>/<file_name>`` per site; returns site -> csv path."""
     paths = {}
     for index, (site, n) in enumerate(sorted(sizes.items())):
-        path = folder / site / "features.csv"
+        path = folder / site / file_name
         path.parent.mkdir(parents=True, exist_ok=True)
         site_table(site, n, seed + index).to_csv(path, index=False)
         paths[site] = path

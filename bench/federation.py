@@ -1,0 +1,129 @@
+"""Benchmark: a leave-one-site-out study over Flower, on loopback processes and in simulation.
+
+    python bench/federation.py [--rounds 20] [--sites 4] [--sim-sites 4 20 50] [--skip-deployment]
+                               [--skip-simulation] [--cases 60]
+
+Deployment: one SuperLink (TLS + SuperNode authentication, persistent database) and one SuperNode per
+site (``site-client join``), each its own process group, generated feature tables (``--cases`` per site).
+Reports total wall time (``coordinator run`` launch to finished), message rounds, seconds per round and
+bytes sent per site (from each site's audit log). Simulation: ``coordinator simulate`` (Ray) with the
+same protocol for each site count. Prints a Markdown table for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from coordinator.commands.run import follow_run  # noqa: E402
+from coordinator.flower.state import flwr_home  # noqa: E402
+from site_client.flower.audit import read_audit  # noqa: E402
+from tests.deployment.harness import Deployment, process_groups_alive  # noqa: E402
+from tests.deployment.synthetic import write_protocol, write_sites  # noqa: E402
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()[0]
+    return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}, load avg {load:.1f} at start"
+
+
+def deployment_study(root: Path, n_sites: int, rounds: int, cases: int) -> dict[str, object]:
+    names = [f"site-{i + 1}" for i in range(n_sites)]
+    data = write_sites(root / "data", {n: cases + 4 * i for i, n in enumerate(names)})
+    protocol = root / "study.yaml"
+    write_protocol(protocol, rounds=rounds, min_sites=max(2, n_sites - 1), round_timeout_s=600)
+    dep = Deployment(root)
+    try:
+        dep.start_superlink()
+        for name in names:
+            dep.add_site(name, data[name])
+            dep.approve(name, protocol)
+            dep.join(name, protocol)
+        dep.wait_online(n_sites, timeout=300)
+        started = time.monotonic()
+        run_id = dep.launch(protocol, "--wait-for", str(n_sites))
+        code = follow_run(flwr_home(dep.state), dep.state, run_id, poll_s=1.0)
+        wall = time.monotonic() - started
+        status = dep.study_status(run_id)
+        if code != 0:
+            raise SystemExit(f"deployment study failed: {status.get('error')}")
+        rounds_line = next(line for line in status["lines"] if line.startswith("message rounds:"))
+        message_rounds = int(re.search(r"message rounds: (\d+)", rounds_line).group(1))
+        sent = {n: sum(r["bytes"] for r in read_audit(dep.sites[n].work_dir) if r["run_id"] == run_id) for n in names}
+        return {"wall": wall, "rounds": message_rounds, "bytes": sent}
+    finally:
+        dep.close()
+        left = process_groups_alive(dep.pgids)
+        if left:
+            print(f"WARNING: leftover processes {left}", file=sys.stderr)
+
+
+def simulation_study(root: Path, n_sites: int, rounds: int, cases: int) -> dict[str, object]:
+    names = [f"site-{i + 1:02d}" for i in range(n_sites)]
+    write_sites(root / "sites", {n: cases + (i % 5) * 4 for i, n in enumerate(names)}, file_name="features.csv")
+    protocol = root / "study.yaml"
+    write_protocol(protocol, rounds=rounds, min_sites=max(2, n_sites - 1), round_timeout_s=1200)
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("coordinator")), "simulate", "--protocol", str(protocol),
+         "--sites-dir", str(root / "sites"), "--work-dir", str(root / "work")],
+        capture_output=True, text=True, cwd=root, timeout=7200,
+    )
+    wall = time.monotonic() - started
+    found = re.search(r"(\d+) message rounds", result.stdout)
+    if result.returncode != 0 or not found:
+        raise SystemExit(f"simulation with {n_sites} sites failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    sent = [sum(r["bytes"] for r in read_audit(root / "work" / n)) for n in names]
+    return {"wall": wall, "rounds": int(found.group(1)), "bytes_median": sorted(sent)[len(sent) // 2]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=20, help="training rounds")
+    parser.add_argument("--sites", type=int, default=4, help="sites in the loopback deployment")
+    parser.add_argument("--sim-sites", type=int, nargs="*", default=[4, 20, 50])
+    parser.add_argument("--cases", type=int, default=60, help="cases per site (generated)")
+    parser.add_argument("--skip-deployment", action="store_true")
+    parser.add_argument("--skip-simulation", action="store_true")
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="fedradval-bench-") as tmp:
+        if not args.skip_deployment:
+            r = deployment_study(Path(tmp) / "deploy", args.sites, args.rounds, args.cases)
+            per_site = ", ".join(f"{k} {v / 1024:.1f} KiB" for k, v in r["bytes"].items())
+            rows.append(f"| loopback processes, TLS + auth | {args.sites} | {args.rounds} | {r['rounds']} | "
+                        f"{r['wall']:.0f} | {r['wall'] / r['rounds']:.1f} | {per_site} |")
+            print(rows[-1], flush=True)
+        if not args.skip_simulation:
+            for n in args.sim_sites:
+                r = simulation_study(Path(tmp) / f"sim-{n}", n, args.rounds, args.cases)
+                rows.append(f"| simulation (Ray) | {n} | {args.rounds} | {r['rounds']} | {r['wall']:.0f} | "
+                            f"{r['wall'] / r['rounds']:.1f} | median {r['bytes_median'] / 1024:.1f} KiB |")
+                print(rows[-1], flush=True)
+    print()
+    print("| engine | sites | training rounds | message rounds | wall (s) | s / round | bytes sent per site |")
+    print("|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
