@@ -17,7 +17,7 @@ import pandas as pd
 from .combine import combine_batch_moments, combine_round1, combine_round2
 from .design import prepare_site
 from .diagnostics import (batch_effect_table, batch_summary_table, pooled_batch_moments,
-                          site_diagnostics)
+                          pooled_site_moments, site_diagnostics)
 from .errors import HarmonisationError
 from .frames import replace_columns
 from .local_adjust import local_adjust
@@ -39,6 +39,7 @@ class ComBatReport:
     warnings: list[str] = field(default_factory=list)
     batch_effect: pd.DataFrame | None = None
     batch_summary: pd.DataFrame | None = None
+    site_summary: pd.DataFrame | None = None
 
 
 @dataclass
@@ -157,6 +158,8 @@ def _run(frames: dict[str, pd.DataFrame], features: list[str], categorical: Sequ
         after = pooled_batch_moments(diag_msgs, plan["batches"])
         report.batch_effect = batch_effect_table(plan["features"], before, after, alpha)
         report.batch_summary = batch_summary_table(plan["features"], before, after)
+        report.site_summary = batch_summary_table(
+            plan["features"], pooled_site_moments(schemas, idx), pooled_site_moments(diag_msgs), group="site")
     return ComBatResult(data=out, model=model, report=report, log=log)
 
 

@@ -81,12 +81,13 @@ def batch_effect_table(
     return table
 
 
-def batch_summary_table(features: Sequence[str], before: dict, after: dict | None = None) -> pd.DataFrame:
-    """Long table: batch, feature, n, mean and sd before (and after) harmonisation."""
+def batch_summary_table(features: Sequence[str], before: dict, after: dict | None = None,
+                        group: str = "batch") -> pd.DataFrame:
+    """Long table: batch (or site, ``group``), feature, n, mean and sd before (and after) harmonisation."""
     rows = []
     for k, b in enumerate(before["groups"]):
         block = pd.DataFrame({
-            "batch": b, "feature": list(features), "n": int(before["n"][k]),
+            group: b, "feature": list(features), "n": int(before["n"][k]),
             "mean_before": before["mean"][k], "sd_before": np.sqrt(before["var"][k]),
         })
         if after is not None:
@@ -116,6 +117,26 @@ def pooled_batch_moments(messages: Sequence[dict], batches: Sequence[str],
         out_mean.append(mean)
         out_var.append(m2 / (n - 1) if n > 1 else np.zeros_like(mean))
     return {"groups": list(batches), "n": np.array(out_n), "mean": np.array(out_mean), "var": np.array(out_var)}
+
+
+def pooled_site_moments(messages: Sequence[dict], feature_index: np.ndarray | None = None) -> dict:
+    """Hub side: per-site moments (all of a site's batches pooled) from ``schema``/``diagnostics``
+    messages; groups are the site names."""
+    out_n, out_mean, out_var = [], [], []
+    for msg in messages:
+        parts = []
+        for k in range(len(msg["batches"])):
+            n_k = int(msg["batch_n"][k])
+            mean, var = msg["mean"][k], msg["var"][k]
+            if feature_index is not None:
+                mean, var = mean[feature_index], var[feature_index]
+            parts.append((n_k, mean, var * max(n_k - 1, 0)))
+        n, mean, m2 = pool_moments(parts)
+        out_n.append(n)
+        out_mean.append(mean)
+        out_var.append(m2 / (n - 1) if n > 1 else np.zeros_like(mean))
+    return {"groups": [m["site"] for m in messages], "n": np.array(out_n),
+            "mean": np.array(out_mean), "var": np.array(out_var)}
 
 
 def site_diagnostics(site: str, values: np.ndarray, labels: np.ndarray) -> dict:

@@ -49,3 +49,10 @@ def test_report_before_after_and_flags() -> None:
     assert row.n == len(grp) and np.isclose(row.mean_before, grp.mean()) and np.isclose(row.sd_before, grp.std())
     grp_after = pooled[pooled.scanner == "scB"]["feat_00"]
     assert np.isclose(row.sd_after, grp_after.std())
+    sites = result.report.site_summary
+    row = sites[(sites.site == "site2") & (sites.feature == "feat_10")].iloc[0]
+    assert row.n == len(frames["site2"])
+    assert np.isclose(row.mean_before, frames["site2"]["feat_10"].mean(), rtol=1e-12)
+    assert np.isclose(row.sd_before, frames["site2"]["feat_10"].std(), rtol=1e-10)
+    assert np.isclose(row.mean_after, result.data["site2"]["feat_10"].mean(), rtol=1e-12)
+    assert np.isclose(row.sd_after, result.data["site2"]["feat_10"].std(), rtol=1e-10)
