@@ -124,3 +124,22 @@ def test_model_round_trips_through_dict_and_file(tmp_path) -> None:
         np.testing.assert_array_equal(m.beta, model.beta)
         np.testing.assert_array_equal(m.var_pooled, model.var_pooled)
     assert [p.name for p in tmp_path.iterdir()] == ["combat.npz"]
+
+
+def test_levels_match_across_sites_whatever_the_dtype() -> None:
+    """Sex stored as float at one site (e.g. after a NaN was dropped) and as int elsewhere is one
+    covariate with levels '0', '1'; integer-valued features are accepted as numbers."""
+    from harmonisation import run_federated_combat
+
+    frames = generate_sites()
+    feats = feature_names()
+    base = run_federated_combat(frames, feats, **COVARS)
+    mixed = dict(frames)
+    mixed["site1"] = frames["site1"].astype({"sex": float})
+    other = run_federated_combat(mixed, feats, **COVARS)
+    assert other.model.levels == base.model.levels == {"sex": ["0", "1"], "grade": ["G1", "G2", "G3"]}
+    for s in frames:
+        np.testing.assert_array_equal(other.data[s][feats].to_numpy(), base.data[s][feats].to_numpy())
+    ints = {s: df.astype({f: "int64" for f in feats[-5:]}) for s, df in frames.items()}
+    out = run_federated_combat(ints, feats, **COVARS).data
+    assert all(out[s][feats].dtypes.eq(np.float64).all() for s in frames)
