@@ -52,13 +52,18 @@ def run_neurocombat(pooled: pd.DataFrame, features, batch_col, categorical=(), c
     ``ref_batch`` needs ``np.int``, removed in numpy >= 1.24: a test-only shim sets it."""
     from neuroCombat import neuroCombat
 
-    if kw.get("ref_batch") is not None and not hasattr(np, "int"):
-        np.int = int  # test-only shim for neuroCombat #33
+    shim = kw.get("ref_batch") is not None and not hasattr(np, "int")
+    if shim:
+        np.int = int  # test-only shim for neuroCombat #33, removed again below
     covars = pooled[[batch_col, *categorical, *continuous]].reset_index(drop=True)
     dat = np.ascontiguousarray(pooled[list(features)].to_numpy(dtype=np.float64).T)
-    with contextlib.redirect_stdout(io.StringIO()), np.errstate(all="ignore"):
-        out = neuroCombat(dat, covars, batch_col, categorical_cols=list(categorical),
-                          continuous_cols=list(continuous), **kw)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), np.errstate(all="ignore"):
+            out = neuroCombat(dat, covars, batch_col, categorical_cols=list(categorical),
+                              continuous_cols=list(continuous), **kw)
+    finally:
+        if shim:
+            del np.int
     return out["data"].T
 
 
