@@ -11,7 +11,7 @@ from protocols.schema import Extraction, Protocol
 from site_client.extraction.integrity import check_complete
 from site_client.imaging.errors import CaseInputError
 from site_client.imaging.masks import read_mask
-from site_client.imaging.readers import read_geometry, read_image
+from site_client.imaging.readers import dicom_series_files, read_geometry, read_image
 
 
 def _extraction(protocol: Protocol | Extraction) -> Extraction:
@@ -20,11 +20,22 @@ def _extraction(protocol: Protocol | Extraction) -> Extraction:
 
 def check_size(path: Path, extraction: Extraction, series_uid: str = "") -> None:
     """Refuse an image with more voxels than ``max_voxels`` from its header, before any voxel is read."""
-    geometry = read_geometry(path, series_uid)
-    voxels = math.prod(geometry.size)
+    if path.is_dir():
+        # A DICOM series: slices x the first slice's rows x columns, from headers only.
+        files = dicom_series_files(path, series_uid)
+        info = sitk.ImageFileReader()
+        info.SetFileName(files[0])
+        try:
+            info.ReadImageInformation()
+        except RuntimeError as exc:
+            raise CaseInputError(f"{files[0]}: unreadable DICOM header ({str(exc).strip().splitlines()[-1]})") from None
+        size = (*info.GetSize()[:2], len(files))
+    else:
+        size = read_geometry(path, series_uid).size
+    voxels = math.prod(size)
     if voxels > extraction.max_voxels:
         raise CaseInputError(
-            f"{path}: image too large for memory: {voxels:,} voxels (size {geometry.size}) exceeds the protocol's "
+            f"{path}: image too large for memory: {voxels:,} voxels (size {tuple(size)}) exceeds the protocol's "
             f"extraction.max_voxels = {extraction.max_voxels:,}; crop the image around the lesion or raise the limit"
         )
 

@@ -12,7 +12,7 @@ import multiprocessing
 import os
 import time
 import traceback
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,40 +160,48 @@ def extract_cohort(
     results: dict[str, dict[str, float]] = {}
     skipped = 0
 
-    with _progress(len(manifest.rows), progress) as bar:
-        task_id = bar.add_task("extract", total=len(manifest.rows), failed=len(failed), cached=0, rate="")
-        bar.advance(task_id, len(failed))
+    # Worker processes are forked (and every task submitted) before the progress bar starts its refresh thread.
+    pool = _executor(min(workers, len(tasks))) if workers > 1 and len(tasks) > 1 else None
+    futures: dict[Future, _Task] = {}
+    if pool is not None:
+        futures = {pool.submit(_run_case, t, protocol, identifier, cache_folder): t for t in tasks}
+    try:
+        with _progress(len(manifest.rows), progress) as bar:
+            task_id = bar.add_task("extract", total=len(manifest.rows), failed=len(failed), cached=0, rate="")
+            bar.advance(task_id, len(failed))
 
-        def record(case_id: str, features: dict | None, error: str, from_cache: bool) -> None:
-            nonlocal skipped
-            if features is None:
-                failed.append((case_id, error))
+            def record(case_id: str, features: dict | None, error: str, from_cache: bool) -> None:
+                nonlocal skipped
+                if features is None:
+                    failed.append((case_id, error))
+                else:
+                    results[case_id] = features
+                    skipped += from_cache
+                elapsed = max(time.perf_counter() - start, 1e-9)
+                done = len(results) + len(failed)
+                bar.update(task_id, advance=1, failed=len(failed), cached=skipped, rate=f"{done / elapsed:.2f} cases/s")
+
+            if pool is None:
+                for task in tasks:
+                    record(*_run_case(task, protocol, identifier, cache_folder))
             else:
-                results[case_id] = features
-                skipped += from_cache
-            elapsed = max(time.perf_counter() - start, 1e-9)
-            done = len(results) + len(failed)
-            bar.update(task_id, advance=1, failed=len(failed), cached=skipped, rate=f"{done / elapsed:.2f} cases/s")
-
-        if workers == 1 or len(tasks) <= 1:
-            for task in tasks:
-                record(*_run_case(task, protocol, identifier, cache_folder))
-        else:
-            broken: list[_Task] = []
-            with _executor(min(workers, len(tasks))) as pool:
-                futures: dict[Future, _Task] = {pool.submit(_run_case, t, protocol, identifier, cache_folder): t for t in tasks}
-                for future in _as_completed(futures):
+                broken: list[_Task] = []
+                for future in as_completed(futures):
                     try:
                         record(*future.result())
                     except BrokenProcessPool:
                         broken.append(futures[future])
-            # A worker died (killed for memory, crash in C code): rerun those cases one by one to find the culprit.
-            for task in broken:
-                with _executor(1) as single:
-                    try:
-                        record(*single.submit(_run_case, task, protocol, identifier, cache_folder).result())
-                    except BrokenProcessPool:
-                        record(task.case_id, None, "worker process died while extracting this case (out of memory or crash)", False)
+                pool.shutdown()
+                # A worker died (killed for memory, crash in C code): rerun those cases one at a time.
+                for task in broken:
+                    with _executor(1) as single:
+                        try:
+                            record(*single.submit(_run_case, task, protocol, identifier, cache_folder).result())
+                        except BrokenProcessPool:
+                            record(task.case_id, None, "worker process died while extracting this case (out of memory or crash)", False)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
 
     feature_names = _feature_names([results[t.case_id] for t in tasks if t.case_id in results])
     for case_id in list(results):
@@ -211,12 +219,6 @@ def extract_cohort(
     write_table_atomic(frame, out_path)
     errors_path = _write_errors(out_path, failed, by_id)
     return ExtractionResult(out_path, len(rows), failed, skipped, errors_path, time.perf_counter() - start)
-
-
-def _as_completed(futures: dict[Future, _Task]):
-    from concurrent.futures import as_completed
-
-    return as_completed(futures)
 
 
 def _feature_names(feature_dicts: list[dict[str, float]]) -> list[str]:
