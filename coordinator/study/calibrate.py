@@ -33,6 +33,7 @@ from coordinator.study.design import StudyDesign
 from coordinator.study.transport import Session
 
 NEWTON_TOL = 1e-6
+LINE_SEARCH = (1.0, 0.5, 0.25, 0.1, 0.02)  # fractions of the Newton step evaluated in the same round
 MAX_NEWTON_ROUNDS = 12
 Z95 = 1.959963984540054
 
@@ -89,9 +90,11 @@ def warm_start(method: str, hist: dict) -> np.ndarray:
 
 @dataclass
 class NewtonState:
+    """Current point and the candidate points the next round evaluates (all at once: no halving rounds)."""
+
     theta: np.ndarray
+    candidates: np.ndarray               # m × dim points to evaluate next
     step: np.ndarray | None = None
-    scale: float = 1.0
     nll: float | None = None
     info: np.ndarray | None = None
     converged: bool = False
@@ -156,7 +159,7 @@ def run_calibration(protocol: Protocol, session: Session, design: StudyDesign, w
             req.update(params_to_payload(f"w/{model}", weights[model]))
         if method != "none":
             for model in train_models:
-                req[f"par/{model}"] = _identity(method)
+                req[f"par/{model}"] = _identity(method)[None, :]
         requests[site] = req
     replies = session.exchange("calibrate", requests)
     models = design.all_models()
@@ -185,11 +188,14 @@ def run_calibration(protocol: Protocol, session: Session, design: StudyDesign, w
         if method == "none":
             out.recalibration[model] = Recalibration("none", {})
             continue
-        states[model] = NewtonState(theta=_identity(method))
-        if cal:
-            states[model].theta = warm_start(method, combine_aggregates([a for _, a in cal], [s for s, _ in cal]))
-        else:  # no warm start: the step-0 terms at the identity map are the first Newton evaluation
-            _newton_update(method, model, states[model], {s: replies[s] for s in trainers}, trainers, out.notes)
+        state = NewtonState(theta=_identity(method), candidates=_identity(method)[None, :])
+        states[model] = state
+        # step 0 carried the exact terms at the identity map: the first Newton evaluation, no extra round
+        _newton_update(method, model, state, {s: replies[s] for s in trainers}, trainers, out.notes)
+        if cal and not state.converged:
+            warm = warm_start(method, combine_aggregates([a for _, a in cal], [s for s, _ in cal]))
+            if np.all(np.isfinite(warm)):  # a candidate only: kept if its exact NLL is the lowest
+                state.candidates = np.vstack([warm[None, :], state.candidates])
     # Newton rounds, all models together
     while any(not s.converged for s in states.values()) and out.newton_rounds < MAX_NEWTON_ROUNDS:
         pending = {m: s for m, s in states.items() if not s.converged}
@@ -199,8 +205,7 @@ def run_calibration(protocol: Protocol, session: Session, design: StudyDesign, w
             if mine:
                 req = {"step": out.newton_rounds + 1, "train_models": mine}
                 for m in mine:
-                    s = pending[m]
-                    req[f"par/{m}"] = s.theta if s.step is None else s.theta + s.scale * s.step
+                    req[f"par/{m}"] = pending[m].candidates
                 requests[site] = req
         replies = session.exchange("calibrate", requests)
         out.newton_rounds += 1
@@ -219,28 +224,38 @@ def _identity(method: str) -> np.ndarray:
 
 
 def _newton_update(method: str, model: str, state: NewtonState, replies: dict, sites: list[str], notes: list[str]) -> None:
-    """Sum the sites' Newton terms at the evaluated point; accept or halve the step; plan the next point."""
-    terms = [(s, unnest(replies[s], f"terms/{model}")) for s in sites if s in replies]
-    terms = _usable([(s, a) for s, a in terms if a], "Newton terms", model, notes)
-    if not terms:
-        state.converged = True
-        notes.append(f"{model}: no Newton terms; recalibration left at its start value")
+    """Sum the sites' Newton terms at every candidate point; move to the best one if it lowers the NLL, then
+    plan the next candidates θ + s·step (s in LINE_SEARCH) so a step that overshoots costs no extra round."""
+    evaluated = []
+    for j, point in enumerate(state.candidates):
+        terms = [(s, unnest(replies[s], f"terms/{model}/{j}")) for s in sites if s in replies]
+        terms = _usable([(s, a) for s, a in terms if a], "Newton terms", model, notes)
+        if not terms:
+            state.converged = True
+            notes.append(f"{model}: no Newton terms; recalibration left at {state.theta.tolist()}")
+            return
+        g = np.sum([np.atleast_1d(np.asarray(a["grad"], dtype=float)) for _, a in terms], axis=0)
+        nll = float(np.sum([float(a["nll"]) for _, a in terms]))
+        if method == "platt":
+            info = np.sum([np.asarray(a["info"], dtype=float) for _, a in terms], axis=0)
+        else:
+            g = -g  # sites send d NLL/du; the Newton step uses the log-likelihood gradient
+            h = float(np.sum([float(a["hess"]) for _, a in terms]))
+            if h <= 0:
+                h = float(np.sum([float(a["hess_fisher"]) for _, a in terms]))
+            info = np.array([[h]])
+        evaluated.append((nll, j, point, g, info))
+    nll, _, point, g, info = min(evaluated, key=lambda e: (e[0], e[1]))
+    if state.nll is not None and nll > state.nll + 1e-12 * max(1.0, abs(state.nll)):
+        shrink = float(np.min(np.abs(state.candidates - state.theta).max(axis=1)))
+        if state.step is None or shrink < 1e-9:
+            state.converged = True
+            notes.append(f"{model}: recalibration line search stalled; kept {state.theta.tolist()}")
+            return
+        state.step = state.step * LINE_SEARCH[-1] / 2
+        state.candidates = np.array([state.theta + s * state.step for s in LINE_SEARCH])
         return
-    g = np.sum([np.atleast_1d(np.asarray(a["grad"], dtype=float)) for _, a in terms], axis=0)
-    nll = float(np.sum([float(a["nll"]) for _, a in terms]))
-    if method == "platt":
-        info = np.sum([np.asarray(a["info"], dtype=float) for _, a in terms], axis=0)
-    else:
-        g = -g  # sites send d NLL/du; the Newton step uses the log-likelihood gradient
-        h = float(np.sum([float(a["hess"]) for _, a in terms]))
-        if h <= 0:
-            h = float(np.sum([float(a["hess_fisher"]) for _, a in terms]))
-        info = np.array([[h]])
-    point = state.theta if state.step is None else state.theta + state.scale * state.step
-    if state.nll is not None and nll > state.nll + 1e-12 * max(1.0, abs(state.nll)) and state.scale > 1e-6:
-        state.scale /= 2  # the step raised the NLL: try half of it next round
-        return
-    state.theta, state.nll, state.info = point, nll, info
+    state.theta, state.nll, state.info = np.asarray(point, dtype=float), nll, info
     state.iterations += 1
     try:
         step = np.linalg.solve(info, g)
@@ -248,8 +263,9 @@ def _newton_update(method: str, model: str, state: NewtonState, replies: dict, s
         state.converged = True
         notes.append(f"{model}: singular recalibration information; stopped")
         return
-    if np.max(np.abs(step)) < NEWTON_TOL:
+    if float(np.max(np.abs(step))) < NEWTON_TOL:
         state.theta = state.theta + step  # the last, negligible step needs no further round
         state.converged = True
-    else:
-        state.step, state.scale = step, 1.0
+        return
+    state.step = step
+    state.candidates = np.array([state.theta + s * step for s in LINE_SEARCH])

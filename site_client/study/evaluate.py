@@ -8,7 +8,8 @@ from its train part apparent-performance aggregates. For a validated model it re
 aggregates on all its cases ("before" recalibration).
 
 Phase ``calibrate``, step >= 1: Newton terms of the recalibration map (Platt: ``logistic_calibration_terms``
-at (a, b); temperature: ``log_temperature_terms`` at u = log T) on the calibration part of each trained model.
+at (a, b); temperature: ``log_temperature_terms`` at u = log T) on the calibration part of each trained model,
+at each of the few candidate points the coordinator sent (its line search, evaluated in one round).
 
 Phase ``evaluate``: with each validated model's recalibration and conformal thresholds, the evaluation
 aggregates of the recalibrated probabilities ("after"), conformal coverage and set sizes.
@@ -157,7 +158,8 @@ def handle_calibrate(payload: Payload, context: SiteContext, store: SiteStore, c
             reply.update(nest(f"apparent/{model}/histograms", suppress_small_cells(class_histograms(p[train], y[train], v.histogram_bins), k)))
             reply.update(nest(f"apparent/{model}/calibration", suppress_small_cells(calibration_sums(p[train], y[train]), k)))
             if f"par/{model}" in payload:
-                reply.update(nest(f"terms/{model}", _newton_terms(context, p[cal], y[cal], payload[f"par/{model}"])))
+                for j, point in enumerate(np.atleast_2d(payload[f"par/{model}"])):
+                    reply.update(nest(f"terms/{model}/{j}", _newton_terms(context, p[cal], y[cal], point)))
         for model in payload.get("eval_models", []):
             p = _probabilities(context, store, cohort, model, weights, arrays)
             for name, agg in evaluation_aggregates(p, cohort.y, context).items():
@@ -169,7 +171,8 @@ def handle_calibrate(payload: Payload, context: SiteContext, store: SiteStore, c
     for model in payload.get("train_models", []):
         p = _probabilities(context, store, cohort, model, weights, arrays)[cal]
         y = cohort.y[cal]
-        reply.update(nest(f"terms/{model}", _newton_terms(context, p, y, payload[f"par/{model}"])))
+        for j, point in enumerate(np.atleast_2d(payload[f"par/{model}"])):
+            reply.update(nest(f"terms/{model}/{j}", _newton_terms(context, p, y, point)))
     return reply
 
 
