@@ -126,6 +126,11 @@ def build_sections(study: dict, run: Any, parent_plots: Path, fold_plots: dict[s
         cal = b.get("calibration") or {}
         rows.append([f["heldout_site"], _ci(b.get("oe_ratio"), "value"), _ci(cal.get("intercept"), "value"),
                      _ci(cal.get("slope"), "value"), _f(b.get("brier")), _f(b.get("scaled_brier")), _f(b.get("ece"))])
+    if pooled:
+        cal = pooled.get("calibration") or {}
+        rows.append(["pooled held-out patients", _ci(pooled.get("oe_ratio"), "value"), _ci(cal.get("intercept"), "value"),
+                     _ci(cal.get("slope"), "value"), _f(pooled.get("brier")), _f(pooled.get("scaled_brier")),
+                     _f(pooled.get("ece"))])
     s.tables.append((["site", "O/E (95% CI)", "calibration intercept", "calibration slope", "Brier", "scaled Brier",
                       "ECE"], rows))
     for name in ("reliability.png", "forest_calibration_slope.png"):
@@ -192,7 +197,7 @@ def build_sections(study: dict, run: Any, parent_plots: Path, fold_plots: dict[s
         base = (f.get("baseline") or {}).get("auc") or {}
         d = f.get("auc_difference") or {}
         rows.append([f["heldout_site"], _ci((f["before"].get("auc") or {}), "auc"), _ci(base, "auc"),
-                     _ci(d, "difference"), _f(d.get("p_value"))])
+                     _ci(d, "difference"), "<0.001" if (d.get("p_value") or 1) < 0.001 else _f(d.get("p_value"))])
     s.tables.append((["held-out site", "model AUC", "volume-only AUC", "ΔAUC (95% CI)", "p"], rows))
     if folds and folds[0].get("auc_difference"):
         s.paragraphs.append(f"ΔAUC variance: {folds[0]['auc_difference'].get('method')}.")

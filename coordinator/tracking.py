@@ -239,8 +239,8 @@ def _study_figures(client: Any, run_id: str, study: StudyResult) -> None:
     _figure(client, run_id, figures.roc_figure(per_site, "ROC per held-out site"), "plots/roc_heldout_sites.png")
     _figure(client, run_id, figures.reliability_figure(per_site + ([study.pooled] if study.pooled else []),
                                                        "Reliability per held-out site"), "plots/reliability.png")
-    dcs = [study.pooled] if study.pooled and study.pooled.decision_curve else per_site
-    _figure(client, run_id, figures.decision_curve_figure(dcs, "Decision curve (held-out patients)"),
+    dcs = per_site + ([study.pooled] if study.pooled and study.pooled.decision_curve else [])
+    _figure(client, run_id, figures.decision_curve_figure(dcs, "Decision curve per held-out site and pooled"),
             "plots/decision_curve.png")
     for d in study.harmonisation:
         _figure(client, run_id, figures.harmonisation_figure(study.harmonisation, d.site),
@@ -343,20 +343,33 @@ def log_final_model(final: FinalModel, work: Path) -> Any:
     )
 
 
+def default_artifact_location(tracking_uri: str) -> str | None:
+    """For ``sqlite:///<dir>/x.db``: ``<dir>/mlartifacts`` (else MLflow would write ./mlruns in the cwd)."""
+    if tracking_uri.startswith("sqlite:///"):
+        return (Path(tracking_uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
+    return None
+
+
 def log_study(
     study: StudyResult,
     tracking_uri: str,
     experiment: str = "fedradval",
     registered_model: str | None = "fedradval-model",
     alias: str = "champion",
+    artifact_location: str | None = None,
 ) -> LoggedStudy:
-    """Log the whole study (parent, fold children, final-model child, registry entry). Returns the run ids."""
+    """Log the whole study (parent, fold children, final-model child, registry entry). Returns the run ids.
+
+    ``artifact_location`` is used only when the experiment is created; for a SQLite store it defaults to
+    ``mlartifacts/`` beside the database file. A tracking server decides itself (``--artifacts-destination``).
+    """
     import mlflow
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    location = artifact_location or default_artifact_location(tracking_uri)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location=location)
     site_names = [s.name for s in study.sites]
     parent = client.create_run(exp_id, run_name=f"{study.study_name} [{study.protocol_id[:12]}]", tags={
         "protocol_id": study.protocol_id, "study": study.study_name, "sites": ",".join(site_names),

@@ -43,22 +43,23 @@ def reliability_figure(metrics: Sequence[SiteMetrics], title: str = "Reliability
 
 
 def decision_curve_figure(metrics: Sequence[SiteMetrics], title: str = "Decision curve") -> Figure:
-    """Net benefit vs threshold probability, with treat-all (of the first curve's population) and treat-none."""
+    """Net benefit vs threshold probability per site/pool, treat-all (dashed, per curve) and treat-none (0).
+
+    Each curve uses the thresholds its site released (small-cell control may drop some)."""
     fig = Figure(figsize=(6, 4.5))
     ax = fig.add_subplot()
-    shown_all = False
-    lows = []
-    for m in metrics:
+    values, prevs = [0.0], [0.05]
+    for i, m in enumerate(metrics):
         dc = m.decision_curve
         if dc is None:
             continue
-        ax.plot(dc.thresholds, dc.net_benefit, marker=".", label=m.site)
-        if not shown_all:
-            ax.plot(dc.thresholds, dc.treat_all, ls="--", color="grey", label="treat all")
-            shown_all = True
-        lows.append(min(dc.net_benefit))
-        ax.set_ylim(bottom=min(-0.05, min(lows)), top=max(0.05, dc.prevalence * 1.1))
+        line = ax.plot(dc.thresholds, dc.net_benefit, marker="o", ms=3, label=m.site)[0]
+        ax.plot(dc.thresholds, dc.treat_all, ls="--", lw=0.8, color=line.get_color(),
+                label="treat all" if i == 0 else None)
+        values += list(dc.net_benefit) + list(dc.treat_all)
+        prevs.append(dc.prevalence)
     ax.axhline(0, color="black", lw=0.8, label="treat none")
+    ax.set_ylim(bottom=max(min(values), -0.15) - 0.02, top=max(prevs) * 1.1)
     ax.set(xlabel="threshold probability", ylabel="net benefit", title=title)
     ax.legend(fontsize=7)
     return fig
@@ -88,7 +89,7 @@ def forest_plot(
         ax.fill(diamond_x, [y0, y0 + 0.3, y0, y0 - 0.3], color="tab:blue")
         if pooled.pi_low is not None and pooled.pi_high is not None:
             ax.plot([pooled.pi_low, pooled.pi_high], [y0, y0], color="tab:red", lw=1, label="95% prediction interval")
-            ax.legend(fontsize=7, loc="lower right")
+            ax.legend(fontsize=7, loc="upper left")
         tau = "" if pooled.tau2 is None else f", τ²={pooled.tau2:.3g}"
         ticks.append(y0)
         names.append(f"RE {pooled.estimate:.3f}{tau}")

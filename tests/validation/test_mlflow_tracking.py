@@ -128,3 +128,19 @@ def test_summary_json_round_trips(mlflow_server, logged_study, generated_study, 
     assert data["protocol_id"] == study.protocol_id
     assert [f["heldout_site"] for f in data["folds"]] == ["site1", "site2", "site3", "site4"]
     assert data["meta"]["auc"]["tau2"] == pytest.approx(study.meta["auc"].tau2)
+
+
+def test_default_store_is_in_the_work_folder(tmp_path):
+    from coordinator.tracking import default_artifact_location, default_tracking_uri
+
+    uri = default_tracking_uri(tmp_path)
+    assert uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert default_artifact_location(uri) == (tmp_path.resolve() / "mlartifacts").as_uri()
+    assert default_artifact_location("http://127.0.0.1:5000") is None
+
+
+def test_flattened_protocol_params_are_legal_keys():
+    from coordinator.tracking import flatten_params
+
+    flat = flatten_params({"a": {"b c": 1, "d:e": [0.1, 0.2]}, "f": "text"}, "protocol.")
+    assert flat == {"protocol.a.b c": "1", "protocol.a.d_e": "[0.1, 0.2]", "protocol.f": "text"}
