@@ -102,7 +102,10 @@ def run_server(grid: Grid, settings: RunSettings, run_id: int, echo: Any = print
                 f"{protocol.federation.min_sites}"
             )
         transport = GridTransport(grid, settings.protocol_id, on_phase=status.set_phase)
-        sites = transport.bind(nodes, protocol.federation.round_timeout_s)
+        # the first round may include process / Ray-actor start-up: give it the longer of the two limits
+        sites = transport.bind(nodes, max(protocol.federation.round_timeout_s, settings.wait_timeout_s))
+        for failure in transport.failures:
+            status.progress(f"node without a site name (left out): {failure}")
         status.progress(f"sites: {', '.join(sites)}")
         outcome = run_study(protocol, settings.protocol_id, transport, progress=status.progress)
         status.progress(f"message rounds: {transport.rounds}; bytes received per site: {transport.bytes_received}")

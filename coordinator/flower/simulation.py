@@ -102,7 +102,7 @@ def simulate(
     os.environ[SIMULATION_ENV] = str(table)
     result = SimulationResult(sites=[s[0] for s in sites])
     settings = RunSettings(protocol=protocol, protocol_id=protocol_id(protocol), mlflow_uri=mlflow_uri,
-                           status_dir=status_dir, wait_for=len(sites), wait_timeout_s=120.0)
+                           status_dir=status_dir, wait_for=len(sites), wait_timeout_s=600.0)
     server = ServerApp()
 
     @server.main()

@@ -17,15 +17,30 @@ from protocols.wire import from_record, payload_nbytes, to_record
 
 IDENTIFY = "identify"  # answered by the site's glue with its node_config site-name
 POLL_S = 1.0
+RETRIES = 6  # SuperLink calls that fail (HTTP 5xx under load, a restart) are retried this often, 5 s apart
 
 
 class SiteLookupError(RuntimeError):
     """Too few sites online, or two nodes claim the same site name."""
 
 
+def retrying(call: Callable[[], Any], what: str) -> Any:
+    """``call()``, retried on any error (transient SuperLink failures); the last error propagates."""
+    for attempt in range(RETRIES):
+        try:
+            return call()
+        except Exception as exc:
+            if attempt == RETRIES - 1:
+                raise RuntimeError(f"SuperLink call {what} failed {RETRIES} times: {exc}") from exc
+            print(f"[fedradval] SuperLink call {what} failed ({exc}); retrying in 5 s", flush=True)
+            time.sleep(5)
+    raise AssertionError("unreachable")
+
+
 def online_nodes(grid: Grid) -> dict[int, str]:
     """node id -> registered name ('' when the SuperLink has none) of every online node."""
-    return {int(n.node_id): str(getattr(n, "name", "") or "") for n in grid.get_nodes()}
+    nodes = retrying(lambda: list(grid.get_nodes()), "get-nodes")
+    return {int(n.node_id): str(getattr(n, "name", "") or "") for n in nodes}
 
 
 def wait_for_nodes(grid: Grid, wanted: int, timeout_s: float, say: Callable[[str], None]) -> dict[int, str]:
@@ -62,6 +77,7 @@ class GridTransport:
         self.on_phase = on_phase
         self.node_of: dict[str, int] = {}
         self.rounds = 0
+        self.failures: list[str] = []  # nodes that could not even say who they are
         self.bytes_sent: dict[str, int] = {}
         self.bytes_received: dict[str, int] = {}
 
@@ -74,9 +90,14 @@ class GridTransport:
             self.node_of = {f"node-{nid}": nid for nid in nodes}
             replies = self._round(IDENTIFY, {f"node-{nid}": {} for nid in nodes}, timeout_s)
             names = {}
+            failed = []
             for key, reply in replies.items():
                 if isinstance(reply, dict) and reply.get("site"):
                     names[self.node_of[key]] = str(reply["site"])
+                else:
+                    failed.append(f"{key}: {getattr(reply, 'message', reply)}")
+            if failed:
+                self.failures = failed
         for counts in (self.bytes_sent, self.bytes_received):  # identify bytes: file them under the site name
             for nid, name in names.items():
                 if f"node-{nid}" in counts:
@@ -115,12 +136,13 @@ class GridTransport:
                 Message(to_record(body), dst_node_id=self.node_of[site], message_type=MessageType.QUERY, group_id=phase)
             )
         site_of = {nid: s for s, nid in self.node_of.items() if s in requests}
-        pending = {mid: site_of[m.metadata.dst_node_id] for mid, m in zip(self.grid.push_messages(messages), messages)}
+        ids = retrying(lambda: list(self.grid.push_messages(messages)), "push-messages")
+        pending = {mid: site_of[m.metadata.dst_node_id] for mid, m in zip(ids, messages)}
         results: dict[str, Any] = {}
         deadline = time.monotonic() + timeout_s
         last_check = time.monotonic()
         while pending:
-            for reply in self.grid.pull_messages(list(pending)):
+            for reply in retrying(lambda: list(self.grid.pull_messages(list(pending))), "pull-messages"):
                 site = pending.pop(reply.metadata.reply_to_message_id, None)
                 if site is None:
                     continue
