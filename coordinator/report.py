@@ -200,7 +200,9 @@ def build_sections(study: dict, run: Any, parent_plots: Path, fold_plots: dict[s
                      _ci(d, "difference"), "<0.001" if (d.get("p_value") or 1) < 0.001 else _f(d.get("p_value"))])
     s.tables.append((["held-out site", "model AUC", "volume-only AUC", "ΔAUC (95% CI)", "p"], rows))
     if folds and folds[0].get("auc_difference"):
-        s.paragraphs.append(f"ΔAUC variance: {folds[0]['auc_difference'].get('method')}.")
+        s.paragraphs.append(f"ΔAUC variance: {folds[0]['auc_difference'].get('method')}. A ΔAUC computed at the site "
+                            "uses the exact scores, so it can differ from the difference of the two binned AUCs "
+                            "shown beside it by up to their binning bounds.")
     corr = study.get("feature_volume") or []
     if corr:
         s.tables.append((["model feature", "Pearson r with volume (95% CI)", "n"],
@@ -237,8 +239,9 @@ def build_sections(study: dict, run: Any, parent_plots: Path, fold_plots: dict[s
         "gives no guarantee at a hospital outside the study; the held-out coverages above are the evidence for new "
         "sites, and they can fall below 1−α when case mix or scanners differ.",
         "AUC is computed on binned scores: each value carries its binning bound, which grows where small cells were merged.",
-        "ΔAUC against the volume-only model uses an unpaired variance (covariance between the two models ignored): "
-        "conservative when the models' errors are positively correlated.",
+        "ΔAUC against the volume-only model: " + "; ".join(sorted({(f.get("auc_difference") or {}).get("method", "not computed")
+                                                                     for f in folds})) + ". An unpaired variance ignores the "
+        "covariance between the two models and is conservative when their errors are positively correlated.",
         "Random-effects summaries with few sites are imprecise: τ² is poorly estimated with fewer than ~10 sites, and the "
         "prediction interval needs at least 3.",
     ]

@@ -4,6 +4,7 @@ No Flower or MLflow here; :mod:`coordinator.tracking` logs the :mod:`coordinator
 """
 
 from coordinator.validation.auc import (
+    auc_difference_from_site,
     auc_difference_unpaired,
     auc_from_histograms,
     auc_from_site_histograms,
@@ -37,6 +38,7 @@ from coordinator.validation.meta import random_effects
 
 __all__ = [
     "SuppressedAggregateError",
+    "auc_difference_from_site",
     "auc_difference_unpaired",
     "auc_from_histograms",
     "auc_from_site_histograms",

@@ -129,3 +129,13 @@ def auc_difference_unpaired(model: AUCEstimate, baseline: AUCEstimate, level: fl
     z = float(stats.norm.ppf(0.5 + level / 2))
     p = float(2 * stats.norm.sf(abs(d) / se)) if se > 0 else (0.0 if d != 0 else 1.0)
     return AUCDifference(d, se, d - z * se, d + z * se, p, "unpaired DeLong (covariance ignored; conservative if positive)")
+
+
+def auc_difference_from_site(agg: Aggregate, level: float = 0.95) -> AUCDifference:
+    """ΔAUC with the exact paired DeLong SE computed at the site (``paired_auc_difference``)."""
+    if agg.get("suppressed", 0):
+        raise ValueError("the site's paired AUC difference was suppressed (a class had fewer than k patients)")
+    d, se = float(agg["difference"]), float(agg["se_difference"])
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    p = float(2 * stats.norm.sf(abs(d) / se)) if se > 0 else (0.0 if d != 0 else 1.0)
+    return AUCDifference(d, se, d - z * se, d + z * se, p, "paired DeLong computed at the site")

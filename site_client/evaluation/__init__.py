@@ -18,6 +18,7 @@ from site_client.evaluation.conformal import (
 )
 from site_client.evaluation.correlation import feature_volume_sums
 from site_client.evaluation.counts import calibration_sums, confusion_counts
+from site_client.evaluation.paired import paired_auc_difference
 from site_client.evaluation.newton import log_temperature_terms, logistic_calibration_terms
 from site_client.evaluation.privacy import emitted_count_cells, merge_groups, suppress_small_cells
 
@@ -36,6 +37,7 @@ __all__ = [
     "log_temperature_terms",
     "logistic_calibration_terms",
     "merge_groups",
+    "paired_auc_difference",
     "prediction_set_coverage",
     "prediction_set_sizes",
     "prediction_sets",

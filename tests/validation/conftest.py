@@ -121,7 +121,7 @@ MLP_STATE = {  # a torch nn.Sequential(Linear(3, 4), ReLU(), Linear(4, 1)) state
 def build_study(seed: int = 7):
     """LOCO over 4 generated sites, every number through the site and coordinator pure functions."""
     from coordinator.validation import (
-        combine_aggregates, conformal_stats, fit_logistic_calibration, fit_platt, pearson_from_sums,
+        auc_difference_from_site, combine_aggregates, conformal_stats, fit_logistic_calibration, fit_platt, pearson_from_sums,
         pooled_metrics, site_metrics, thresholds_from_site_histograms,
     )
     from coordinator.validation.results import (
@@ -165,7 +165,8 @@ def build_study(seed: int = 7):
         rounds = 5
         hist = {"train_loss": list(0.7 * np.exp(-0.2 * np.arange(rounds)) + rng.uniform(0, 0.01, rounds)),
                 "train_auc": list(0.6 + 0.04 * np.arange(rounds))}
-        folds.append(FoldResult(h.name, [s.name for s in train], before, after, rec, conf, base, None, hist))
+        paired = auc_difference_from_site(ev.suppress_small_cells(ev.paired_auc_difference(h.p, h.baseline, h.y, h.name), K_MIN))
+        folds.append(FoldResult(h.name, [s.name for s in train], before, after, rec, conf, base, paired, hist))
         per_site.append(aggs)
         per_site_base.append(base_aggs)
     names = [s.name for s in sites]

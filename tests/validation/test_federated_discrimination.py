@@ -131,3 +131,30 @@ def test_site_histogram_auc_with_differently_merged_sites(make_sites):
     same = auc_from_site_histograms(raw)
     ref = auc_from_histograms(*(combine_aggregates(raw)[k] for k in ("bin_n_neg", "bin_n_pos")))
     assert (same.auc, same.se, same.binning_bound) == pytest.approx((ref.auc, ref.se, ref.binning_bound), rel=1e-12)
+
+
+def test_paired_auc_difference_at_site_equals_direct_paired_delong(make_sites):
+    from coordinator.validation import auc_difference_from_site
+    from site_client.evaluation import paired_auc_difference
+
+    s = make_sites(9, [400])[0]
+    rng = np.random.default_rng(1)
+    base = np.round(1 / (1 + np.exp(-(np.log(s.p / (1 - s.p)) * 0.5 + rng.normal(0, 1.0, s.p.size)))), 2)  # ties
+    agg = suppress_small_cells(paired_auc_difference(s.p, base, s.y, site="x"), 5)
+    diff = auc_difference_from_site(agg)
+    pos, neg = s.y == 1, s.y == 0
+
+    def placements(sc):
+        psi = (sc[pos][:, None] > sc[neg][None, :]) + 0.5 * (sc[pos][:, None] == sc[neg][None, :])
+        return psi.mean(axis=1), psi.mean(axis=0)
+
+    (a10, a01), (b10, b01) = placements(s.p), placements(base)
+    se = np.sqrt(np.var(a10 - b10, ddof=1) / pos.sum() + np.var(a01 - b01, ddof=1) / neg.sum())
+    assert diff.difference == pytest.approx(roc_auc_score(s.y, s.p) - roc_auc_score(s.y, base), abs=1e-12)
+    assert diff.se == pytest.approx(se, rel=1e-10)
+    assert agg["auc_baseline"] == pytest.approx(roc_auc_score(s.y, base), abs=1e-12)
+    # the unpaired variance is wider here (positively correlated models)
+    assert diff.se < np.sqrt(a10.var(ddof=1) / pos.sum() + a01.var(ddof=1) / neg.sum()
+                             + b10.var(ddof=1) / pos.sum() + b01.var(ddof=1) / neg.sum())
+    with pytest.raises(ValueError, match="p_baseline at site 'x' has 3 rows, p_model 4"):
+        paired_auc_difference([0.1, 0.2, 0.3, 0.4], [0.1, 0.2, 0.3], [0, 1, 0, 1], site="x")
