@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from site_client.extraction.fft import convolve_same
+from site_client.extraction.fft import convolve_same_many
 from site_client.extraction.preprocess import PEAK_RADIUS_MM
 
 
@@ -106,8 +106,7 @@ def local_intensity(image: np.ndarray, roi: np.ndarray, spacing: tuple[float, fl
     reach = [int(np.floor(PEAK_RADIUS_MM / s)) for s in spacing]
     grids = np.meshgrid(*[np.arange(-r, r + 1) * s for r, s in zip(reach, spacing)], indexing="ij")
     kernel = (sum(g**2 for g in grids) <= PEAK_RADIUS_MM**2 + 1e-9).astype(np.float64)
-    sums = convolve_same(image, kernel)
-    count = convolve_same(np.ones_like(image), kernel)
+    sums, count = convolve_same_many([image, np.ones_like(image)], kernel)
     means = sums / np.round(count)
     roi_values = image[roi]
     top = roi & (image == roi_values.max())

@@ -15,7 +15,7 @@ from scipy import special
 from scipy.spatial import ConvexHull
 from scipy.spatial.distance import pdist
 
-from site_client.extraction.fft import convolve_same
+from site_client.extraction.fft import convolve_same_many
 from site_client.extraction.mesh import mesh_area_volume
 
 
@@ -67,8 +67,7 @@ def _spatial_autocorrelation(
     weight = np.divide(1.0, dist, out=np.zeros_like(dist), where=dist > 0)
 
     # sum_d w(d) sum_i a_i b_(i+d) = sum_i a_i (w * b)_i because w is symmetric: two convolutions suffice.
-    spread_m = convolve_same(m, weight)
-    spread_y = convolve_same(y, weight)
+    spread_m, spread_y = convolve_same_many([m, y], weight)
     w_sum = float((m * spread_m).sum())
     s_yy = float((y * spread_y).sum())
     s_sq_m = float((sq * spread_m).sum())

@@ -7,6 +7,7 @@ by highdicom from that NIfTI mask.
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +94,16 @@ def seg_file(phantom, tmp_path_factory):
     core = np.zeros_like(reference)
     core[30, 80:90, 80:90] = reference[30, 80:90, 80:90]
     pixels = np.stack([reference, core], axis=-1).astype(np.uint8)
-    segmentation = hd.seg.Segmentation(
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the phantom's patient name "PAT1" has one component
+        segmentation = _segmentation(hd, sources, pixels, descriptions)
+    path = tmp_path_factory.mktemp("seg") / "seg.dcm"
+    segmentation.save_as(str(path))
+    return path, core
+
+
+def _segmentation(hd, sources, pixels, descriptions):
+    return hd.seg.Segmentation(
         source_images=sources,
         pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -107,9 +117,6 @@ def seg_file(phantom, tmp_path_factory):
         software_versions="0",
         device_serial_number="0",
     )
-    path = tmp_path_factory.mktemp("seg") / "seg.dcm"
-    segmentation.save_as(str(path))
-    return path, core
 
 
 def test_dicom_seg_equals_nifti_mask(phantom, seg_file):
