@@ -74,7 +74,11 @@ def extract_case(
     if extraction.mode == "pyradiomics":
         from site_client.extraction.pyradiomics_mode import extract_pyradiomics
 
-        return extract_pyradiomics(image, mask, extraction)
+        features = extract_pyradiomics(image, mask, extraction)
+        bad = [name for name, value in features.items() if not math.isfinite(value)]
+        if bad:
+            raise CaseInputError(f"feature {bad[0]} is not finite ({features[bad[0]]}); pyradiomics could not compute it")
+        return features
     from site_client.extraction.engine import extract_ibsi
 
     return extract_ibsi(image, mask, extraction)

@@ -11,7 +11,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from protocols.schema import Extraction
-from site_client.extraction.engine import _as_3d
+from site_client.extraction.engine import as_3d
 from site_client.extraction.preprocess import prepare_volume, target_grid
 
 AXES = ("x", "y", "z")
@@ -32,7 +32,7 @@ def _mask_stats(prefix: str, stage: str, image: np.ndarray, mask: np.ndarray, wi
 
 def roi_diagnostics(image: sitk.Image, mask: sitk.Image, extraction: Extraction) -> dict[str, float]:
     """ROI-level diagnostics of the three pre-processing stages (grid sizes, box sizes, counts, intensities)."""
-    image, mask = _as_3d(image, mask, extraction)
+    image, mask = as_3d(image, mask, extraction)
     size = image.GetSize()
     spacing = image.GetSpacing()
     array = sitk.GetArrayFromImage(image).astype(np.float64)

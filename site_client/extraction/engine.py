@@ -29,7 +29,7 @@ FAMILY_PREFIX = {
 DIRECTIONAL = {"glcm", "glrlm"}
 
 
-def _as_3d(image: sitk.Image, mask: sitk.Image, extraction: Extraction) -> tuple[sitk.Image, sitk.Image]:
+def as_3d(image: sitk.Image, mask: sitk.Image, extraction: Extraction) -> tuple[sitk.Image, sitk.Image]:
     """Refuse 2D input for a 3D protocol; lift 2D images to one-slice volumes for a 2D protocol."""
     dimension = image.GetDimension()
     one_slice = dimension == 2 or (dimension == 3 and image.GetSize()[2] == 1)
@@ -189,6 +189,6 @@ def extract_volume(volume: Volume, extraction: Extraction) -> dict[str, float]:
 
 def extract_ibsi(image: sitk.Image, mask: sitk.Image, extraction: Extraction) -> dict[str, float]:
     """IBSI-mode features of one image + binary mask on the same grid."""
-    image, mask = _as_3d(image, mask, extraction)
+    image, mask = as_3d(image, mask, extraction)
     volume = prepare_volume(image, mask, extraction)
     return extract_volume(volume, extraction)

@@ -129,8 +129,17 @@ def _progress(total: int, enabled: bool):
     )
 
 
+_PRELOAD = ["site_client.extraction.case", "site_client.extraction.engine", "site_client.extraction.pyradiomics_mode"]
+
+
 def _executor(workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+    """Workers forked from a clean single-threaded server (no inherited ITK / rich threads) with the engine preloaded."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(_PRELOAD)
+    else:  # Windows / macOS without forkserver
+        context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
 
 def extract_cohort(
@@ -160,7 +169,7 @@ def extract_cohort(
     results: dict[str, dict[str, float]] = {}
     skipped = 0
 
-    # Worker processes are forked (and every task submitted) before the progress bar starts its refresh thread.
+    # Worker processes start (and every task is submitted) before the progress bar starts its refresh thread.
     pool = _executor(min(workers, len(tasks))) if workers > 1 and len(tasks) > 1 else None
     futures: dict[Future, _Task] = {}
     if pool is not None:
