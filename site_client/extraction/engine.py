@@ -27,6 +27,8 @@ FAMILY_PREFIX = {
     "ngldm": "ngl",
 }
 DIRECTIONAL = {"glcm", "glrlm"}
+# Ng x Ng x 13 co-occurrence matrices: 1000 levels are ~100 MB per copy (bounded memory per worker).
+MAX_GREY_LEVELS = 1000
 
 
 def as_3d(image: sitk.Image, mask: sitk.Image, extraction: Extraction) -> tuple[sitk.Image, sitk.Image]:
@@ -172,6 +174,11 @@ def extract_volume(volume: Volume, extraction: Extraction) -> dict[str, float]:
     texture_families = {"intensity_histogram", "glcm", "glrlm", "glszm", "gldzm", "ngtdm", "ngldm"}
     if texture_families & set(families):
         roi_levels, ng = discretise(roi, extraction.discretisation, lower)
+        if ng > MAX_GREY_LEVELS:
+            raise CaseInputError(
+                f"discretisation gives {ng} grey levels (more than {MAX_GREY_LEVELS}): texture matrices of that size "
+                "do not fit a worker's memory; use a larger bin width or a fixed bin number"
+            )
         if "intensity_histogram" in families:
             out.update({f"ih_{k}": v for k, v in intensity.intensity_histogram(roi_levels, ng).items()})
         levels = np.zeros(volume.image.shape, dtype=np.int32)
