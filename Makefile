@@ -14,7 +14,7 @@ export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: test venv clean
+.PHONY: test demo venv clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,11 @@ $(STAMP): pyproject.toml
 # pytest exits 5 when no test ran: make treats it as a failure, so an empty run never passes silently.
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# A whole study on this machine: SuperLink + one SuperNode per site on loopback, results in work/demo.
+# Options: make demo DEMO_ARGS='--sites 4 --cases-per-site 60 --rounds 20 --seed 20261123 --work work/demo'
+demo: $(STAMP)
+	$(VENV)/bin/coordinator demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -21,6 +21,7 @@ def _main() -> None:
 # Each import registers its command(s) on ``app``.
 from coordinator.commands import validate as _validate  # noqa: E402,F401
 from coordinator.commands import demo as _demo  # noqa: E402,F401
+from coordinator.commands import demo_run as _demo_run  # noqa: E402,F401
 from coordinator.commands import certs as _certs  # noqa: E402,F401
 from coordinator.commands import start as _start  # noqa: E402,F401
 from coordinator.commands import register_site as _register_site  # noqa: E402,F401

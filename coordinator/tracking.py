@@ -459,3 +459,33 @@ def _parent_note(study: StudyResult) -> str:
             f"Sites: {sites}. Leave-one-site-out folds are child runs (expand the parent); the per-site table is "
             f"the artifact `{SITE_TABLE_PATH}`. No patient-level data left any site: every number comes from "
             f"aggregates with cells of at least k={study.k_min_cell} patients.")
+
+
+def log_outcome(outcome: Any, tracking_uri: str) -> LoggedStudy:
+    """Log a :class:`coordinator.study.outcome.StudyOutcome`: the preferred variant as the study (:func:`log_study`,
+    its final model registered), then every other variant into the same runs with the variant's name as prefix:
+    held-out metrics in each fold run (``raw_auc``, ``raw_recal_cal_slope``, ``raw_conformal_coverage``, ...),
+    pooled metrics in the parent (``raw_pooled_auc``, ...) and its summary as ``summary/study_<variant>.json``.
+    One parent run thus compares harmonised and unharmonised models site by site. Parent tags ``variant``
+    (the preferred one) and ``variants`` (all, preferred first) say which is which."""
+    from mlflow import MlflowClient
+
+    preferred = outcome.preferred_variant
+    study = outcome.results[preferred]
+    tracking = dict((study.protocol or {}).get("tracking") or {})
+    logged = log_study(study, tracking_uri, experiment=tracking.get("experiment", "fedradval"),
+                       registered_model=tracking.get("registered_model", "fedradval-model"),
+                       alias=tracking.get("model_alias", "champion"))
+    client = MlflowClient(tracking_uri=tracking_uri)
+    variants = [preferred] + [v for v in outcome.results if v != preferred]
+    client.set_tag(logged.parent_run_id, "variant", preferred)
+    client.set_tag(logged.parent_run_id, "variants", ",".join(variants))
+    for variant in variants[1:]:
+        other = outcome.results[variant]
+        for fold in other.folds:
+            run_id = logged.fold_ids.get(fold.heldout_site)
+            if run_id is not None:
+                _batch(client, run_id, metrics={f"{variant}_{k}": v for k, v in fold_values(fold).items()})
+        _batch(client, logged.parent_run_id, metrics=site_metric_values(other.pooled, f"{variant}_pooled_"))
+        client.log_dict(logged.parent_run_id, to_jsonable(other), f"summary/study_{variant}.json")
+    return logged
