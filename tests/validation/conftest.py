@@ -194,6 +194,12 @@ def build_study(seed: int = 7):
 
 
 @pytest.fixture(scope="session")
+def mlp_state():
+    """The final model's weights in torch state-dict layout (tests must not import conftest by name)."""
+    return MLP_STATE
+
+
+@pytest.fixture(scope="session")
 def generated_study():
     return build_study()
 

@@ -86,10 +86,8 @@ def test_figures_on_parent(mlflow_server, logged_study):
     assert harm == {f"plots/harmonisation/site{i}.png" for i in range(1, 5)}
 
 
-def test_registered_model_alias_signature_and_predictions(mlflow_server, logged_study, generated_study):
+def test_registered_model_alias_signature_and_predictions(mlflow_server, logged_study, generated_study, mlp_state):
     import mlflow
-
-    from conftest import MLP_STATE
 
     study, _ = generated_study
     c = _client(mlflow_server)
@@ -110,8 +108,8 @@ def test_registered_model_alias_signature_and_predictions(mlflow_server, logged_
     out = model.predict(pd.DataFrame(x, columns=["f1", "f2", "f3"]))
     # independent forward pass of the torch-layout state dict: relu(x W0ᵀ + b0) W1ᵀ + b1
     xs = (x - np.array([0.0, 0.1, -0.1])) / np.array([1.0, 2.0, 0.5])
-    h = np.maximum(xs @ MLP_STATE["net.0.weight"].T + MLP_STATE["net.0.bias"], 0)
-    z = (h @ MLP_STATE["net.2.weight"].T + MLP_STATE["net.2.bias"])[:, 0]
+    h = np.maximum(xs @ mlp_state["net.0.weight"].T + mlp_state["net.0.bias"], 0)
+    z = (h @ mlp_state["net.2.weight"].T + mlp_state["net.2.bias"])[:, 0]
     rec = study.final_model.recalibration.params
     p = 1 / (1 + np.exp(-(rec["a"] + rec["b"] * z)))
     assert out["p_raw"].to_numpy() == pytest.approx(1 / (1 + np.exp(-z)), abs=1e-12)
