@@ -176,6 +176,8 @@ def generate_cohort(out: Path, sites: int = 4, cases_per_site: int = 60, seed: i
     record = json.dumps(cohort_record(sites, cases_per_site, seed), indent=2, sort_keys=True) + "\n"
     manifests = [out / name / "manifest.csv" for name in names]
     record_path = out / "cohort.json"
+    for leftover in out.glob(".demo-cohort-*"):  # scratch of an earlier run that was killed
+        shutil.rmtree(leftover, ignore_errors=True)
     if record_path.is_file() and record_path.read_text(encoding="utf-8") == record and all(m.is_file() for m in manifests):
         progress(f"{out}: cohort already generated with these settings, left unchanged")
         return manifests

@@ -74,3 +74,11 @@ def test_demo_cohort_rerun_keeps_the_cohort_and_force_replaces_it(tmp_path: Path
     assert forced.exit_code == 0, forced.output
     assert sorted(p.name for p in out.iterdir()) == ["cohort.json", "site_a", "site_b"]  # stale site_c removed
     assert '"seed": 6' in (out / "cohort.json").read_text()
+
+
+def test_demo_cohort_ignores_the_scratch_folder_of_a_killed_run(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / ".demo-cohort-abc123" / "site_a").mkdir(parents=True)
+    result = _run(str(out), "--sites", "2", "--cases-per-site", "14")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["cohort.json", "site_a", "site_b"]
