@@ -33,7 +33,8 @@ from coordinator.study.design import StudyDesign
 from coordinator.study.transport import Session
 
 NEWTON_TOL = 1e-6
-LINE_SEARCH = (1.0, 0.5, 0.25, 0.1, 0.02)  # fractions of the Newton step evaluated in the same round
+MAX_LOG_T = math.log(1e3)  # |log T| beyond which temperature scaling is declared degenerate
+LINE_SEARCH = (8.0, 4.0, 2.0, 1.0, 0.5, 0.25, 0.1, 0.02)  # multiples of the Newton step evaluated in one round
 MAX_NEWTON_ROUNDS = 12
 Z95 = 1.959963984540054
 
@@ -257,6 +258,11 @@ def _newton_update(method: str, model: str, state: NewtonState, replies: dict, s
         return
     state.theta, state.nll, state.info = np.asarray(point, dtype=float), nll, info
     state.iterations += 1
+    if method == "temperature" and abs(float(state.theta[0])) > MAX_LOG_T:
+        state.converged = True
+        notes.append(f"{model}: temperature scaling has no finite optimum (T = {math.exp(state.theta[0]):.3g}: the "
+                     "scores do not rank the classes the right way round on the calibration parts); stopped there")
+        return
     try:
         step = np.linalg.solve(info, g)
     except np.linalg.LinAlgError:

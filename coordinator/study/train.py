@@ -52,6 +52,8 @@ def run_training(
         requests: dict[str, Payload] = {}
         for site in session.active:
             models = design.models_trained_by(site)
+            if not models and round_no > 1:
+                continue  # an external site only needs the first message (its harmonisation)
             req: Payload = {"round": round_no, "models": models, "heldout_folds": design.heldout_folds(site)}
             for model in models:
                 req.update(params_to_payload(f"w/{model}", result.weights[model]))

@@ -108,3 +108,28 @@ def test_a_bad_manifest_fails_the_handshake_naming_the_manifest(tmp_path):
     with pytest.raises(Exception) as err:
         handle("handshake", {"protocol_id": pid, "phase": "handshake"}, ctx)
     assert str(manifest) in str(err.value)
+
+
+def test_site_lost_during_combat_refits_combat_without_it(transport_for):
+    p, pid = _short(federation={"min_sites": 3})
+    transport = transport_for(p, pid, fail={"AMC": ("combat-round2", 1)})
+    out = run_study(p, pid, transport, progress=lambda s: None)
+    assert "AMC" in out.dropped
+    assert out.rounds_by_phase["combat-round1"] == 2 and out.rounds_by_phase["combat-round2"] == 2
+    assert sorted(out.combat_models) == ["R01-GE-CE0", "R01-GE-CE1", "R01-other", "_all"]
+    assert "AMC" not in out.combat_models["_all"].batches
+
+
+def test_external_site_validates_only_the_final_model_and_never_trains(transport_for):
+    p, pid = _short(validation={"external_sites": ["R01-other"]})
+    transport = transport_for(p, pid)
+    out = run_study(p, pid, transport, progress=lambda s: None)
+    for entry in transport.log:
+        if entry.site == "R01-other":
+            assert entry.phase != "train" or entry.request["models"] == []
+            assert not entry.request.get("train_models")
+    result = out.results["harmonised"]
+    assert sorted(f.heldout_site for f in result.folds) == ["AMC", "R01-GE-CE0", "R01-GE-CE1", "R01-other"]
+    external = [f for f in result.folds if f.heldout_site == "R01-other"][0]
+    assert external.training_sites == ["AMC", "R01-GE-CE0", "R01-GE-CE1"]
+    assert external.before.auc is not None
