@@ -245,6 +245,12 @@ def build_sections(study: dict, run: Any, parent_plots: Path, fold_plots: dict[s
         "Random-effects summaries with few sites are imprecise: τ² is poorly estimated with fewer than ~10 sites, and the "
         "prediction interval needs at least 3.",
     ]
+    grid = ((study.get("protocol") or {}).get("validation") or {}).get("decision_curve_thresholds")
+    dc = (pooled or {}).get("decision_curve") or {}
+    if grid and dc and len(dc.get("thresholds", [])) < len(grid):
+        s.paragraphs.append(
+            f"The pooled decision curve is available at thresholds {dc['thresholds']} only: the other pre-specified "
+            "thresholds were dropped at one or more sites by small-cell control (per-site curves keep their own).")
     notes = list(study.get("notes") or [])
     for f in folds:
         notes += [f"{f['heldout_site']}: {n}" for n in (f["before"].get("notes") or [])]
