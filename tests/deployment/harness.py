@@ -193,14 +193,14 @@ class Deployment:
         loaded = load_protocol(protocol)
         approve(approvals_path(self.sites[name].work_dir), protocol_id(loaded), loaded.study.name, loaded.study.version)
 
-    def join(self, name: str, protocol: Path) -> Site:
+    def join(self, name: str, protocol: Path, max_backoff: float = 10.0) -> Site:
         site = self.sites[name]
         site.log = self.root / f"join-{name}.log"
         site.process = self._spawn(
             [str(BIN / "site-client"), "join", "--coordinator", self.address, "--site-name", name,
              "--features", str(site.features), "--protocol", str(protocol), "--root-certificates",
              str(self.certs / "ca.crt"), "--key", str(site.key), "--work-dir", str(site.work_dir),
-             "--port", str(site.port), "--max-backoff", "4"],
+             "--port", str(site.port), "--max-backoff", str(max_backoff)],
             site.log, site.work_dir / "flwr-home",
         )
         return site
