@@ -122,29 +122,42 @@ class GridTransport:
         results.update(self._round(phase, known, timeout_s))
         return results
 
+    def _push(self, phase: str, bodies: dict[str, dict[str, Any]]) -> dict[str, str]:
+        """Push one message per site; returns message id -> site."""
+        messages = [
+            Message(to_record(body), dst_node_id=self.node_of[site], message_type=MessageType.QUERY, group_id=phase)
+            for site, body in bodies.items()
+        ]
+        ids = retrying(lambda: list(self.grid.push_messages(messages)), "push-messages")
+        return dict(zip(ids, bodies))
+
     def _round(self, phase: str, requests: dict[str, dict[str, Any]], timeout_s: float) -> dict[str, Any]:
         if not requests:
             return {}
         self.rounds += 1
-        messages = []
+        bodies: dict[str, dict[str, Any]] = {}
         for site, payload in requests.items():
             body = dict(payload)
             body.setdefault("phase", phase)
             body.setdefault("protocol_id", self.protocol_id)
             self.bytes_sent[site] = self.bytes_sent.get(site, 0) + payload_nbytes(body)
-            messages.append(
-                Message(to_record(body), dst_node_id=self.node_of[site], message_type=MessageType.QUERY, group_id=phase)
-            )
-        site_of = {nid: s for s, nid in self.node_of.items() if s in requests}
-        ids = retrying(lambda: list(self.grid.push_messages(messages)), "push-messages")
-        pending = {mid: site_of[m.metadata.dst_node_id] for mid, m in zip(ids, messages)}
+            bodies[site] = body
+        pending = self._push(phase, bodies)
         results: dict[str, Any] = {}
+        resent: set[str] = set()
+        offline_checks: dict[str, int] = {}
         deadline = time.monotonic() + timeout_s
         last_check = time.monotonic()
         while pending:
             for reply in retrying(lambda: list(self.grid.pull_messages(list(pending))), "pull-messages"):
                 site = pending.pop(reply.metadata.reply_to_message_id, None)
                 if site is None:
+                    continue
+                if self._lapsed(reply) and site not in resent and self.node_of[site] in online_nodes(self.grid):
+                    # the SuperLink missed a heartbeat (seen under heavy load) but the site is back: ask once more
+                    resent.add(site)
+                    print(f"[fedradval] site {site} missed a heartbeat in {phase}; resending once", flush=True)
+                    pending.update(self._push(phase, {site: bodies[site]}))
                     continue
                 results[site] = self._decode(site, phase, reply)
             if not pending:
@@ -154,15 +167,20 @@ class GridTransport:
                 for site in pending.values():
                     results[site] = _failure(site, f"site {site} sent no {phase} reply within {timeout_s:.0f} s")
                 break
-            if now - last_check > 10:  # a node whose heartbeat lapsed will never answer
+            if now - last_check > 10:  # a node offline in 3 checks in a row (~30 s) will not answer
                 last_check = now
                 online = set(online_nodes(self.grid))
                 for mid, site in list(pending.items()):
-                    if self.node_of[site] not in online:
+                    offline_checks[site] = 0 if self.node_of[site] in online else offline_checks.get(site, 0) + 1
+                    if offline_checks[site] >= 3:
                         pending.pop(mid)
                         results[site] = _failure(site, f"site {site} went offline during {phase}")
             time.sleep(POLL_S)
         return results
+
+    @staticmethod
+    def _lapsed(reply: Message) -> bool:
+        return reply.has_error() and "Node Unavailable" in (reply.error.reason or "")
 
     def _decode(self, site: str, phase: str, reply: Message) -> Any:
         if reply.has_error():
