@@ -16,7 +16,6 @@ import argparse
 import logging
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -91,10 +90,7 @@ def _child_run(spec: str, workers: int) -> None:
     result = extract_cohort(manifest, protocol_path, Path(folder) / "out.csv", workers=workers, progress=False)
     seconds = time.perf_counter() - start
     assert not result.failed, result.failed
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    peak_kib = children if workers > 1 else own
-    print(f"{seconds:.3f} {peak_kib / 1024:.1f}")
+    print(f"{seconds:.3f} {result.peak_worker_rss_mib:.1f}")
 
 
 def main() -> None:
@@ -102,6 +98,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO / ".." / "shared" / "data")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-workers", action="store_true")
+    parser.add_argument("--skip-cases", action="store_true", help="Only the 1- vs 2-worker cohort runs.")
     args = parser.parse_args()
     data = args.data.resolve()
     from radiomics import featureextractor
@@ -111,10 +108,11 @@ def main() -> None:
     extraction = Extraction()
     plain = featureextractor.RadiomicsFeatureExtractor()
     print(f"machine: {cpu_description()}")
-    print(f"{'case':16s} {'image voxels':>13s} {'ROI voxels':>10s} {'ours s':>8s} {'pyrad s':>8s} "
-          f"{'ours vox/s':>11s} {'pyrad vox/s':>11s} {'speed-up':>8s}")
+    if not args.skip_cases:
+        print(f"{'case':16s} {'image voxels':>13s} {'ROI voxels':>10s} {'ours s':>8s} {'pyrad s':>8s} "
+              f"{'ours vox/s':>11s} {'pyrad vox/s':>11s} {'speed-up':>8s}")
     rows = []
-    for name, image, mask in cases(data):
+    for name, image, mask in [] if args.skip_cases else cases(data):
         roi = int((sitk.GetArrayFromImage(sitk.ReadImage(str(mask))) > 0).sum())
         size = int(np.prod(sitk.ReadImage(str(image)).GetSize()))
         extract_case(image, mask, extraction)  # warm-up (imports, caches)
@@ -135,7 +133,7 @@ def main() -> None:
         one, peak_one = cohort_run(manifest, protocol, 1)
         two, peak_two = cohort_run(manifest, protocol, 2)
     print(f"cohort of {len(lines) - 1} cases: 1 worker {one:.2f} s, 2 workers {two:.2f} s, speed-up {one / two:.2f}x; "
-          f"peak RSS per worker {peak_one:.0f} MiB (1 worker, in-process) / {peak_two:.0f} MiB (largest of 2 workers)")
+          f"peak RSS per worker {peak_one:.0f} MiB (1 worker: the main process) / {peak_two:.0f} MiB (largest of 2 workers)")
 
 
 if __name__ == "__main__":

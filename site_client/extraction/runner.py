@@ -36,6 +36,7 @@ class ExtractionResult:
     skipped_from_cache: int = 0
     errors_path: Path | None = None
     seconds: float = 0.0
+    peak_worker_rss_mib: float = 0.0  # largest resident set of a process that extracted a case (Unix only)
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,20 @@ def errors_path_for(out_path: Path) -> Path:
     return out_path.with_name(out_path.name + ".errors.csv")
 
 
-def _run_case(task: _Task, protocol: Protocol, identifier: str, cache_folder: str) -> tuple[str, dict | None, str, bool]:
-    """Worker body: (case_id, features or None, error message, from_cache). Never raises."""
+def _peak_rss_mib() -> float:
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def _run_case(task: _Task, protocol: Protocol, identifier: str, cache_folder: str) -> tuple[str, dict | None, str, bool, float]:
+    """Worker body: (case_id, features or None, error message, from_cache, peak RSS MiB). Never raises."""
+    return (*_extract_one(task, protocol, identifier, cache_folder), _peak_rss_mib())
+
+
+def _extract_one(task: _Task, protocol: Protocol, identifier: str, cache_folder: str) -> tuple[str, dict | None, str, bool]:
     try:
         label_text = task.label.strip() or "1"
         try:
@@ -129,16 +142,21 @@ def _progress(total: int, enabled: bool):
     )
 
 
-_PRELOAD = ["site_client.extraction.case", "site_client.extraction.engine", "site_client.extraction.pyradiomics_mode"]
-
-
 def _executor(workers: int) -> ProcessPoolExecutor:
-    """Workers forked from a clean single-threaded server (no inherited ITK / rich threads) with the engine preloaded."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(_PRELOAD)
-    else:  # Windows / macOS without forkserver
-        context = multiprocessing.get_context("spawn")
+    """Forked workers where available (Linux).
+
+    fork keeps start-up cheap and, unlike spawn / forkserver, does not re-import the caller's ``__main__`` (a
+    script without a ``__name__ == "__main__"`` guard, or ``python -m site_client``, would run again in every
+    worker). It is safe here: the pool starts before the progress bar's thread, and SimpleITK's default
+    "Platform" threader creates its threads per call (no pool inherited half-alive).
+    """
+    # Import the engine once here so that forked workers inherit it instead of each importing it again.
+    import site_client.extraction.case  # noqa: F401
+    import site_client.extraction.engine  # noqa: F401
+    import site_client.extraction.pyradiomics_mode  # noqa: F401
+
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     return ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
 
@@ -168,6 +186,7 @@ def extract_cohort(
     workers = max(1, workers or os.cpu_count() or 1)
     results: dict[str, dict[str, float]] = {}
     skipped = 0
+    peak_rss = 0.0
 
     # Worker processes start (and every task is submitted) before the progress bar starts its refresh thread.
     pool = _executor(min(workers, len(tasks))) if workers > 1 and len(tasks) > 1 else None
@@ -179,8 +198,9 @@ def extract_cohort(
             task_id = bar.add_task("extract", total=len(manifest.rows), failed=len(failed), cached=0, rate="")
             bar.advance(task_id, len(failed))
 
-            def record(case_id: str, features: dict | None, error: str, from_cache: bool) -> None:
-                nonlocal skipped
+            def record(case_id: str, features: dict | None, error: str, from_cache: bool, rss: float = 0.0) -> None:
+                nonlocal skipped, peak_rss
+                peak_rss = max(peak_rss, rss)
                 if features is None:
                     failed.append((case_id, error))
                 else:
@@ -227,7 +247,7 @@ def extract_cohort(
         frame[column] = frame[column].astype(str)
     write_table_atomic(frame, out_path)
     errors_path = _write_errors(out_path, failed, by_id)
-    return ExtractionResult(out_path, len(rows), failed, skipped, errors_path, time.perf_counter() - start)
+    return ExtractionResult(out_path, len(rows), failed, skipped, errors_path, time.perf_counter() - start, peak_rss)
 
 
 def _feature_names(feature_dicts: list[dict[str, float]]) -> list[str]:
