@@ -69,7 +69,10 @@ def _feature_table(context: SiteContext, store: SiteStore) -> pd.DataFrame:
         ) from None
     out = store.path("extracted_features.parquet")
     if not out.exists():
-        extract_cohort(context.data, context.protocol, out)
+        result = extract_cohort(context.data, context.protocol, out, progress=False)
+        if result.failed:  # case ids stay in the site's own log; the study goes on with the extracted cases
+            store.append_log([f"extraction failed for {len(result.failed)} case(s), see {result.errors_path}"]
+                             + [f"  {case}: {why}" for case, why in result.failed])
     return read_table(out)
 
 
