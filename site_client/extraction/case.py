@@ -70,7 +70,7 @@ def extract_case(
     elif not isinstance(mask, sitk.Image):
         mask = read_mask(Path(mask), image, label, roi)
     else:
-        mask = sitk.Cast(mask == label, sitk.sitkUInt8) if label != 1 else sitk.Cast(mask > 0, sitk.sitkUInt8)
+        mask = sitk.Cast(mask == label, sitk.sitkUInt8)
     if extraction.mode == "pyradiomics":
         from site_client.extraction.pyradiomics_mode import extract_pyradiomics
 

@@ -53,3 +53,19 @@ def test_too_many_grey_levels_is_a_clear_error():
     mask[2:8, 2:8, 2:8] = 1
     with pytest.raises(CaseInputError, match=r"discretisation gives \d+ grey levels \(more than 1000\)"):
         extract_ibsi(sitk.GetImageFromArray(array), sitk.GetImageFromArray(mask), Extraction(discretisation=Discretisation(bin_width=1)))
+
+
+def test_2d_image_with_a_2d_protocol():
+    rng = np.random.default_rng(3)
+    array = rng.normal(100, 30, (24, 24)).astype(np.int16)
+    mask = np.zeros((24, 24), np.uint8)
+    mask[5:19, 6:20] = 1
+    extraction = Extraction(
+        dimensionality="2D",
+        families=["statistics", "glcm", "glszm"],
+        texture_aggregation=["2D_avg", "2D_comb"],
+    )
+    features = extract_ibsi(sitk.GetImageFromArray(array), sitk.GetImageFromArray(mask), extraction)
+    assert features["stat_mean"] == pytest.approx(array[mask == 1].mean())
+    assert {"cm_joint_max_2D_avg", "cm_joint_max_2D_comb", "szm_sze_2D"} <= set(features)
+    assert all(np.isfinite(v) for v in features.values())
