@@ -3,6 +3,8 @@ has not approved the protocol, a site too small to take part, and a manifest wit
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -133,3 +135,19 @@ def test_external_site_validates_only_the_final_model_and_never_trains(transport
     external = [f for f in result.folds if f.heldout_site == "R01-other"][0]
     assert external.training_sites == ["AMC", "R01-GE-CE0", "R01-GE-CE1"]
     assert external.before.auc is not None
+
+
+def test_manifest_site_extracts_features_in_the_handshake(tmp_path):
+    """A site joining with a manifest: images → IBSI features (cached in the work folder) → counts and schema."""
+    from coordinator.demo.cohort import generate_cohort
+    from protocols import load_protocol, protocol_id
+
+    manifests = generate_cohort(tmp_path / "cohort", sites=2, cases_per_site=14, progress=lambda s: None)
+    p = load_protocol(Path(__file__).resolve().parents[2] / "protocols" / "examples" / "demo_study.yaml")
+    pid = protocol_id(p)
+    ctx = SiteContext("site_a", p, pid, {pid}, manifests[0], "manifest", tmp_path / "work")
+    reply = handle("handshake", {"protocol_id": pid, "phase": "handshake"}, ctx)
+    assert reply["eligible"] is True and reply["n"] == 14
+    assert p.validation.volume_feature in reply["features"] and len(reply["model_features"]) > 10
+    assert list((tmp_path / "work").glob("study/*/extracted_features.parquet"))
+    assert all(14 not in v.shape for v in reply.values() if isinstance(v, np.ndarray))
