@@ -3,8 +3,7 @@
 ``write_report(run_id, out_dir, tracking_uri)`` reads the parent run logged by :func:`coordinator.tracking.log_study`
 (params, tags, ``summary/study.json``, figures of the parent and its fold runs) and writes ``report.html``
 (figures inline as base64 PNG) and ``report.md``, following the TRIPOD+AI items for external validation, then
-attaches both to the parent run under ``report/``. The lead wires this as ``coordinator report RUN_ID
-[--mlflow-uri URI]``.
+attaches both to the parent run under ``report/``. Command line: ``coordinator report RUN_ID [--mlflow-uri URI]``.
 """
 
 from __future__ import annotations
@@ -363,28 +362,3 @@ def write_report(run_id: str, out_dir: str | os.PathLike[str], tracking_uri: str
     client.log_artifact(run_id, str(html_path), REPORT_ARTIFACT_DIR)
     client.log_artifact(run_id, str(md_path), REPORT_ARTIFACT_DIR)
     return html_path, md_path
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m coordinator.report RUN_ID [--mlflow-uri URI] [--out DIR]`` (the CLI wires the same)."""
-    import argparse
-
-    from coordinator.tracking import default_tracking_uri
-
-    ap = argparse.ArgumentParser(prog="coordinator report", description=__doc__.splitlines()[0])
-    ap.add_argument("run_id", help="the study's parent run id (shown by the study run and in the MLflow UI)")
-    ap.add_argument("--mlflow-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri("."),
-                    help="tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
-    ap.add_argument("--out", default="report", help="folder for report.html and report.md (default ./report)")
-    args = ap.parse_args(argv)
-    try:
-        html_path, md_path = write_report(args.run_id, args.out, args.mlflow_uri)
-    except ValueError as exc:
-        print(f"error: {exc}")
-        return 2
-    print(f"wrote {html_path} and {md_path}; attached to run {args.run_id} under {REPORT_ARTIFACT_DIR}/")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
