@@ -28,3 +28,4 @@ from coordinator.commands import register_site as _register_site  # noqa: E402,F
 from coordinator.commands import run as _run  # noqa: E402,F401
 from coordinator.commands import status as _status  # noqa: E402,F401
 from coordinator.commands import simulate as _simulate  # noqa: E402,F401
+from coordinator.commands import report as _report  # noqa: E402,F401
