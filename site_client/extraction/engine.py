@@ -13,6 +13,7 @@ from site_client.extraction import intensity, matrices, morphology, texture_feat
 from site_client.extraction.preprocess import Volume, discretise, prepare_volume
 from site_client.imaging.errors import CaseInputError
 
+# Protocol family -> IBSI tag prefix of its feature columns.
 FAMILY_PREFIX = {
     "morphology": "morph",
     "local_intensity": "loc",
@@ -26,7 +27,6 @@ FAMILY_PREFIX = {
     "ngtdm": "ngt",
     "ngldm": "ngl",
 }
-DIRECTIONAL = {"glcm", "glrlm"}
 # Ng x Ng x 13 co-occurrence matrices: 1000 levels are ~100 MB per copy (bounded memory per worker).
 MAX_GREY_LEVELS = 1000
 
@@ -49,7 +49,7 @@ def as_3d(image: sitk.Image, mask: sitk.Image, extraction: Extraction) -> tuple[
 
 
 def _average(items: list[matrices.Item], compute: Callable[[matrices.Item], dict[str, float]]) -> dict[str, float]:
-    """Mean of each feature over the items (IBSI feature aggregation); NaN when there is no item."""
+    """Mean of each feature over the items (IBSI feature aggregation); empty when there is no item."""
     if not items:
         return {}
     rows = [compute(item) for item in items]
