@@ -214,14 +214,16 @@ def extract_cohort(
                 for task in tasks:
                     record(*_run_case(task, protocol, identifier, cache_folder))
             else:
-                broken: list[_Task] = []
-                for future in as_completed(futures):
-                    try:
-                        record(*future.result())
-                    except BrokenProcessPool:
-                        broken.append(futures[future])
+                broken = _collect(futures, record)
                 pool.shutdown()
-                # A worker died (killed for memory, crash in C code): rerun those cases one at a time.
+                # A worker died (killed for memory, crash in C code): every unfinished case of that pool fails
+                # with it. Retry them in one fresh pool, then whatever breaks again one at a time, so that only
+                # the culprit fails.
+                if broken:
+                    with _executor(min(workers, len(broken))) as retry:
+                        broken = _collect(
+                            {retry.submit(_run_case, t, protocol, identifier, cache_folder): t for t in broken}, record
+                        )
                 for task in broken:
                     with _executor(1) as single:
                         try:
@@ -248,6 +250,17 @@ def extract_cohort(
     write_table_atomic(frame, out_path)
     errors_path = _write_errors(out_path, failed, by_id)
     return ExtractionResult(out_path, len(rows), failed, skipped, errors_path, time.perf_counter() - start, peak_rss)
+
+
+def _collect(futures: dict[Future, _Task], record) -> list[_Task]:
+    """Record every finished case; return the tasks lost to a broken pool."""
+    broken: list[_Task] = []
+    for future in as_completed(futures):
+        try:
+            record(*future.result())
+        except BrokenProcessPool:
+            broken.append(futures[future])
+    return broken
 
 
 def _feature_names(feature_dicts: list[dict[str, float]]) -> list[str]:
