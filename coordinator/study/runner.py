@@ -22,9 +22,10 @@ from coordinator.study.transport import Session, StudyFailed, Transport
 from coordinator.validation.combine import combine_aggregates
 from coordinator.validation.conformal import conformal_stats
 from coordinator.validation.correlation import pearson_from_sums
-from coordinator.validation.results import FinalModel, FoldResult, ModelWeights, SiteInfo, StudyResult
+from coordinator.validation.results import (FinalModel, FoldResult, HarmonisationDiagnostics, ModelWeights, SiteInfo,
+                                            StudyResult)
 from coordinator.validation.study import add_meta_analyses, complete_fold
-from harmonisation.diagnostics import batch_effect_table, pooled_batch_moments
+from harmonisation.diagnostics import batch_effect_table, pool_moments, pooled_batch_moments
 from protocols.models import ALL_SITES, model_key
 from protocols.payload import check_site_name
 from protocols.schema import Protocol
@@ -61,7 +62,9 @@ def _harmonise(protocol: Protocol, session: Session, hs: HandshakeResult) -> tup
         session.progress("a site dropped during harmonisation; refitting ComBat without it")
 
 
-def _combat_diagnostics(hs: HandshakeResult, harm: HarmonisationResult) -> dict[str, dict]:
+def _combat_diagnostics(hs: HandshakeResult, harm: HarmonisationResult, after: dict[str, dict[str, dict]]) -> dict[str, dict]:
+    """Per fold: excluded features, batch sizes, cond(XᵀX), ANOVA of batch effects before ComBat, and the
+    per-site after-harmonisation moments the sites sent (training sites of the final model, held-out sites)."""
     out = {}
     for fold, model in harm.models.items():
         plan = harm.plans[fold]
@@ -73,7 +76,25 @@ def _combat_diagnostics(hs: HandshakeResult, harm: HarmonisationResult) -> dict[
             "batch_sizes": {b: int(n) for b, n in zip(model.batches, model.batch_n)},
             "condition_number": model.condition_number,
             "batch_effect_before": batch_effect_table(model.features, before),
+            "after_moments": after.get(fold, {}),
         }
+    return out
+
+
+def _site_diagnostics(hs: HandshakeResult, after: dict[str, dict[str, dict]]) -> list[HarmonisationDiagnostics]:
+    """Per site, every feature's mean and SD before (handshake) and after harmonisation for the final model
+    (each site's own batches pooled). Held-out sites of LOSO folds are in ``StudyOutcome.combat_diagnostics``."""
+    out = []
+    for site, diag in sorted(after.get(ALL_SITES, {}).items()):
+        rows = []
+        for moments in (hs.schemas[site], diag):
+            n = [int(v) for v in np.asarray(moments["batch_n"])]
+            parts = [(n[i], np.asarray(moments["mean"][i], dtype=float), np.asarray(moments["var"][i], dtype=float) * max(n[i] - 1, 0))
+                     for i in range(len(n))]
+            total, mean, m2 = pool_moments(parts)
+            rows.append((mean, np.sqrt(m2 / max(total - 1, 1))))
+        (mb, sb), (ma, sa) = rows
+        out.append(HarmonisationDiagnostics(site, list(hs.features), mb.tolist(), ma.tolist(), sb.tolist(), sa.tolist()))
     return out
 
 
@@ -172,11 +193,12 @@ def run_study(protocol: Protocol, protocol_id: str, transport: Transport,
             correlations = pearson_from_sums(combine_aggregates(fv), hs.model_features)
         except ValueError as exc:
             notes.append(f"feature-volume correlation: {exc}")
+        harmonisation_diag = _site_diagnostics(hs, training.diagnostics) if variant == "harmonised" else []
         study = StudyResult(
             study_name=protocol.study.name, protocol=protocol.model_dump(mode="json"), protocol_id=protocol_id,
             sites=site_info, folds=folds, alpha=v.conformal_alpha, k_min_cell=protocol.privacy.min_cell_count,
             pooled=pooled(before_rad, v.decision_threshold), pooled_baseline=pooled(before_vol, v.decision_threshold, "pooled baseline"),
-            feature_volume=correlations, final_model=final, notes=list(notes),
+            feature_volume=correlations, harmonisation=harmonisation_diag, final_model=final, notes=list(notes),
         )
         results[variant] = add_meta_analyses(study)
 
@@ -194,5 +216,5 @@ def run_study(protocol: Protocol, protocol_id: str, transport: Transport,
         bytes_received=dict(session.bytes_received), training_history=training.history,
         final_weights=training.weights, standardisation=std, features_all=list(hs.features),
         combat_models=dict(harm.models) if harm else {},
-        combat_diagnostics=_combat_diagnostics(hs, harm) if harm else {}, apparent=apparent, notes=notes,
+        combat_diagnostics=_combat_diagnostics(hs, harm, training.diagnostics) if harm else {}, apparent=apparent, notes=notes,
     )

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from protocols.models import init_params, model_spec, params_from_payload, params_to_payload, parse_model_key, weighted_average
-from protocols.payload import Payload
+from protocols.payload import Payload, prefixes, unnest
 from protocols.schema import Protocol
 from coordinator.study.design import StudyDesign
 from coordinator.study.transport import Session
@@ -24,6 +24,7 @@ class TrainingResult:
     weights: dict[str, list[np.ndarray]] = field(default_factory=dict)
     history: dict[str, list[float]] = field(default_factory=dict)        # model → loss per round
     trained_by: dict[str, dict[int, list[str]]] = field(default_factory=dict)  # model → round → sites
+    diagnostics: dict[str, dict[str, dict]] = field(default_factory=dict)  # fold → site → after-ComBat moments
 
 
 def initial_weights(protocol: Protocol, design: StudyDesign, n_model_features: int) -> dict[str, list[np.ndarray]]:
@@ -64,6 +65,10 @@ def run_training(
         replies = session.exchange("train", requests)
         for site in sorted(before - set(session.active)):
             design = on_drop(site)
+        if round_no == 1:
+            for site, reply in replies.items():
+                for fold in prefixes(reply, "diag"):
+                    result.diagnostics.setdefault(fold, {})[site] = unnest(reply, f"diag/{fold}")
         for model in design.all_models():
             fold, _, _ = parse_model_key(model)
             updates, losses = [], []

@@ -16,9 +16,12 @@ import numpy as np
 
 from harmonisation import apply_to_heldout_site
 from harmonisation.design import prepare_site
+from harmonisation.diagnostics import site_diagnostics
 from harmonisation.local_adjust import local_adjust
 from harmonisation.model import ComBatModel
+from harmonisation.schema import batch_labels
 from harmonisation.site_stats import site_round1, site_round2
+from protocols.models import ALL_SITES
 from protocols.payload import Payload, nest, prefixes, unnest
 from site_client.study.cohort import Cohort
 from site_client.study.context import SiteContext, SiteStudyError
@@ -59,10 +62,12 @@ def handle_round2(payload: Payload, context: SiteContext, store: SiteStore, coho
     return reply
 
 
-def finalise(payload: Payload, context: SiteContext, store: SiteStore, cohort: Cohort) -> list[str]:
+def finalise(payload: Payload, context: SiteContext, store: SiteStore, cohort: Cohort) -> tuple[list[str], Payload]:
     """Harmonise this site's data for every fold (with the broadcast σ̂²) and store the standardisation.
 
-    Returns the warnings raised by harmonisation (e.g. a small held-out site), for the site's log.
+    Returns the warnings raised by harmonisation (e.g. a small held-out site), for the site's log, and the
+    after-harmonisation diagnostics (per local batch: n, mean, variance of every feature; the same aggregates
+    as the handshake schema) for the final model's fold and the folds this site is held out of.
     """
     site = context.site_name
     train_folds = set(payload.get("train_folds", []))
@@ -101,7 +106,13 @@ def finalise(payload: Payload, context: SiteContext, store: SiteStore, cohort: C
     if not arrays:
         raise SiteStudyError(f"site {site}: the first training message carried no standardisation")
     store.write_arrays(MATRICES, arrays)
-    return notes
+    diagnostics: Payload = {}
+    labels = batch_labels(site, cohort.table, context.protocol.batch.column if context.protocol.batch.by == "column" else None)
+    for fold in sorted((heldout_folds | {ALL_SITES}) & (train_folds | heldout_folds)):
+        if f"{fold}|harmonised" in arrays:
+            diag = site_diagnostics(site, arrays[f"{fold}|harmonised"], labels)
+            diagnostics.update(nest(f"diag/{fold}", {k: diag[k] for k in ("batches", "batch_n", "mean", "var")}))
+    return notes, diagnostics
 
 
 def standardised(store: SiteStore, cohort: Cohort, fold: str, variant: str, _cache: dict | None = None) -> np.ndarray:

@@ -3,7 +3,8 @@
 Request: ``round``, ``models`` (model keys), the global parameters ``w/<model>/<i>``; in the first round also
 the fold-wise ComBat scale and standardisation (see :mod:`site_client.study.harmonise`). Reply, per model:
 ``w/<model>/<i>`` (updated parameters), ``n/<model>`` (number of training cases, the FedAvg weight) and
-``loss/<model>`` (mean loss of the updated model on the site's train part). A site never receives a model of
+``loss/<model>`` (mean loss of the updated model on the site's train part); the first reply also carries the
+after-harmonisation diagnostics ``diag/<fold>/...``. A site never receives a model of
 the fold it is held out of; it refuses one if asked.
 """
 
@@ -40,13 +41,13 @@ def design(store: SiteStore, cohort: Cohort, model: str, arrays: dict) -> np.nda
 def handle_train(payload: Payload, context: SiteContext, store: SiteStore, cohort: Cohort) -> Payload:
     site, protocol = context.site_name, context.protocol
     notes: list[str] = []
+    reply: Payload = {}
     if prefixes(payload, "std"):
-        notes = finalise(payload, context, store, cohort)
+        notes, reply = finalise(payload, context, store, cohort)
     arrays = store.read_arrays(MATRICES)
     round_no = int(payload["round"])
     config = TrainConfig.from_protocol(protocol.model)
     heldout = set(payload.get("heldout_folds", []))
-    reply: Payload = {}
     for model in payload["models"]:
         fold, _, feature_set = parse_model_key(model)
         if fold == site or fold in heldout:

@@ -149,3 +149,21 @@ def test_outcome_holds_both_variants_baseline_recalibration_and_final_model(stud
         assert final.weights.layers[0][0].shape == (1, len(outcome.features))
     extra = outcome.rounds - p.model.rounds
     assert extra == 3 + outcome.rounds_by_phase["calibrate"] + outcome.rounds_by_phase["evaluate"]
+
+
+def test_after_harmonisation_site_means_equal_pooled_neurocombat(study, nsclc_tables):
+    """The per-site feature means/SDs the sites report after ComBat (final model) = neuroCombat on all sites."""
+    p, pid, transport, outcome = study
+    features = outcome.combat_models[ALL_SITES].features
+    reference = _neurocombat(dict(sorted(nsclc_tables.items())), features)
+    diags = {d.site: d for d in outcome.results["harmonised"].harmonisation}
+    assert sorted(diags) == sorted(nsclc_tables)
+    for site, frame in reference.items():
+        d = diags[site]
+        idx = [d.features.index(f) for f in features]
+        values = frame[features].to_numpy(float)
+        scale = np.abs(values).max(axis=0) + 1e-12
+        np.testing.assert_allclose(np.asarray(d.mean_after)[idx] / scale, values.mean(axis=0) / scale, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(d.sd_after)[idx] / scale, values.std(axis=0, ddof=1) / scale, atol=1e-6)
+        raw = nsclc_tables[site][features].to_numpy(float)
+        np.testing.assert_allclose(np.asarray(d.mean_before)[idx], raw.mean(axis=0), rtol=1e-9)
