@@ -23,6 +23,11 @@ from site_client.flower.files import write_atomic
 # flower-supernode exit codes worth explaining to hospital IT (flwr.common.exit.ExitCode). Flower prints
 # "Exit Code: <n>" before leaving (the process status itself may be 1), so the supervisor reads its output.
 EXIT_CODE_LINE = re.compile(r"Exit Code: (\d+)")
+# After an HTTP 500 from the SuperLink (SQLite "database is locked" under load), flower-supernode 1.41
+# logs "SuperNode terminated gracefully" but its process can stay alive, serving nothing. The supervisor
+# ends such a process after HUNG_AFTER_S and restarts it.
+FINISHED_LINE = "SuperNode terminated gracefully"
+HUNG_AFTER_S = 10.0
 EXIT_HINTS = {
     305: "the SuperLink refused this SuperNode: its key is not registered with the coordinator "
     "(send your .pub file), or the TLS certificate could not be verified (check --root-certificates)",
@@ -97,15 +102,38 @@ def backoff_delays(initial_s: float = 2.0, maximum_s: float = 60.0) -> Iterator[
         delay = min(delay * 2, maximum_s)
 
 
-def _relay(child: subprocess.Popen[bytes], reported: list[int]) -> None:
-    """Copy the SuperNode's output to our stderr and note the exit code Flower prints."""
+def _relay(child: subprocess.Popen[bytes], reported: list[int], finished: threading.Event) -> None:
+    """Copy the SuperNode's output to our stderr; note the exit code Flower prints and its farewell line."""
     assert child.stdout is not None
     for raw in child.stdout:
         sys.stderr.buffer.write(raw)
         sys.stderr.buffer.flush()
-        match = EXIT_CODE_LINE.search(raw.decode(errors="replace"))
+        text = raw.decode(errors="replace")
+        match = EXIT_CODE_LINE.search(text)
         if match:
             reported.append(int(match.group(1)))
+        if FINISHED_LINE in text:
+            finished.set()
+
+
+def _wait(child: subprocess.Popen[bytes], finished: threading.Event, say: Callable[[str], None]) -> int:
+    """Wait for the SuperNode to exit; end it when it said goodbye but is still running HUNG_AFTER_S later."""
+    while True:
+        try:
+            return child.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            pass
+        if finished.is_set():
+            try:
+                return child.wait(timeout=HUNG_AFTER_S)
+            except subprocess.TimeoutExpired:
+                say(f"SuperNode reported termination but is still running after {HUNG_AFTER_S:.0f} s; stopping it")
+                child.terminate()
+                try:
+                    return child.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    return child.wait()
 
 
 def supervise(
@@ -142,9 +170,10 @@ def supervise(
             child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             say(f"SuperNode started (pid {child.pid})")
             reported: list[int] = []
-            reader = threading.Thread(target=_relay, args=(child, reported), daemon=True)
+            finished = threading.Event()
+            reader = threading.Thread(target=_relay, args=(child, reported, finished), daemon=True)
             reader.start()
-            code = child.wait()
+            code = _wait(child, finished, say)
             reader.join(timeout=5)
             if reported:
                 code = reported[-1]

@@ -159,6 +159,18 @@ def test_flower_glue_supervisor_restarts_with_backoff() -> None:
     assert time.monotonic() - started >= 0.2 + 0.4
 
 
+def test_flower_glue_supervisor_ends_a_supernode_that_hangs_after_saying_goodbye(monkeypatch: pytest.MonkeyPatch) -> None:
+    import site_client.flower.supernode as supernode
+
+    monkeypatch.setattr(supernode, "HUNG_AFTER_S", 0.5)
+    said: list[str] = []
+    started = time.monotonic()
+    hang = "import time; print('INFO: SuperNode terminated gracefully', flush=True); time.sleep(120)"
+    supervise([sys.executable, "-c", hang], env={}, say=said.append, initial_backoff_s=0.1, max_restarts=0)
+    assert time.monotonic() - started < 30
+    assert any("still running" in line and "stopping it" in line for line in said), said
+
+
 def _message(payload: dict, run_id: int = 99) -> Message:
     metadata = Metadata(run_id=run_id, message_id="m-1", src_node_id=1, dst_node_id=2, reply_to_message_id="",
                         group_id="", created_at=time.time(), ttl=600.0, message_type="query")
