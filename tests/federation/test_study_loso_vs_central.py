@@ -167,3 +167,19 @@ def test_after_harmonisation_site_means_equal_pooled_neurocombat(study, nsclc_ta
         np.testing.assert_allclose(np.asarray(d.sd_after)[idx] / scale, values.std(axis=0, ddof=1) / scale, atol=1e-6)
         raw = nsclc_tables[site][features].to_numpy(float)
         np.testing.assert_allclose(np.asarray(d.mean_before)[idx], raw.mean(axis=0), rtol=1e-9)
+
+
+def test_every_message_survives_the_flower_wire_codec(study):
+    """What the study sends and receives round-trips losslessly through the deployment's RecordDict codec."""
+    from protocols.wire import from_record, to_record
+
+    p, pid, transport, outcome = study
+    for entry in transport.log[:: max(1, len(transport.log) // 60)] + transport.log[-8:]:
+        for payload in (entry.request, entry.reply):
+            back = from_record(to_record(payload))
+            assert set(back) == set(payload), (entry.phase, entry.site)
+            for key, value in payload.items():
+                if isinstance(value, np.ndarray):
+                    assert back[key].dtype == value.dtype and np.array_equal(back[key], value), (entry.phase, key)
+                else:
+                    assert back[key] == value, (entry.phase, key)
