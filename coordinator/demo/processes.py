@@ -10,6 +10,7 @@ signals those groups, the sessions and every current descendant (SIGTERM, SIGKIL
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -74,8 +75,12 @@ class Processes:
     groups: set[int] = field(default_factory=set)  # process groups and sessions seen among our processes
     _logs: list[IO[bytes]] = field(default_factory=list)
 
-    def start(self, name: str, args: list[str], log: Path, env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen[bytes]:
-        """Start ``args`` in a new session, stdout and stderr appended to ``log``."""
+    def start(self, name: str, args: list[str], log: Path, env: dict[str, str], cwd: Path | None = None,
+              nice: int = 0) -> subprocess.Popen[bytes]:
+        """Start ``args`` in a new session, stdout and stderr appended to ``log``; ``nice`` > 0 lowers its CPU
+        priority and that of everything it starts (through ``nice``, when the system has it)."""
+        if nice and shutil.which("nice"):
+            args = ["nice", "-n", str(nice), *args]
         log.parent.mkdir(parents=True, exist_ok=True)
         handle = open(log, "ab")
         self._logs.append(handle)

@@ -54,6 +54,10 @@ DEMO_PROTOCOL = Path(__file__).resolve().parents[2] / "protocols" / "examples" /
 DEFAULT_WORK = Path("work/demo")
 DEFAULT_SEED = 20261123
 STUDY_TIMEOUT_S = 3600.0
+# The sites would be other machines; here their SuperNodes and ClientApps share the CPU with the SuperLink and
+# the ServerApp. Lower priority for the sites keeps the coordinator responsive: a starved SuperLink misses its
+# SQLite lock (5 s busy timeout, fixed in Flower) and declares the ServerApp dead ("No heartbeat received").
+SITE_NICENESS = 10
 
 
 class DemoFailed(RuntimeError):
@@ -274,7 +278,7 @@ class Demo:
                  "--manifest", str(manifest), "--protocol", str(protocol), "--root-certificates",
                  str(self.layout.certs / "ca.crt"), "--key", str(self.layout.keys / name), "--work-dir", str(work),
                  "--port", str(free_port()), "--max-backoff", "8"],
-                self.layout.logs / f"site-{name}.log", flower_env(work / "flwr-home"))
+                self.layout.logs / f"site-{name}.log", flower_env(work / "flwr-home"), nice=SITE_NICENESS)
             self.say(f"{name} joined with {manifest} (site-client join; log {self.layout.logs / f'site-{name}.log'})")
 
     def study(self, protocol: Path, identifier: str, tracking_uri: str) -> int:
@@ -320,7 +324,7 @@ class Demo:
                 if status.get("state") == "failed":
                     raise DemoFailed(f"the study failed: {status.get('error')}")
                 now = time.monotonic()
-                if now - last_check > 20:  # a ServerApp that crashed before writing its status
+                if now - last_check > 60:  # a ServerApp that crashed before writing its status (each check is a flwr process)
                     last_check = now
                     try:
                         runs = list_runs(home, run_id)
