@@ -151,3 +151,23 @@ def test_manifest_site_extracts_features_in_the_handshake(tmp_path):
     assert p.validation.volume_feature in reply["features"] and len(reply["model_features"]) > 10
     assert list((tmp_path / "work").glob("study/*/extracted_features.parquet"))
     assert all(14 not in v.shape for v in reply.values() if isinstance(v, np.ndarray))
+
+
+@pytest.mark.parametrize("model,recalibration", [
+    ({"type": "mlp", "hidden_sizes": [8], "optimiser": "adam", "learning_rate": 0.01, "aggregation": "fedprox",
+      "proximal_mu": 0.1, "batch_size": 16}, "temperature"),
+    ({"type": "linear_svm"}, "platt"),
+])
+def test_other_models_optimisers_and_recalibrations_run_to_the_end(transport_for, model, recalibration):
+    p, pid = _short(model={**model, "rounds": 2}, harmonisation={"combat": False},
+                    validation={"recalibration": recalibration})
+    out = run_study(p, pid, transport_for(p, pid), progress=lambda s: None)
+    result = out.results["raw"]
+    assert len(result.folds) == 4
+    for fold in result.folds:
+        assert fold.recalibration.method == recalibration
+        assert 0.0 <= fold.before.auc.auc <= 1.0
+    shapes = [w.shape for w in out.final_weights["_all/raw/radiomic"]]
+    n_in = len(out.features)
+    assert shapes == ([(8, n_in), (8,), (1, 8), (1,)] if model["type"] == "mlp" else [(1, n_in), (1,)])
+    assert out.rounds_by_phase["train"] == 2 and "combat-round1" not in out.rounds_by_phase
