@@ -167,7 +167,9 @@ def supervise(
     try:
         while not stopping:
             started = time.monotonic()
-            child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            # unbuffered: a pipe would otherwise hold the SuperNode's last lines until it exits
+            child = subprocess.Popen(command, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT)
             say(f"SuperNode started (pid {child.pid})")
             reported: list[int] = []
             finished = threading.Event()

@@ -31,7 +31,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory):
     dep = Deployment(root)
     data = write_sites(root / "data", SIZES)
     protocol = root / "study.yaml"
-    dep.protocol_id = write_protocol(protocol, rounds=2, min_sites=3, round_timeout_s=150)
+    dep.protocol_id = write_protocol(protocol, rounds=2, min_sites=3, round_timeout_s=300)
     dep.protocol = protocol
     try:
         dep.start_superlink()
@@ -110,7 +110,7 @@ def test_audit_log_shows_no_case_level_array_and_no_patient_id(deployment: Deplo
 
 def test_site_that_has_not_approved_refuses_and_the_study_fails_naming_it(deployment: Deployment) -> None:
     other = deployment.root / "study-v2.yaml"
-    other_id = write_protocol(other, rounds=2, min_sites=3, version="2", round_timeout_s=150)
+    other_id = write_protocol(other, rounds=2, min_sites=3, version="2", round_timeout_s=300)
     for name in ("site-a", "site-b"):
         deployment.approve(name, other)
     for name in ("site-a", "site-b", "site-c"):  # every site runs the v2 file; site-c never approved it
@@ -129,7 +129,7 @@ def test_site_that_has_not_approved_refuses_and_the_study_fails_naming_it(deploy
 
 def test_site_killed_in_training_below_min_sites_fails_clearly(deployment: Deployment) -> None:
     strict = deployment.root / "study-4.yaml"
-    write_protocol(strict, rounds=2, min_sites=4, version="4", round_timeout_s=150)
+    write_protocol(strict, rounds=2, min_sites=4, version="4", round_timeout_s=300)
     for name in REGISTERED:
         deployment.approve(name, strict)
         deployment.kill_site(name)
