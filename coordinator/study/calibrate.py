@@ -12,7 +12,7 @@ applied without a further round. Starting near the optimum, one or two rounds su
 
 Conformal: class-conditional split conformal on the training sites' calibration parts, score 1 − p̂ of the
 true class on the model's (not yet recalibrated) probability, q̂_y from the pooled histograms
-(``thresholds_from_histograms``). A monotone recalibration (b > 0, T > 0) maps these sets one-to-one onto
+(``thresholds_from_site_histograms``). A monotone recalibration (b > 0, T > 0) maps these sets one-to-one onto
 the sets of the recalibrated probabilities, so the thresholds are computed once, in step 0.
 """
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from coordinator.validation.combine import combine_aggregates
-from coordinator.validation.conformal import thresholds_from_histograms
+from coordinator.validation.conformal import thresholds_from_site_histograms
 from coordinator.validation.results import Recalibration
 from protocols.models import params_to_payload
 from protocols.payload import Payload, prefixes, unnest
@@ -179,9 +179,11 @@ def run_calibration(protocol: Protocol, session: Session, design: StudyDesign, w
                                 f"conformal {cls} histogram", model, out.notes)
         contributors = sorted({s for s, _ in conf["neg"]} & {s for s, _ in conf["pos"]})
         if contributors:
-            neg = combine_aggregates([a for s, a in conf["neg"] if s in contributors], contributors)
-            pos = combine_aggregates([a for s, a in conf["pos"] if s in contributors], contributors)
-            q_neg, q_pos, info = thresholds_from_histograms(neg, pos, len(contributors), alpha)
+            # Each site keeps its own (possibly small-cell-merged) edges: pooling onto common edges would
+            # coarsen every site to the worst-merged one and push the quantile towards 1.
+            q_neg, q_pos, info = thresholds_from_site_histograms(
+                [a for s, a in conf["neg"] if s in contributors], [a for s, a in conf["pos"] if s in contributors], alpha
+            )
             out.conformal[model] = (q_neg, q_pos)
             out.conformal_info[model] = {**info, "sites": contributors}
         else:
