@@ -7,8 +7,8 @@ Layout written under OUT::
     OUT/<site>/images/<case_id>.nii.gz   int16 CT-like patch around the lesion
     OUT/<site>/masks/<case_id>.nii.gz    uint8 reference segmentation (1 = lesion) on the image grid
 
-Every random draw comes from ``numpy.random.default_rng([seed, site, case, stream])``, so one case does not
-depend on how many others are generated, and the same seed gives identical voxels and byte-identical
+Every random draw comes from its own stream ``numpy.random.default_rng(stream_key(seed, ...))``, so one case
+does not depend on how many others are generated, and the same seed gives identical voxels and byte-identical
 manifests. Everything is built in a temporary folder beside OUT's sites and moved into place per site, so
 an interrupted run leaves no half-written site.
 """
@@ -30,7 +30,7 @@ import SimpleITK as sitk
 from threadpoolctl import threadpool_limits
 
 from coordinator.demo.lesions import TRUTH_SPACING_MM, draw_lesion, inside, render_truth, truth_axis
-from coordinator.demo.scanners import FIELD_OF_VIEW_MM, Scanner, acquire, scanner_for_site
+from coordinator.demo.scanners import FIELD_OF_VIEW_MM, Scanner, acquire, scanner_for_site, stream_key
 
 GENERATOR_VERSION = 1
 MIN_CASES_PER_CLASS = 5  # the demo protocol's validation.min_cases_per_class
@@ -38,7 +38,7 @@ MAX_SITES = 26
 MANIFEST_COLUMNS = ("case_id", "image", "mask", "malignant", "sex", "age")
 
 _TRUTH_AXIS = truth_axis(int(np.ceil((FIELD_OF_VIEW_MM + 2.0) / TRUTH_SPACING_MM)) + 1)
-_STREAM_LESION, _STREAM_TEXTURE, _STREAM_NOISE, _STREAM_COVARIATES, _STREAM_LABELS, _STREAM_CONTOUR = range(6)
+_STREAM_LESION, _STREAM_TEXTURE, _STREAM_NOISE, _STREAM_COVARIATES, _STREAM_CONTOUR = range(1, 6)
 
 
 class CohortError(ValueError):
@@ -101,7 +101,7 @@ def generate_case(seed: int, site_index: int, case_index: int, scanner: Scanner,
     """Draw the lesion, render it on the truth grid, acquire it with the site's scanner, segment it."""
 
     def stream(kind: int) -> np.random.Generator:
-        return np.random.default_rng([seed, site_index, case_index, kind])
+        return np.random.default_rng(stream_key(seed, "case", site_index, case_index, kind))
 
     lesion = draw_lesion(stream(_STREAM_LESION), malignant, max_radius_mm=FIELD_OF_VIEW_MM / 2.0 - 1.0)
     truth = render_truth(lesion, stream(_STREAM_TEXTURE), _TRUTH_AXIS)
@@ -116,7 +116,8 @@ def site_labels(seed: int, site_index: int, cases_per_site: int, scanner: Scanne
     """The site's exact case mix in a seeded random order."""
     malignant, benign = class_counts(cases_per_site, scanner)
     labels = np.array([True] * malignant + [False] * benign)
-    return [bool(v) for v in np.random.default_rng([seed, site_index, _STREAM_LABELS]).permutation(labels)]
+    rng = np.random.default_rng(stream_key(seed, "labels", site_index))
+    return [bool(v) for v in rng.permutation(labels)]
 
 
 def _write_volume(array: np.ndarray, scanner: Scanner, path: Path) -> None:

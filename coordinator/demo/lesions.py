@@ -9,7 +9,7 @@ around random axes v_k (a cheap stand-in for spherical harmonics of degree ≈ f
 few, weak, low-order waves (smooth, well defined); malignant ones stronger, higher-order waves (lobulated).
 
 Inside, the tissue is ``mean + texture + rim − necrosis``: texture is zero-mean Gaussian-correlated noise
-summed over length scales (one fine scale for benign, three scales up to several mm for malignant), rim
+summed over length scales (weaker, 1.5 and 3 mm, for benign; stronger, 1 to 5 mm, for malignant), rim
 is peripheral enhancement, necrosis a hypo-attenuating core with an irregular edge. The margin is a ramp
 of width ``margin_mm`` (sharp for benign, infiltrative for malignant). Every class difference is a
 distribution shift with overlap, so no single property separates the classes.
@@ -81,7 +81,7 @@ def draw_lesion(rng: np.random.Generator, malignant: bool, max_radius_mm: float)
     if malignant:
         count = int(rng.integers(3, 8))
         orders = rng.uniform(2.5, 6.0, size=count)
-        amplitude_total = float(np.clip(rng.lognormal(np.log(0.15), 0.45), 0.03, 0.45))
+        amplitude_total = float(np.clip(rng.lognormal(np.log(0.12), 0.45), 0.03, 0.45))
     else:
         count = int(rng.integers(2, 5))
         orders = rng.uniform(1.0, 3.5, size=count)
@@ -99,10 +99,10 @@ def draw_lesion(rng: np.random.Generator, malignant: bool, max_radius_mm: float)
         wave_amplitudes=amplitudes,
         margin_mm=float(rng.uniform(1.0, 2.6) if malignant else rng.uniform(0.6, 1.8)),
         mean_hu=float(rng.normal(57.0 if malignant else 62.0, 12.0)),
-        texture_sd=float(np.clip(rng.lognormal(np.log(10.5 if malignant else 7.5), 0.45), 2.0, 40.0)),
+        texture_sd=float(np.clip(rng.lognormal(np.log(12.5 if malignant else 6.0), 0.45), 2.0, 40.0)),
         texture_scales_mm=(1.0, 2.5, 5.0) if malignant else (1.5, 3.0),
         rim_hu=float(abs(rng.normal(12.0, 6.0))) if rng.random() < (0.45 if malignant else 0.20) else 0.0,
-        necrosis_radius=float(rng.uniform(0.3, 0.6)) if rng.random() < (0.40 if malignant else 0.12) else 0.0,
+        necrosis_radius=float(rng.uniform(0.3, 0.6)) if rng.random() < (0.45 if malignant else 0.12) else 0.0,
         necrosis_hu=float(rng.uniform(20.0, 45.0)),
         liver_texture_sd=float(rng.uniform(2.0, 4.0)),
     )
@@ -119,7 +119,7 @@ def surface_radius(lesion: Lesion, directions: np.ndarray) -> np.ndarray:
     """r(u) for unit direction vectors ``directions`` of shape (..., 3), in mm (float32 arithmetic)."""
     directions = directions.astype(np.float32, copy=False)
     local = directions @ lesion.rotation.astype(np.float32)  # components along the ellipsoid axes (Qᵀ u)
-    ellipsoid = 1.0 / np.sqrt(np.sum((local / lesion.axes) ** 2, axis=-1))
+    ellipsoid = 1.0 / np.sqrt(np.sum((local / lesion.axes.astype(np.float32)) ** 2, axis=-1))
     projections = directions @ lesion.wave_axes.T.astype(np.float32)  # (..., K)
     angles = projections * np.float32(np.pi) * lesion.wave_orders.astype(np.float32) + lesion.wave_phases.astype(np.float32)
     waves = np.cos(angles) @ lesion.wave_amplitudes.astype(np.float32)
@@ -148,7 +148,7 @@ def inside(lesion: Lesion, x: np.ndarray, y: np.ndarray, z: np.ndarray, bias_mm:
     """Segmentation on the grid with voxel-centre coordinates x, y, z: distance ≤ r(u) + bias + jitter·n(x).
 
     ``bias_mm`` draws the contour outside (+) or inside (−) the true surface; ``jitter_mm`` scales a
-    unit-SD noise field n (2.5 mm correlation, drawn from ``rng``) that makes the contour ragged.
+    unit-SD noise field n (3.5 mm correlation, drawn from ``rng``) that makes the contour ragged.
     """
     result = np.zeros((z.size, y.size, x.size), dtype=bool)
     region = _box(lesion, x, y, z, lesion.max_radius_mm + max(bias_mm, 0.0) + 3.0 * jitter_mm)
@@ -158,7 +158,7 @@ def inside(lesion: Lesion, x: np.ndarray, y: np.ndarray, z: np.ndarray, bias_mm:
     if jitter_mm > 0:
         if rng is None:
             raise ValueError("a contour jitter needs a random generator")
-        radius = radius + jitter_mm * correlated_noise(rng, *box_axes, 2.5)
+        radius = radius + jitter_mm * correlated_noise(rng, *box_axes, 3.5)
     result[region] = distance <= radius
     return result
 

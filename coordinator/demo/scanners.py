@@ -7,11 +7,14 @@ Acquisition of the truth image t (fine isotropic grid) at a site:
 G_psf is an anisotropic Gaussian point-spread function (reconstruction kernel in-plane, slice profile in z),
 ``resample`` trilinear interpolation onto the site's voxel grid (its own spacing), and N_kernel unit-SD white
 noise correlated in-plane by the kernel (smooth kernels give blotchy noise). Intensities are rounded to
-int16 as a CT scanner stores them. Each site also has its own case mix (share of malignant lesions).
+int16 as a CT scanner stores them. Each site also has its own contouring habit (contours drawn a little
+outside or inside the true surface, more or less ragged) and its own case mix (share of malignant lesions).
 
-The four preset sites are chosen so the scanner confounds the case mix: the low-noise, sharp-kernel site
-sees the most malignant lesions, the noisy thick-slice site the fewest. Without harmonisation a model then
-learns part of the scanner as "malignancy" and transfers badly to a held-out site.
+The four preset sites are chosen so the site effects run against the case mix: the site with the most
+malignant lesions has the least noise, the lowest contrast scale, the brightest offset and the smoothest
+contours, while within a site malignant lesions are more heterogeneous, more irregular and mostly darker.
+Pooled without harmonisation, the training sites then teach the model part of the scanner as "benign",
+and it transfers worse to a held-out site than after a per-site location/scale correction.
 """
 
 from __future__ import annotations
@@ -23,8 +26,19 @@ from scipy import ndimage
 
 from coordinator.demo.grids import apply_separable, gaussian_matrix, interpolation_matrix
 
-
 FIELD_OF_VIEW_MM = 48.0  # every image covers this cube (liver patch around the lesion)
+_NAMESPACES = {"case": 1, "labels": 2, "scanner": 3}
+
+
+def stream_key(seed: int, namespace: str, site: int, case: int = 0, kind: int = 1) -> list[int]:
+    """Entropy of one independent random stream: five words, the last never 0.
+
+    numpy's SeedSequence gives [a, b] and [a, b, 0] the same stream, so every key has the same length and a
+    non-zero last word, and each use (cases, a site's label order, a drawn scanner) has its own namespace.
+    """
+    if kind < 1:
+        raise ValueError(f"stream kind must be >= 1, got {kind}")
+    return [seed, _NAMESPACES[namespace], site, case, kind]
 
 
 @dataclass(frozen=True)
@@ -59,17 +73,17 @@ class Scanner:
 
 PRESET_SCANNERS: tuple[Scanner, ...] = (
     Scanner("tertiary centre, recent scanner, sharp kernel, thin slices",
-            spacing_mm=(0.75, 0.75, 1.0), psf_sigma_mm=(0.45, 0.45, 0.5), noise_sd=9.0, noise_correlation_mm=0.3,
-            offset=25.0, scale=0.86, contour_bias_mm=-0.4, contour_jitter_mm=0.2, malignant_fraction=0.60),
+            spacing_mm=(0.75, 0.75, 1.0), psf_sigma_mm=(0.45, 0.45, 0.5), noise_sd=8.0, noise_correlation_mm=0.3,
+            offset=30.0, scale=0.85, contour_bias_mm=-0.5, contour_jitter_mm=0.2, malignant_fraction=0.60),
     Scanner("district hospital, older scanner, smooth kernel, thick slices",
             spacing_mm=(0.9, 0.9, 2.5), psf_sigma_mm=(0.9, 0.9, 1.2), noise_sd=18.0, noise_correlation_mm=0.9,
-            offset=-15.0, scale=1.12, contour_bias_mm=0.5, contour_jitter_mm=0.8, malignant_fraction=0.35),
+            offset=-15.0, scale=1.12, contour_bias_mm=0.6, contour_jitter_mm=0.9, malignant_fraction=0.35),
     Scanner("university hospital, other vendor, standard kernel",
             spacing_mm=(0.8, 0.8, 1.5), psf_sigma_mm=(0.65, 0.65, 0.8), noise_sd=13.0, noise_correlation_mm=0.6,
             offset=10.0, scale=0.95, contour_bias_mm=0.0, contour_jitter_mm=0.5, malignant_fraction=0.50),
     Scanner("private clinic, low-dose protocol, thick slices",
-            spacing_mm=(1.0, 1.0, 3.0), psf_sigma_mm=(1.0, 1.0, 1.5), noise_sd=24.0, noise_correlation_mm=0.7,
-            offset=-28.0, scale=1.20, contour_bias_mm=0.8, contour_jitter_mm=1.1, malignant_fraction=0.30),
+            spacing_mm=(1.0, 1.0, 3.0), psf_sigma_mm=(1.0, 1.0, 1.5), noise_sd=26.0, noise_correlation_mm=0.7,
+            offset=-30.0, scale=1.25, contour_bias_mm=1.0, contour_jitter_mm=1.2, malignant_fraction=0.30),
 )
 
 
@@ -96,7 +110,7 @@ def scanner_for_site(index: int, seed: int) -> Scanner:
     """Preset scanner for the first sites, a seeded random one after them."""
     if index < len(PRESET_SCANNERS):
         return PRESET_SCANNERS[index]
-    return draw_scanner(np.random.default_rng([seed, 7, index]))
+    return draw_scanner(np.random.default_rng(stream_key(seed, "scanner", index)))
 
 
 def acquire(truth: np.ndarray, truth_axis: np.ndarray, scanner: Scanner, rng: np.random.Generator) -> np.ndarray:
