@@ -483,7 +483,7 @@ def log_outcome(outcome: Any, tracking_uri: str) -> LoggedStudy:
     for variant in variants[1:]:
         other = outcome.results[variant]
         for fold in other.folds:
-            run_id = logged.fold_ids.get(fold.heldout_site)
+            run_id = logged.fold_run_ids.get(fold.heldout_site)
             if run_id is not None:
                 _batch(client, run_id, metrics={f"{variant}_{k}": v for k, v in fold_values(fold).items()})
         _batch(client, logged.parent_run_id, metrics=site_metric_values(other.pooled, f"{variant}_pooled_"))
