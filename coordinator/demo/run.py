@@ -362,7 +362,7 @@ class Demo:
                            "AUC 95% CI: DeLong, from the sites' binned score histograms.", style="dim")
         line = verdict(results)
         if line:
-            self.console.print(line, style="bold")
+            self.console.print(line, style="bold", soft_wrap=True)
         self.console.print(f"MLflow: experiment {experiment!r}, study run {results.parent_run_id}"
                            + (f", registered model {results.registered_model}" if results.registered_model else ""))
         self.console.print(f"report: {html}")
