@@ -47,7 +47,7 @@ def run(
         raise typer.Exit(follow_run(home, state_dir, run_id))
 
 
-def follow_run(home: Path, state_dir: Path, run_id: int, poll_s: float = 2.0) -> int:
+def follow_run(home: Path, state_dir: Path, run_id: int, poll_s: float = 5.0) -> int:
     """Print new progress lines until Flower reports the run finished; 0 when it completed."""
     shown = 0
     path = status_path(runs_dir(state_dir), run_id)

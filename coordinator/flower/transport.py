@@ -16,7 +16,7 @@ from flwr.serverapp import Grid
 from protocols.wire import from_record, payload_nbytes, to_record
 
 IDENTIFY = "identify"  # answered by the site's glue with its node_config site-name
-POLL_S = 1.0
+POLL_S = 2.0  # gentle on the SuperLink's SQLite state (it answers "database is locked" under load)
 RETRIES = 6  # SuperLink calls that fail (HTTP 5xx under load, a restart) are retried this often, 5 s apart
 
 
