@@ -47,7 +47,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory):
         yield dep
     finally:
         dep.close()
-        time.sleep(1)
+        deadline = time.monotonic() + 30  # a ServerApp given SIGTERM takes a few seconds to go
+        while process_groups_alive(dep.pgids) and time.monotonic() < deadline:
+            time.sleep(1)
         left = process_groups_alive(dep.pgids)
         assert not left, f"processes left after teardown: {left}"
 
