@@ -1,4 +1,8 @@
-"""Environment for every Flower process a site starts: no phone-home, no runtime installs, private FLWR_HOME."""
+"""Environment for every Flower process fedradval starts, at a site or at the coordinator.
+
+No phone-home (telemetry, update checks), no run-time dependency installation, a private FLWR_HOME.
+Shared by both sides so the switches cannot drift apart.
+"""
 
 from __future__ import annotations
 
