@@ -19,8 +19,11 @@ def demo(
     seed: int = typer.Option(DEFAULT_SEED, "--seed", help="Random seed of the synthetic cohort."),
     rounds: int | None = typer.Option(None, "--rounds", help="Federated training rounds (default: the demo protocol's, 20)."),
 ) -> None:
-    """Generate a synthetic cohort, start a SuperLink and one SuperNode per site on loopback (TLS, site keys),
-    run the whole study, print the held-out-site table read back from MLflow, stop everything."""
+    """Run a whole demo study on this machine: synthetic cohort, real SuperLink and SuperNodes, table, report.
+
+    Generates the cohort, starts a SuperLink and one SuperNode per site on loopback (TLS, site keys), runs the
+    whole study, prints the held-out-site table read back from MLflow, and stops everything it started.
+    """
     from rich.console import Console
 
     console = Console(width=None if sys.stdout.isatty() else 130)
