@@ -5,7 +5,7 @@ Steps (work folder, default ``work/demo``):
 1. the seeded synthetic cohort (``cohort/``, reused when it was generated with the same settings);
 2. the study protocol (``protocol.yaml``: ``protocols/examples/demo_study.yaml``, ``--rounds`` applied);
    a demo CA and SuperLink certificate (``coordinator/certs``), one SuperNode key pair per site (``keys/``);
-3. a SuperLink with TLS, SuperNode authentication and its database in ``coordinator/superlink.db`` on a free
+3. a SuperLink with TLS, SuperNode authentication and its state in memory (no SQLite lock time-outs) on a free
    loopback port; each site's public key registered; each site approves the protocol and joins with its
    manifest (``site-client keygen / approve / join``, one SuperNode per site, state in ``sites/<site>``):
    feature extraction runs at the sites, inside the study;
@@ -234,7 +234,7 @@ class Demo:
         self.port = free_port()
         state = self.layout.coordinator
         self.processes.start("superlink", [str(self.bin / "coordinator"), "start", "--state-dir", str(state),
-                                           "--port", str(self.port)],
+                                           "--port", str(self.port), "--in-memory"],
                              self.layout.logs / "superlink.log", flower_env(flwr_home(state)))
 
     def wait_superlink(self, timeout_s: float = 180.0) -> None:
@@ -251,8 +251,8 @@ class Demo:
                         raise DemoFailed(f"the SuperLink did not answer within {timeout_s:.0f} s; "
                                          f"log {self.layout.logs / 'superlink.log'}") from None
                     time.sleep(0.5)
-        self.say(f"SuperLink on 127.0.0.1:{self.port} (TLS, SuperNode authentication), database "
-                 f"{self.layout.coordinator / 'superlink.db'}, log {self.layout.logs / 'superlink.log'}")
+        self.say(f"SuperLink on 127.0.0.1:{self.port} (TLS, SuperNode authentication), state in memory, "
+                 f"log {self.layout.logs / 'superlink.log'}")
 
     def sites(self, protocol: Path, manifests: list[Path]) -> None:
         self.step(3, "sites: keys registered with the SuperLink, one SuperNode per site joins with its manifest")

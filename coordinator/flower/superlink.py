@@ -15,17 +15,20 @@ INSECURE_WARNING = (
 
 def superlink_command(
     executable: str,
-    database: Path,
+    database: Path | None,
     certs: Path | None,
     insecure: bool,
     host: str = "127.0.0.1",
     port: int = 8000,
 ) -> list[str]:
-    """Arguments for ``flower-superlink``; TLS + ``--enable-supernode-auth`` unless ``insecure``."""
+    """Arguments for ``flower-superlink``; TLS + ``--enable-supernode-auth`` unless ``insecure``.
+
+    ``database=None`` keeps Flower's state in memory: nothing survives a restart, but no SQLite lock can time
+    out under load (Flower 1.41 gives up after a fixed 5 s), which suits one-machine demos.
+    """
     command = [
         executable,
-        "--database",
-        str(database),
+        *(["--database", str(database)] if database is not None else []),
         "--disable-runtime-dependency-installation",
         "--host",
         host,

@@ -135,6 +135,8 @@ def test_flower_glue_superlink_command_secure_by_default(tmp_path: Path) -> None
     assert "--disable-runtime-dependency-installation" in secure and "--database" in secure
     plain = superlink_command("flower-superlink", tmp_path / "db", None, insecure=True)
     assert "--insecure" in plain and "--enable-supernode-auth" not in plain
+    in_memory = superlink_command("flower-superlink", None, tmp_path, insecure=False)
+    assert "--database" not in in_memory and "--enable-supernode-auth" in in_memory and "--ssl-keyfile" in in_memory
 
 
 def test_flower_glue_node_config_is_quoted_toml(tmp_path: Path) -> None:
