@@ -12,11 +12,19 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+
+
+def free_port() -> int:
+    """A TCP port on loopback that is free right now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def process_table() -> dict[int, tuple[str, int, int, int]]:

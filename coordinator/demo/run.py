@@ -38,7 +38,7 @@ import yaml
 from rich.console import Console
 
 from coordinator.demo.cohort import CohortError, generate_cohort, site_names, validate_arguments
-from coordinator.demo.processes import Processes
+from coordinator.demo.processes import Processes, free_port
 from coordinator.demo.results import ResultsNotFound, read_results, results_table, verdict
 from coordinator.flower.certs import create_certificates
 from protocols.runtime_env import flower_env
@@ -103,14 +103,6 @@ class Layout:
         for folder in (self.coordinator, self.keys, self.sites, self.logs, self.report):
             if folder.exists():
                 shutil.rmtree(folder)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_demo_protocol(target: Path, rounds: int | None) -> Path:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,37 +24,17 @@ from coordinator.flower.state import flwr_home, runs_dir
 from coordinator.flower.status import read_status, status_path
 from protocols import load_protocol, protocol_id
 from site_client.flower.approvals import approve
+from coordinator.demo.processes import free_port, process_table
 from site_client.flower.keys import generate_keypair
 from site_client.flower.state import approvals_path
 
 BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _processes() -> dict[int, tuple[str, int, int, int]]:
-    """pid -> (state, ppid, pgid, session id) of every process."""
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        table[int(entry.name)] = (fields[0], int(fields[1]), int(fields[2]), int(fields[3]))
-    return table
-
-
 def descendants(root: int) -> set[int]:
     """Every live descendant of ``root`` (Flower's SuperExec starts its own session, so process groups
     alone miss the ServerApp / ClientApp processes)."""
-    table = _processes()
+    table = process_table()
     found, frontier = set(), {root}
     while frontier:
         children = {pid for pid, (_, ppid, _, _) in table.items() if ppid in frontier and pid not in found}
@@ -67,7 +46,7 @@ def descendants(root: int) -> set[int]:
 def process_groups_alive(groups: set[int]) -> list[str]:
     """'pid cmdline' of every live (non-zombie) process whose process group or session is in ``groups``."""
     alive = []
-    for pid, (state, _, pgid, sid) in _processes().items():
+    for pid, (state, _, pgid, sid) in process_table().items():
         if state != "Z" and (pgid in groups or sid in groups):
             try:
                 command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -114,7 +93,7 @@ class Deployment:
 
     def track(self, proc: subprocess.Popen[bytes]) -> None:
         """Remember the process groups / sessions of ``proc``'s current descendants for the leftover check."""
-        table = _processes()
+        table = process_table()
         for pid in descendants(proc.pid):
             if pid in table:
                 self.pgids.add(table[pid][2])
@@ -277,7 +256,7 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
         time.sleep(0.3)
     if process_groups_alive({proc.pid}):
         os.killpg(proc.pid, signal.SIGKILL)
-    table = _processes()
+    table = process_table()
     for pid in tree:
         if pid in table and table[pid][0] != "Z":
             try:
