@@ -44,18 +44,8 @@ def auc_from_histograms(h_neg: object, h_pos: object, level: float = 0.95) -> AU
     v10 = (c_neg_before + 0.5 * hn) / n_neg
     v01 = (n_pos - c_pos + 0.5 * hp) / n_pos
     auc = float(np.sum(hp * v10) / n_pos)
-    s10 = float(np.sum(hp * (v10 - auc) ** 2) / (n_pos - 1))
-    s01 = float(np.sum(hn * (v01 - auc) ** 2) / (n_neg - 1))
-    se = math.sqrt(s10 / n_pos + s01 / n_neg)
-    z = float(stats.norm.ppf(0.5 + level / 2))
-    if 0 < auc < 1:
-        lg = math.log(auc / (1 - auc))
-        half = z * se / (auc * (1 - auc))
-        lo, hi = 1 / (1 + math.exp(-(lg - half))), 1 / (1 + math.exp(-(lg + half)))
-    else:  # perfect separation: logit undefined, report the degenerate interval
-        lo = hi = auc
     bound = float(0.5 * np.sum(hp * hn) / (n_pos * n_neg))
-    return AUCEstimate(auc=auc, se=se, ci_low=lo, ci_high=hi, binning_bound=bound, n_pos=int(n_pos), n_neg=int(n_neg))
+    return _estimate(auc, v10, v01, hp, hn, bound, level)
 
 
 def _delong(psi: np.ndarray, hp: np.ndarray, hn: np.ndarray, overlap: np.ndarray, level: float) -> AUCEstimate:
@@ -66,6 +56,15 @@ def _delong(psi: np.ndarray, hp: np.ndarray, hn: np.ndarray, overlap: np.ndarray
     v10 = psi @ hn / n_neg
     v01 = hp @ psi / n_pos
     auc = float(hp @ v10 / n_pos)
+    bound = float(0.5 * (hp @ overlap @ hn) / (n_pos * n_neg))
+    return _estimate(auc, v10, v01, hp, hn, bound, level)
+
+
+def _estimate(
+    auc: float, v10: np.ndarray, v01: np.ndarray, hp: np.ndarray, hn: np.ndarray, bound: float, level: float
+) -> AUCEstimate:
+    """DeLong SE from the placement values, Var = S10/n+ + S01/n-, and the CI on the logit scale."""
+    n_pos, n_neg = hp.sum(), hn.sum()
     s10 = float(np.sum(hp * (v10 - auc) ** 2) / (n_pos - 1))
     s01 = float(np.sum(hn * (v01 - auc) ** 2) / (n_neg - 1))
     se = math.sqrt(s10 / n_pos + s01 / n_neg)
@@ -74,9 +73,8 @@ def _delong(psi: np.ndarray, hp: np.ndarray, hn: np.ndarray, overlap: np.ndarray
         lg = math.log(auc / (1 - auc))
         half = z * se / (auc * (1 - auc))
         lo, hi = 1 / (1 + math.exp(-(lg - half))), 1 / (1 + math.exp(-(lg + half)))
-    else:
+    else:  # perfect separation: logit undefined, report the degenerate interval
         lo = hi = auc
-    bound = float(0.5 * (hp @ overlap @ hn) / (n_pos * n_neg))
     return AUCEstimate(auc=auc, se=se, ci_low=lo, ci_high=hi, binning_bound=bound, n_pos=int(n_pos), n_neg=int(n_neg))
 
 
