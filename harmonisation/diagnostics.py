@@ -97,26 +97,41 @@ def batch_summary_table(features: Sequence[str], before: dict, after: dict | Non
     return pd.concat(rows, ignore_index=True)
 
 
-def pooled_batch_moments(messages: Sequence[dict], batches: Sequence[str],
-                         feature_index: np.ndarray | None = None) -> dict:
-    """Hub side: pool per-(site, batch) moments from ``schema``/``diagnostics`` messages by batch."""
+def _batch_part(msg: dict, k: int, feature_index: np.ndarray | None) -> tuple[int, np.ndarray, np.ndarray]:
+    """(n, mean, sum of squared deviations) of batch ``k`` in one site's message, optionally for some features."""
+    n_k = int(msg["batch_n"][k])
+    mean, var = msg["mean"][k], msg["var"][k]
+    if feature_index is not None:
+        mean, var = mean[feature_index], var[feature_index]
+    return n_k, mean, var * max(n_k - 1, 0)
+
+
+def _grouped_moments(groups: list[str], parts_per_group: list[list[tuple]]) -> dict:
+    """Pool each group's parts into (n, mean, var with ddof 1; zeros for a one-sample group)."""
     out_n, out_mean, out_var = [], [], []
-    for b in batches:
-        parts = []
-        for msg in messages:
-            if b in msg["batches"]:
-                k = list(msg["batches"]).index(b)
-                n_k = int(msg["batch_n"][k])
-                mean = msg["mean"][k]
-                var = msg["var"][k]
-                if feature_index is not None:
-                    mean, var = mean[feature_index], var[feature_index]
-                parts.append((n_k, mean, var * max(n_k - 1, 0)))
+    for parts in parts_per_group:
         n, mean, m2 = pool_moments(parts)
         out_n.append(n)
         out_mean.append(mean)
         out_var.append(m2 / (n - 1) if n > 1 else np.zeros_like(mean))
-    return {"groups": list(batches), "n": np.array(out_n), "mean": np.array(out_mean), "var": np.array(out_var)}
+    return {"groups": groups, "n": np.array(out_n), "mean": np.array(out_mean), "var": np.array(out_var)}
+
+
+def pooled_batch_moments(messages: Sequence[dict], batches: Sequence[str],
+                         feature_index: np.ndarray | None = None) -> dict:
+    """Hub side: pool per-(site, batch) moments from ``schema``/``diagnostics`` messages by batch."""
+    parts = [
+        [_batch_part(msg, list(msg["batches"]).index(b), feature_index) for msg in messages if b in msg["batches"]]
+        for b in batches
+    ]
+    return _grouped_moments(list(batches), parts)
+
+
+def pooled_site_moments(messages: Sequence[dict], feature_index: np.ndarray | None = None) -> dict:
+    """Hub side: per-site moments (all of a site's batches pooled) from ``schema``/``diagnostics``
+    messages; groups are the site names."""
+    parts = [[_batch_part(msg, k, feature_index) for k in range(len(msg["batches"]))] for msg in messages]
+    return _grouped_moments([m["site"] for m in messages], parts)
 
 
 def pooled_site_moments(messages: Sequence[dict], feature_index: np.ndarray | None = None) -> dict:
