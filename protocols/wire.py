@@ -1,13 +1,20 @@
 """Payload <-> Flower RecordDict, losslessly (the contract's wire format, shared by both sides).
 
 A Payload is a flat ``dict[str, ndarray | int | float | str | bool | list[...]]``. On the wire it becomes one
-``ArrayRecord`` named "arrays" (numpy arrays, dtype and shape kept, float64 stays float64) and one
-``ConfigRecord`` named "config" (scalars, strings, homogeneous lists). Empty lists cannot carry their
-element type in a ConfigRecord, so their keys are listed in ``config["__empty_lists__"]``.
+``ArrayRecord`` named "arrays" holding a single byte buffer "packed" (every numpy array's bytes, concatenated)
+and one ``ConfigRecord`` named "config" (scalars, strings, homogeneous lists, plus the buffer's layout:
+``config["__array_layout__"]`` = JSON list of ``[key, dtype.str, shape]`` in buffer order; dtype and shape are
+kept exactly, float64 stays float64). Empty lists cannot carry their element type in a ConfigRecord, so their
+keys are listed in ``config["__empty_lists__"]``.
+
+Why one buffer: Flower 1.4x stores and pushes every ``Array`` of a message as its own object (one request
+through the SuperLink's state each). A calibration reply holds hundreds of small arrays; sent one by one
+they stalled a 4-site study on loopback. One buffer makes every message a handful of objects.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -18,6 +25,9 @@ Payload = dict[str, Any]
 ARRAYS = "arrays"
 CONFIG = "config"
 _EMPTY_LISTS = "__empty_lists__"
+_LAYOUT = "__array_layout__"
+_PACKED = "packed"
+_RESERVED = (_EMPTY_LISTS, _LAYOUT)
 
 
 class PayloadError(ValueError):
@@ -30,18 +40,18 @@ def _scalar_ok(value: Any) -> bool:
 
 def to_record(payload: Payload) -> RecordDict:
     """Encode a Payload; numpy scalars become Python scalars, everything else must already be wire-ready."""
-    arrays: dict[str, Array] = {}
+    arrays: dict[str, np.ndarray] = {}
     config: dict[str, Any] = {}
     empty: list[str] = []
     for key, value in payload.items():
         if not isinstance(key, str) or not key:
             raise PayloadError(f"payload key {key!r}: keys must be non-empty strings")
-        if key == _EMPTY_LISTS:
+        if key in _RESERVED:
             raise PayloadError(f"payload key {key!r} is reserved by the wire format")
         if isinstance(value, np.ndarray):
             if value.dtype == object:
                 raise PayloadError(f"payload key {key!r}: object arrays cannot travel; use a numeric dtype")
-            arrays[key] = Array(np.ascontiguousarray(value))
+            arrays[key] = value  # tobytes() below writes C order; shape (0-d too) travels in the layout
         elif isinstance(value, np.generic):
             config[key] = value.item()
         elif isinstance(value, (list, tuple)):
@@ -64,17 +74,44 @@ def to_record(payload: Payload) -> RecordDict:
             )
     if empty:
         config[_EMPTY_LISTS] = empty
-    return RecordDict({ARRAYS: ArrayRecord(arrays), CONFIG: ConfigRecord(config)})
+    packed: dict[str, Array] = {}
+    if arrays:
+        config[_LAYOUT] = json.dumps([[key, a.dtype.str, list(a.shape)] for key, a in arrays.items()])
+        buffer = b"".join(a.tobytes() for a in arrays.values())
+        packed[_PACKED] = Array(np.frombuffer(buffer, dtype=np.uint8).copy())
+    return RecordDict({ARRAYS: ArrayRecord(packed), CONFIG: ConfigRecord(config)})
+
+
+def _unpack(buffer: np.ndarray, layout: str) -> Payload:
+    """Split the packed byte buffer back into arrays, following the layout written by :func:`to_record`."""
+    raw = np.ascontiguousarray(buffer).view(np.uint8).tobytes()
+    arrays: Payload = {}
+    offset = 0
+    for key, dtype_str, shape in json.loads(layout):
+        dtype = np.dtype(dtype_str)
+        count = int(np.prod(shape, dtype=np.int64))
+        end = offset + count * dtype.itemsize
+        if end > len(raw):
+            raise PayloadError(f"packed arrays: buffer too short for key {key!r} ({len(raw)} bytes, need {end})")
+        arrays[key] = np.frombuffer(raw[offset:end], dtype=dtype).reshape(tuple(shape)).copy()
+        offset = end
+    if offset != len(raw):
+        raise PayloadError(f"packed arrays: {len(raw) - offset} trailing bytes not described by the layout")
+    return arrays
 
 
 def from_record(record: RecordDict) -> Payload:
     """Decode what :func:`to_record` produced (missing records read as empty)."""
     payload: Payload = {}
-    if ARRAYS in record.array_records:
-        for key, array in record.array_records[ARRAYS].items():
-            payload[key] = array.numpy()
-    if CONFIG in record.config_records:
-        for key, value in record.config_records[CONFIG].items():
+    config = record.config_records[CONFIG] if CONFIG in record.config_records else {}
+    if ARRAYS in record.array_records and _PACKED in record.array_records[ARRAYS]:
+        if _LAYOUT not in config:
+            raise PayloadError(f"packed arrays arrived without {_LAYOUT!r} in the config record")
+        payload.update(_unpack(record.array_records[ARRAYS][_PACKED].numpy(), str(config[_LAYOUT])))
+    if config:
+        for key, value in config.items():
+            if key == _LAYOUT:
+                continue
             if key == _EMPTY_LISTS:
                 for name in value:
                     payload[name] = []

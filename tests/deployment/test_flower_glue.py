@@ -56,6 +56,31 @@ def test_flower_glue_wire_round_trip_is_lossless() -> None:
     assert back["scalar"] == 2.5 and type(back["scalar"]) is float
 
 
+def test_flower_glue_wire_packs_every_array_into_one_flower_array() -> None:
+    """Many small arrays (a calibration reply has hundreds) must travel as one Flower object, not one each."""
+    rng = np.random.default_rng(5)
+    payload = {f"hist/{i}": rng.integers(0, 9, size=(i % 4 + 1, 3)).astype(np.int64) for i in range(700)}
+    payload["zero_d"] = np.array(3.5)
+    payload["empty"] = np.zeros((0, 4), dtype=np.float32)
+    payload["flags"] = np.array([True, False])
+    payload["big_endian"] = np.arange(3, dtype=">f8")
+    record = to_record(payload)
+    assert len(record.array_records["arrays"]) == 1
+    back = from_record(record)
+    assert set(back) == set(payload)
+    for key, value in payload.items():
+        assert back[key].dtype == value.dtype and back[key].shape == value.shape, key
+        assert np.array_equal(back[key], value), key
+
+
+def test_flower_glue_wire_refuses_a_buffer_that_does_not_match_its_layout() -> None:
+    record = to_record({"a": np.arange(4.0), "b": np.arange(2.0)})
+    damaged = to_record({"a": np.arange(4.0)})
+    record.array_records["arrays"] = damaged.array_records["arrays"]
+    with pytest.raises(PayloadError, match="buffer too short for key 'b'"):
+        from_record(record)
+
+
 @pytest.mark.parametrize(
     ("value", "words"),
     [
