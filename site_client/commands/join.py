@@ -13,6 +13,7 @@ from site_client.flower.client_app import SiteSettings
 from protocols.runtime_env import flower_env
 from site_client.flower.state import DEFAULT_WORK_DIR, approvals_path
 from site_client.flower.supernode import supernode_command, supervise, write_node_config
+from site_client.flower.warm_exec import warm_exec_command
 
 INSECURE_WARNING = (
     "WARNING: --insecure: no TLS. Everything this site sends travels in clear text and the coordinator cannot "
@@ -33,6 +34,7 @@ def join(
     work_dir: Path = typer.Option(DEFAULT_WORK_DIR, "--work-dir", help="Site state folder: caches, audit log, approvals."),
     port: int = typer.Option(9094, "--port", help="Local ClientAppIo port (unique per SuperNode on this machine)."),
     max_backoff: float = typer.Option(60.0, "--max-backoff", help="Longest wait between SuperNode restarts, seconds."),
+    cold_clientapps: bool = typer.Option(False, "--cold-clientapps", help="Let Flower start each ClientApp from scratch (slower; for diagnosis)."),
 ) -> None:
     """Join a study: run the SuperNode, restart it with back-off when it exits, serve the ClientApp."""
     if (manifest is None) == (features is None):
@@ -77,7 +79,10 @@ def join(
         root_certificates=root_certificates.resolve() if root_certificates else None,
         key=key.resolve() if key else None,
         insecure=insecure,
+        warm=not cold_clientapps,
     )
     env = flower_env(work_dir / "flwr-home")
-    code = supervise(command, env, lambda line: typer.echo(f"[site-client] {line}", err=True), max_backoff_s=max_backoff)
+    companion = None if cold_clientapps else (lambda pid: warm_exec_command(f"127.0.0.1:{port}", pid))
+    code = supervise(command, env, lambda line: typer.echo(f"[site-client] {line}", err=True),
+                     max_backoff_s=max_backoff, companion=companion)
     raise typer.Exit(0 if code in (0, 3) else code)

@@ -72,8 +72,14 @@ def supernode_command(
     key: Path | None = None,
     insecure: bool = False,
     executable: str | None = None,
+    warm: bool = True,
 ) -> list[str]:
-    """Arguments for ``flower-supernode``; TLS unless ``insecure``; a key turns on authentication."""
+    """Arguments for ``flower-supernode``; TLS unless ``insecure``; a key turns on authentication.
+
+    ``warm``: the SuperNode leaves ClientApps to our SuperExec (``--isolation process``, see
+    :mod:`site_client.flower.warm_exec`), which the supervisor starts next to it; else Flower starts a
+    cold ``flwr-clientapp`` per message itself.
+    """
     command = [
         executable or supernode_executable(),
         "--superlink",
@@ -83,6 +89,8 @@ def supernode_command(
         "--port",
         str(clientappio_port),
     ]
+    if warm:
+        command += ["--isolation", "process"]
     if insecure:
         if key is not None:
             raise ValueError("--key needs TLS: SuperNode authentication is not possible with --insecure")
@@ -136,6 +144,18 @@ def _wait(child: subprocess.Popen[bytes], finished: threading.Event, say: Callab
                     return child.wait()
 
 
+def _stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, then SIGKILL after 15 s; nothing when it has already exited."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def supervise(
     command: list[str],
     env: dict[str, str],
@@ -144,14 +164,17 @@ def supervise(
     max_backoff_s: float = 60.0,
     stable_after_s: float = 120.0,
     max_restarts: int | None = None,
+    companion: Callable[[int], list[str]] | None = None,
 ) -> int:
     """Run ``command`` until SIGTERM/SIGINT; restart it with back-off after every exit.
 
-    A run that lasted ``stable_after_s`` resets the back-off. Returns the last exit code. The child stays
+    ``companion(pid)``: a second command started with each run of ``command`` (given its pid) and stopped
+    with it: the site's SuperExec next to its SuperNode. A run that lasted ``stable_after_s`` resets the back-off. Returns the last exit code. The child stays
     in this process's group, so stopping the group (Ctrl-C, a service manager) stops the SuperNode and its
     ClientApps too; SIGTERM/SIGINT to this process alone is forwarded (SIGKILL after 15 s).
     """
     child: subprocess.Popen[bytes] | None = None
+    helper: subprocess.Popen[bytes] | None = None
     stopping = False
 
     def _stop(signum: int, _frame: object) -> None:
@@ -171,12 +194,14 @@ def supervise(
             child = subprocess.Popen(command, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT)
             say(f"SuperNode started (pid {child.pid})")
+            helper = subprocess.Popen(companion(child.pid), env=env) if companion is not None else None
             reported: list[int] = []
             finished = threading.Event()
             reader = threading.Thread(target=_relay, args=(child, reported, finished), daemon=True)
             reader.start()
             code = _wait(child, finished, say)
             reader.join(timeout=5)
+            _stop_process(helper)
             if reported:
                 code = reported[-1]
             if stopping:
@@ -194,13 +219,8 @@ def supervise(
                 time.sleep(0.2)
             restarts += 1
     finally:
-        if child is not None and child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        _stop_process(child)
+        _stop_process(helper)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return code
