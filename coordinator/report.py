@@ -51,7 +51,11 @@ def _ci(d: dict | None, value: str, lo: str = "ci_low", hi: str = "ci_high", dig
 
 
 def _prop(d: dict | None) -> str:
-    return _ci(d, "value")
+    """x (lo–hi); a coverage censored at the site ("<k missed") reads "≥ x (lo–hi)"."""
+    text = _ci(d, "value")
+    if d and str(d.get("method", "")).endswith("censored") and d.get("value") is not None:
+        return ("≥ " if d["value"] > 0.5 else "≤ ") + text
+    return text
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -12,7 +12,8 @@ import math
 from dataclasses import dataclass, field
 
 VARIANT_LABELS = {"harmonised": "harmonised (ComBat)", "raw": "unharmonised"}
-_METRICS = ("auc", "auc_ci_low", "auc_ci_high", "cal_slope", "recal_cal_slope", "conformal_coverage", "n", "n_events")
+_METRICS = ("auc", "auc_ci_low", "auc_ci_high", "cal_slope", "recal_cal_slope", "conformal_coverage",
+            "conformal_coverage_censored", "n", "n_events")
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class VariantMetrics:
     auc_ci_high: float | None
     cal_slope: float | None          # after recalibration when the store has it, else of the raw model
     conformal_coverage: float | None
+    coverage_censored: bool = False  # the site released "<k missed": the coverage is a lower bound
 
 
 @dataclass
@@ -69,6 +71,7 @@ def _variant(values: dict[str, float], prefix: str) -> VariantMetrics | None:
         auc_ci_high=_metric(values, f"{prefix}auc_ci_high"),
         cal_slope=slope if slope is not None else _metric(values, f"{prefix}cal_slope"),
         conformal_coverage=_metric(values, f"{prefix}conformal_coverage"),
+        coverage_censored=bool(_metric(values, f"{prefix}conformal_coverage_censored")),
     )
 
 
@@ -121,6 +124,12 @@ def auc_text(m: VariantMetrics) -> str:
     return f"{m.auc:.2f} [{m.auc_ci_low:.2f}, {m.auc_ci_high:.2f}]"
 
 
+def coverage_text(m: VariantMetrics) -> str:
+    """Coverage; "≥ x" when the site could only say that fewer than k cases were missed."""
+    text = _fmt(m.conformal_coverage)
+    return f"≥ {text}" if m.coverage_censored and m.conformal_coverage is not None else text
+
+
 def results_table(results: DemoResults, target_coverage: float | None = None):  # -> rich.table.Table
     """One row per held-out site and model variant, then the unweighted mean over held-out sites."""
     from rich.table import Table
@@ -138,7 +147,7 @@ def results_table(results: DemoResults, target_coverage: float | None = None):  
                 continue
             counts = f"{site.n} ({site.n_events})" if i == 0 and site.n is not None else ""
             table.add_row(site.site if i == 0 else "", counts, VARIANT_LABELS.get(variant, variant), auc_text(m),
-                          _fmt(m.cal_slope), _fmt(m.conformal_coverage))
+                          _fmt(m.cal_slope), coverage_text(m))
         table.add_section()
     for i, variant in enumerate(results.variants):
         table.add_row("mean of held-out sites" if i == 0 else "", "", VARIANT_LABELS.get(variant, variant),

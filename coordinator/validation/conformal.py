@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from coordinator.validation.classification import _prop
-from coordinator.validation.results import ConformalStats
+from coordinator.validation.intervals import clopper_pearson_ci
+from coordinator.validation.results import ConformalStats, Proportion
 
 Aggregate = dict[str, "np.ndarray | float | int"]
 
@@ -140,6 +141,24 @@ def bisect_class_quantiles(
     return q_neg, q_pos
 
 
+CENSORED = "clopper-pearson, censored"
+
+
+def censored_proportion(coverage: Aggregate) -> tuple[Proportion, str]:
+    """Coverage released as "<k missed" (or "<k covered"): the estimate is the bound on the safe side
+    ((n-k+1)/n, resp. (k-1)/n), the 95% CI spans the Clopper-Pearson intervals of every count the site could
+    have had (x in n-k+1..n-1, resp. 1..k-1). ``method`` says it is censored."""
+    n, k = int(coverage["n"]), int(coverage["k"])
+    if coverage.get("missed_below_k", 0):
+        low_x, high_x, value_x = n - k + 1, n - 1, n - k + 1
+        note = f"coverage censored at the site: fewer than k = {k} of {n} missed, coverage at least {value_x / n:.3f}"
+    else:
+        low_x, high_x, value_x = 1, k - 1, k - 1
+        note = f"coverage censored at the site: fewer than k = {k} of {n} covered, coverage at most {value_x / n:.3f}"
+    lo, hi = clopper_pearson_ci(low_x, n)[0], clopper_pearson_ci(high_x, n)[1]
+    return Proportion(value_x / n, lo, hi, value_x, n, CENSORED), note
+
+
 def conformal_stats(
     alpha: float, q_neg: float, q_pos: float, coverage: Aggregate | None, sizes: Aggregate | None
 ) -> ConformalStats:
@@ -152,6 +171,9 @@ def conformal_stats(
     cp = "clopper-pearson"
     if coverage is None or coverage.get("suppressed", 0):
         notes.append("coverage counts suppressed (a cell had fewer than k patients)" if coverage else "no coverage counts")
+    elif coverage.get("censored", 0):
+        cov, note = censored_proportion(coverage)
+        notes.append(note)
     else:
         cov = _prop(int(coverage["n_covered"]), int(coverage["n"]), cp)
         if "n_neg_covered" in coverage:

@@ -115,20 +115,42 @@ def prediction_set_sizes(
     return out
 
 
+def censored_coverage(p: object, y: object, q_neg: float, q_pos: float, k: int, site: str | None = None) -> Aggregate:
+    """Coverage when its covered/missed split has a side of 1..k-1 patients: ``n`` and which side is small,
+    never that side's count (the "<k" of statistical disclosure control). The coordinator turns this into
+    an interval: missed in 1..k-1 gives coverage in [(n-k+1)/n, (n-1)/n]. Suppressed when n < k.
+    """
+    full = prediction_set_coverage(p, y, q_neg, q_pos, site, per_class=False)
+    n, missed, covered = int(full["n"]), int(full["n_missed"]), int(full["n_covered"])
+    if n < k:
+        return {"suppressed": 1, "k": int(k)}
+    out: Aggregate = {"n": n, "censored": 1, "suppressed": 0, "k": int(k)}
+    if 0 < missed < k:
+        out["missed_below_k"] = 1
+    elif 0 < covered < k:
+        out["covered_below_k"] = 1
+    else:  # no small side: the exact counts are safe (callers only get here after a suppression)
+        out.update(n_covered=covered, n_missed=missed, censored=0)
+    return out
+
+
 def released_set_statistics(
     p: object, y: object, q_neg: float, q_pos: float, k: int, site: str | None = None
 ) -> tuple[Aggregate, Aggregate]:
     """(coverage, set sizes) after small-cell control, falling back to coarser aggregates when needed.
 
     Each is first tried in full (per-class coverage; single sets split by class); if that would be suppressed,
-    only the coarser version is computed and released (overall coverage; single sets not split). Only one
-    version of each ever leaves the site, so the two cannot be differenced.
+    only the coarser version is computed and released (overall coverage; single sets not split), and for
+    coverage, last, the censored form (:func:`censored_coverage`). Only one version of each ever leaves the
+    site, so they cannot be differenced.
     """
     from site_client.evaluation.privacy import suppress_small_cells
 
     cov = suppress_small_cells(prediction_set_coverage(p, y, q_neg, q_pos, site), k)
     if cov["suppressed"]:
         cov = suppress_small_cells(prediction_set_coverage(p, y, q_neg, q_pos, site, per_class=False), k)
+    if cov["suppressed"]:
+        cov = censored_coverage(p, y, q_neg, q_pos, k, site)
     sizes = suppress_small_cells(prediction_set_sizes(p, q_neg, q_pos, site), k)
     if sizes["suppressed"]:
         sizes = suppress_small_cells(prediction_set_sizes(p, q_neg, q_pos, site, split_single=False), k)

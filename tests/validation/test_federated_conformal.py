@@ -117,3 +117,38 @@ def test_site_histogram_quantile_is_conservative_and_not_worse_than_common_edges
     assert q_neg >= neg[info["k_neg"] - 1] and q_pos >= pos[info["k_pos"] - 1]
     cn, cp_, _ = thresholds_from_histograms(combine_aggregates(per_class[0]), combine_aggregates(per_class[1]), 3, alpha)
     assert q_neg <= cn and q_pos <= cp_
+
+
+@pytest.mark.parametrize(("missed", "k"), [(1, 5), (3, 5), (4, 5), (2, 3)])
+def test_coverage_with_few_misses_is_released_censored_and_its_interval_holds_the_truth(missed, k):
+    """Fewer than k missed cases: the site releases n and '<k missed', never the count; the coordinator's
+    interval contains the exact coverage and the exact Clopper-Pearson interval (scipy) of the true count."""
+    from scipy import stats
+
+    from site_client.evaluation.conformal import released_set_statistics
+    from site_client.evaluation.privacy import emitted_count_cells
+
+    n = 30
+    y = np.array([1] * 12 + [0] * 18)
+    p = np.where(y == 1, 0.9, 0.1)
+    p[:missed] = 0.05  # positives scored as clearly negative: their set {0} misses the true class
+    coverage, _ = released_set_statistics(p, y, q_neg=0.5, q_pos=0.5, k=k)
+    assert coverage["censored"] == 1 and coverage["missed_below_k"] == 1 and "n_missed" not in coverage
+    cells = emitted_count_cells(coverage)
+    assert np.all((cells == 0) | (cells >= k))
+    stats_ = conformal_stats(0.1, 0.5, 0.5, coverage, None)
+    truth = (n - missed) / n
+    cov = stats_.coverage
+    assert cov.value <= truth <= (n - 1) / n and cov.method.endswith("censored")
+    x = n - missed
+    exact_lo = stats.beta.ppf(0.025, x, n - x + 1)
+    exact_hi = stats.beta.ppf(0.975, x + 1, n - x)
+    assert cov.ci_low <= exact_lo + 1e-12 and exact_hi <= cov.ci_high + 1e-12
+    assert "censored" in stats_.note and f"fewer than k = {k}" in stats_.note
+
+
+def test_coverage_with_fewer_than_k_cases_stays_suppressed():
+    from site_client.evaluation.conformal import released_set_statistics
+
+    coverage, _ = released_set_statistics(np.array([0.9, 0.2, 0.05]), np.array([1, 0, 1]), 0.5, 0.5, k=5)
+    assert coverage == {"suppressed": 1, "k": 5}
