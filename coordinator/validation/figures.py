@@ -34,6 +34,7 @@ def reliability_figure(metrics: Sequence[SiteMetrics], title: str = "Reliability
         x = np.array([p.mean_predicted for p in m.reliability])
         y = np.array([p.observed for p in m.reliability])
         err = np.array([[p.observed - p.ci_low for p in m.reliability], [p.ci_high - p.observed for p in m.reliability]])
+        err = np.maximum(err, 0.0)  # rounding must not make matplotlib refuse the figure
         ece = "" if m.ece is None else f" (ECE {m.ece:.3f})"
         ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=2, label=f"{m.site}{ece}")
     ax.plot([0, 1], [0, 1], ls=":", color="grey")

@@ -20,7 +20,10 @@ def wilson_ci(x: int, n: int, level: float = 0.95) -> tuple[float, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
+    # exact ends at x = 0 and x = n (rounding left e.g. 1e-17 above 0, outside the interval's own estimate)
+    low = 0.0 if x == 0 else max(0.0, min(p, float(centre - half)))
+    high = 1.0 if x == n else min(1.0, max(p, float(centre + half)))
+    return low, high
 
 
 def clopper_pearson_ci(x: int, n: int, level: float = 0.95) -> tuple[float, float]:

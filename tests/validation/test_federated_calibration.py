@@ -151,3 +151,22 @@ def test_platt_recalibration_improves_calibration_slope_on_new_data(make_sites):
     before = fit_logistic_calibration(lambda a, b: [logistic_calibration_terms(test.p, test.y, a, b)])
     after = fit_logistic_calibration(lambda a, b: [logistic_calibration_terms(rec.apply(test.p), test.y, a, b)])
     assert abs(after.slope.value - 1) < abs(before.slope.value - 1)
+
+
+def test_wilson_interval_holds_its_estimate_at_the_ends():
+    """x = 0 and x = n: rounding once put the lower bound 1e-17 above 0, which made matplotlib refuse the
+    reliability diagram of a bin without events (negative error bar) and failed the MLflow logging."""
+    from coordinator.validation.intervals import wilson_ci
+    from scipy import stats
+
+    for n in range(1, 120):
+        for x in range(n + 1):
+            lo, hi = wilson_ci(x, n)
+            assert lo <= x / n <= hi
+        assert wilson_ci(0, n)[0] == 0.0 and wilson_ci(n, n)[1] == 1.0
+    # the interior agrees with the textbook formula computed independently (statsmodels' definition)
+    z = stats.norm.ppf(0.975)
+    x, n = 7, 23
+    centre = (x + z * z / 2) / (n + z * z)
+    half = z * np.sqrt(n) / (n + z * z) * np.sqrt(x / n * (1 - x / n) + z * z / (4 * n))
+    assert wilson_ci(x, n) == pytest.approx((centre - half, centre + half), abs=1e-12)
