@@ -69,20 +69,16 @@ def study_module() -> Any:
     return importlib.import_module(os.environ.get("FEDRADVAL_STUDY_MODULE", "coordinator.study"))
 
 
-def log_to_mlflow(outcome: Any, protocol: Protocol, uri: str) -> None:
-    """Hand the outcome to the MLflow logger (coordinator.tracking, imported only when tracking is on)."""
+def log_to_mlflow(outcome: Any, uri: str, flower_run_id: int) -> str:
+    """Hand the outcome to the MLflow logger (coordinator.tracking, imported only when tracking is on);
+    returns the study's parent run id, tagged with the Flower run id so either finds the other."""
+    from mlflow import MlflowClient
+
     from coordinator import tracking
 
-    if hasattr(tracking, "log_outcome"):
-        tracking.log_outcome(outcome, uri)
-        return
-    tracking.log_study(
-        outcome.results[outcome.preferred_variant],
-        uri,
-        experiment=protocol.tracking.experiment,
-        registered_model=protocol.tracking.registered_model,
-        alias=protocol.tracking.model_alias,
-    )
+    logged = tracking.log_outcome(outcome, uri)
+    MlflowClient(tracking_uri=uri).set_tag(logged.parent_run_id, "flower_run_id", str(flower_run_id))
+    return logged.parent_run_id
 
 
 def run_server(grid: Grid, settings: RunSettings, run_id: int, echo: Any = print, stats: dict[str, Any] | None = None) -> Any:
@@ -114,8 +110,8 @@ def run_server(grid: Grid, settings: RunSettings, run_id: int, echo: Any = print
                          bytes_received=dict(transport.bytes_received))
         if settings.mlflow_uri:
             status.set_phase("tracking")
-            log_to_mlflow(outcome, protocol, settings.mlflow_uri)
-            status.progress(f"logged to MLflow at {settings.mlflow_uri}")
+            parent = log_to_mlflow(outcome, settings.mlflow_uri, run_id)
+            status.progress(f"logged to MLflow at {settings.mlflow_uri}: study run {parent}")
     except Exception as exc:
         status.finish(error=f"{exc}")
         raise

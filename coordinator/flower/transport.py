@@ -16,7 +16,8 @@ from flwr.serverapp import Grid
 from protocols.wire import from_record, payload_nbytes, to_record
 
 IDENTIFY = "identify"  # answered by the site's glue with its node_config site-name
-POLL_S = 2.0  # gentle on the SuperLink's SQLite state (it answers "database is locked" under load)
+POLL_S = 1.0  # one pull per second: gentle on the SuperLink's SQLite state ("database is locked" under load)
+REJOIN_WAIT_S = 60.0  # how long a site whose heartbeat lapsed may take to come back before it counts as lost
 RETRIES = 6  # SuperLink calls that fail (HTTP 5xx under load, a restart) are retried this often, 5 s apart
 
 
@@ -145,27 +146,41 @@ class GridTransport:
         pending = self._push(phase, bodies)
         results: dict[str, Any] = {}
         resent: set[str] = set()
+        lapsed: dict[str, tuple[float, Message]] = {}  # site → (give-up time, its "Node Unavailable" reply)
         offline_checks: dict[str, int] = {}
         deadline = time.monotonic() + timeout_s
         last_check = time.monotonic()
-        while pending:
-            for reply in retrying(lambda: list(self.grid.pull_messages(list(pending))), "pull-messages"):
+        while pending or lapsed:
+            for reply in retrying(lambda: list(self.grid.pull_messages(list(pending))), "pull-messages") if pending else []:
                 site = pending.pop(reply.metadata.reply_to_message_id, None)
                 if site is None:
                     continue
-                if self._lapsed(reply) and site not in resent and self.node_of[site] in online_nodes(self.grid):
-                    # the SuperLink missed a heartbeat (seen under heavy load) but the site is back: ask once more
-                    resent.add(site)
-                    print(f"[fedradval] site {site} missed a heartbeat in {phase}; resending once", flush=True)
-                    pending.update(self._push(phase, {site: bodies[site]}))
+                if self._lapsed(reply) and site not in resent:
+                    # The SuperLink lost the site's heartbeat: a SuperNode restarting (site-client join restarts
+                    # it) or a missed beat under load. Wait for the site to come back, then ask once more.
+                    print(f"[fedradval] site {site} missed a heartbeat in {phase}; resending once it is back",
+                          flush=True)
+                    lapsed[site] = (min(deadline, time.monotonic() + REJOIN_WAIT_S), reply)
                     continue
                 results[site] = self._decode(site, phase, reply)
-            if not pending:
+            if lapsed:
+                online = set(online_nodes(self.grid))
+                for site, (give_up, reply) in list(lapsed.items()):
+                    if self.node_of[site] in online:
+                        del lapsed[site]
+                        resent.add(site)
+                        pending.update(self._push(phase, {site: bodies[site]}))
+                    elif time.monotonic() >= give_up:
+                        del lapsed[site]
+                        results[site] = self._decode(site, phase, reply)
+            if not pending and not lapsed:
                 break
             now = time.monotonic()
             if now >= deadline:
                 for site in pending.values():
                     results[site] = _failure(site, f"site {site} sent no {phase} reply within {timeout_s:.0f} s")
+                for site, (_, reply) in lapsed.items():
+                    results[site] = self._decode(site, phase, reply)
                 break
             if now - last_check > 10:  # a node offline in 3 checks in a row (~30 s) will not answer
                 last_check = now

@@ -8,6 +8,7 @@ site x with a key the coordinator never registered. Generated feature tables, 2 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 
@@ -82,9 +83,9 @@ def test_unregistered_key_is_refused(deployment: Deployment) -> None:
     deployment.kill_site("site-x")  # spare the CPU for the studies below
 
 
-def test_study_with_tls_and_auth_goes_on_to_the_end_after_losing_a_site(deployment: Deployment) -> None:
+def test_study_with_tls_and_auth_goes_on_to_the_end_after_losing_a_site(deployment: Deployment, mlflow_server: str) -> None:
     """4 sites, min_sites 3: site-d is killed during training; sites a, b, c finish the study."""
-    run_id = deployment.launch(deployment.protocol, "--wait-for", "4")
+    run_id = deployment.launch(deployment.protocol, "--wait-for", "4", "--mlflow-uri", mlflow_server)
     deployment.wait_phase(run_id, "train", timeout=900)
     deployment.kill_site("site-d")
     assert _follow(deployment, run_id) == 0, json.dumps(deployment.study_status(run_id))[-3000:]
@@ -119,6 +120,54 @@ def test_audit_log_shows_no_case_level_array_and_no_patient_id(deployment: Deplo
         shown = deployment.cli("site-client", "audit", "--work-dir", str(site.work_dir)).stdout
         assert f"run {run_id}" in shown and "message(s)" in shown
     assert {"handshake", "combat-round1", "combat-round2", "train", "calibrate", "evaluate"} <= phases_seen
+
+
+def test_study_through_the_deployment_is_in_mlflow_with_its_report(
+    deployment: Deployment, mlflow_server: str, tmp_path
+) -> None:
+    """What the researcher reviews: parent run, fold and final child runs, per-round metrics, figures, the
+    site table, the registered model, and the report attached by `coordinator report`, read back from a
+    real `mlflow server` through the MLflow client."""
+    from mlflow import MlflowClient
+
+    from protocols import load_protocol
+
+    flower_run = deployment.completed_run
+    lines = deployment.study_status(flower_run)["lines"]
+    logged = [line.rsplit("study run ", 1)[1].strip() for line in lines if "logged to MLflow" in line]
+    assert len(logged) == 1, lines
+    parent_id = logged[0]
+    client = MlflowClient(tracking_uri=mlflow_server)
+    parent = client.get_run(parent_id)
+    tags, params, metrics = parent.data.tags, parent.data.params, parent.data.metrics
+    assert tags["protocol_id"] == deployment.protocol_id and tags["flower_run_id"] == str(flower_run)
+    assert params["protocol.model.rounds"] == "2" and "version.flwr" in params
+    assert {"pooled_auc", "re_auc"} <= set(metrics) and not any(math.isnan(v) for v in metrics.values())
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+    folds = {r.data.tags["heldout_site"]: r for r in children if r.data.tags.get("role") == "fold"}
+    assert {"site-a", "site-b", "site-c"} <= set(folds)  # site-d was lost in training: its fold may be gone
+    assert sum(r.data.tags.get("role") == "final_model" for r in children) == 1
+    for site in ("site-a", "site-b", "site-c"):
+        run = folds[site]
+        assert 0.0 <= run.data.metrics["auc"] <= 1.0
+        history = client.get_metric_history(run.info.run_id, "train_loss")
+        assert sorted(m.step for m in history) == [1, 2]
+        assert "plots/roc.png" in {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    plots = {a.path for a in client.list_artifacts(parent_id, "plots")}
+    assert {"plots/forest_auc.png", "plots/roc_heldout_sites.png", "plots/reliability.png"} <= plots
+    assert client.list_artifacts(parent_id, "plots/harmonisation")
+    assert "tables/site_metrics.json" in {a.path for a in client.list_artifacts(parent_id, "tables")}
+    tracking = load_protocol(deployment.protocol).tracking
+    version = client.get_model_version_by_alias(tracking.registered_model, tracking.model_alias)
+    assert version.tags["protocol_id"] == deployment.protocol_id
+
+    out = tmp_path / "report"
+    deployment.cli("coordinator", "report", parent_id, "--mlflow-uri", mlflow_server, "--out", str(out))
+    html = (out / "report.html").read_text()
+    assert "External validation report" in html and "data:image/png;base64," in html  # figures inline
+    assert (out / "report.md").read_text().count("site-a") >= 1
+    attached = {a.path for a in client.list_artifacts(parent_id, "report")}
+    assert attached == {"report/report.html", "report/report.md"}
 
 
 def test_site_that_has_not_approved_refuses_and_the_study_fails_naming_it(deployment: Deployment) -> None:

@@ -1,17 +1,8 @@
-"""Fixtures for the external-validation tests: generated multi-site studies and a real MLflow server."""
+"""Fixtures for the external-validation tests: generated multi-site studies (the MLflow server is in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -46,65 +37,6 @@ def generate_sites(
 @pytest.fixture
 def make_sites():
     return generate_sites
-
-
-# ---------------------------------------------------------------- real MLflow server (session-scoped)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """Start ``mlflow server`` on a free loopback port (sqlite backend, proxied artifacts); yield its URI."""
-    if shutil.which("mlflow", path=str(Path(sys.executable).parent)) is None and not _has_mlflow():
-        pytest.skip("mlflow is not installed in this environment")
-    root = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
-    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true")
-    log = open(root / "server.log", "wb")
-    cmd = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-        "--artifacts-destination", str(root / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {proc.returncode}: {(root / 'server.log').read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server not healthy after 300 s: {(root / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield uri
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        log.close()
-
-
-def _has_mlflow() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("mlflow") is not None
 
 
 # ---------------------------------------------------------------- a complete study from generated data
