@@ -20,6 +20,7 @@ import importlib
 import os
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from typing import Any
@@ -34,6 +35,7 @@ PREIMPORT = (
     "site_client.extraction",
     "harmonisation",
     "torch",
+    "torch._dynamo",  # torch.optim imports it when the first optimiser is created: 2 s per message otherwise
     "scipy.stats",
     "pandas",
     "SimpleITK",
@@ -55,7 +57,7 @@ class ForkExecutor:
     """Flower SuperExec executor (same methods as Flower's ``SubprocessExecutor``) that forks ClientApps."""
 
     def __init__(self) -> None:
-        self.children: set[int] = set()
+        self.children: dict[int, float] = {}  # pid → fork time (monotonic)
 
     def get_eligible_capacity(self, supported_task_types: set[Any], **_: Any) -> tuple[set[Any], set[str]]:
         return supported_task_types, set()
@@ -73,18 +75,21 @@ class ForkExecutor:
         pid = os.fork()
         if pid == 0:
             _run_child(spec)  # never returns
-        self.children.add(pid)
+        self.children[pid] = time.monotonic()
         return LaunchResult.accepted()
 
     def reconcile(self) -> None:
         """Reap finished ClientApp processes (no zombies)."""
-        for pid in list(self.children):
+        for pid, started in list(self.children.items()):
             try:
-                done, _ = os.waitpid(pid, os.WNOHANG)
+                done, status = os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
-                done = pid
+                done, status = pid, 0
             if done:
-                self.children.discard(pid)
+                del self.children[pid]
+                code = os.waitstatus_to_exitcode(status)
+                print(f"[site-client] ClientApp process {pid} ended (exit {code}) after "
+                      f"{time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         for pid in self.children:
@@ -134,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--runtime-api-address", required=True, help="the SuperNode's Runtime API, HOST:PORT")
     parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process (the SuperNode) ends")
     args = parser.parse_args(argv)
+    # Flower's SuperExec asks the SuperNode for new tasks once a second by default; a task waits for that poll
+    # in every message round, so poll more often (a local loopback call).
+    os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.2")
     failed = preimport()
     if failed:
         print(f"[site-client] could not pre-import {', '.join(failed)}; ClientApps will import them", file=sys.stderr)
