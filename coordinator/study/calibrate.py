@@ -8,7 +8,10 @@ Warm start: Platt (or temperature) fitted at the coordinator on the pooled binne
 (bin-midpoint logits weighted by counts). Newton rounds: all models' sites return the exact Newton terms
 (Σ gradient, Σ information, Σ NLL) at the current parameters; θ ← θ + (ΣI)⁻¹Σg, halving a step that raises
 the summed NLL. A model is converged when its Newton step is below ``NEWTON_TOL``; the last step is then
-applied without a further round. Starting near the optimum, one or two rounds suffice (quadratic convergence).
+applied without a further round. Candidates of the first Newton round include a second warm start, the
+information-weighted mean of the sites' own Platt fits (``combined_local_fits``). On the demo cohort
+(calibration parts of ~15 cases per site, strongly over-confident models: Platt slope 0.2-0.4) the recalibration
+still takes 3-4 Newton rounds.
 
 Conformal: class-conditional split conformal on the training sites' calibration parts, score 1 − p̂ of the
 true class on the model's (not yet recalibrated) probability, q̂_y from the pooled histograms
@@ -32,7 +35,10 @@ from protocols.schema import Protocol
 from coordinator.study.design import StudyDesign
 from coordinator.study.transport import Session
 
-NEWTON_TOL = 1e-6
+# Converged when the next Newton step is below this; that step is applied without another round. Newton
+# converges quadratically near the optimum, so the error left after applying a step δ is O(δ²) ≈ 1e-6 or
+# less (tests compare with a pooled scipy fit to 1e-6).
+NEWTON_TOL = 1e-3
 MAX_LOG_T = math.log(1e3)  # |log T| beyond which temperature scaling is declared degenerate
 LINE_SEARCH = (8.0, 4.0, 2.0, 1.0, 0.5, 0.25, 0.1, 0.02)  # multiples of the Newton step evaluated in one round
 MAX_NEWTON_ROUNDS = 12
@@ -87,6 +93,22 @@ def warm_start(method: str, hist: dict) -> np.ndarray:
         if np.max(np.abs(scale * step)) < 1e-10:
             break
     return theta
+
+
+def combined_local_fits(fits: list[dict]) -> np.ndarray | None:
+    """One-step combination of the sites' own Platt fits: θ̂ = (Σ I_s)⁻¹ Σ I_s θ_s (I_s = a site's information
+    at its fit). Equals the pooled fit when the log-likelihoods are quadratic; otherwise it is close, and the
+    exact Newton rounds finish the job. None when no site could send a fit."""
+    usable = [f for f in fits if f and not f.get("suppressed", 0) and "theta" in f]
+    if not usable:
+        return None
+    info = np.sum([np.asarray(f["info"], dtype=float) for f in usable], axis=0)
+    weighted = np.sum([np.asarray(f["info"], dtype=float) @ np.asarray(f["theta"], dtype=float) for f in usable], axis=0)
+    try:
+        theta = np.linalg.solve(info, weighted)
+    except np.linalg.LinAlgError:
+        return None
+    return theta if np.all(np.isfinite(theta)) else None
 
 
 @dataclass
@@ -199,6 +221,10 @@ def run_calibration(protocol: Protocol, session: Session, design: StudyDesign, w
             warm = warm_start(method, combine_aggregates([a for _, a in cal], [s for s, _ in cal]))
             if np.all(np.isfinite(warm)):  # a candidate only: kept if its exact NLL is the lowest
                 state.candidates = np.vstack([warm[None, :], state.candidates])
+        if method == "platt" and not state.converged:
+            local = combined_local_fits([unnest(replies[s], f"localfit/{model}") for s in trainers])
+            if local is not None:  # another candidate: usually the closest, from where Newton needs 1-2 steps
+                state.candidates = np.vstack([local[None, :], state.candidates])
     # Newton rounds, all models together
     while any(not s.converged for s in states.values()) and out.newton_rounds < MAX_NEWTON_ROUNDS:
         pending = {m: s for m, s in states.items() if not s.converged}

@@ -1,7 +1,7 @@
 """The study, start to end, as pure orchestration over a Transport (no Flower, no MLflow).
 
 Message rounds: handshake (1) → ComBat (2, all folds; 0 when harmonisation.combat is false) → training
-(model.rounds) → calibration step 0 (1) → recalibration Newton (usually 1–2; 0 when recalibration is none) →
+(model.rounds) → calibration step 0 (1) → recalibration Newton (3–4 on small calibration parts; 0 when none) →
 evaluation (1). See docs/architecture.md.
 """
 

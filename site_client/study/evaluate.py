@@ -160,6 +160,8 @@ def handle_calibrate(payload: Payload, context: SiteContext, store: SiteStore, c
             if f"par/{model}" in payload:
                 for j, point in enumerate(np.atleast_2d(payload[f"par/{model}"])):
                     reply.update(nest(f"terms/{model}/{j}", _newton_terms(context, p[cal], y[cal], point)))
+            if v.recalibration == "platt":
+                reply.update(nest(f"localfit/{model}", _local_platt(p[cal], y[cal], k)))
         for model in payload.get("eval_models", []):
             p = _probabilities(context, store, cohort, model, weights, arrays)
             for name, agg in evaluation_aggregates(p, cohort.y, context).items():
@@ -174,6 +176,21 @@ def handle_calibrate(payload: Payload, context: SiteContext, store: SiteStore, c
         for j, point in enumerate(np.atleast_2d(payload[f"par/{model}"])):
             reply.update(nest(f"terms/{model}/{j}", _newton_terms(context, p, y, point)))
     return reply
+
+
+def _local_platt(p: np.ndarray, y: np.ndarray, k: int) -> dict:
+    """This site's own Platt fit on its calibration part and its information matrix there: the coordinator's
+    warm start (information-weighted mean of the sites' fits). Sent only when the fit converged and is finite
+    (a separable calibration part has no finite fit); suppressed below k cases like every aggregate."""
+    fit = local_calibration_fit(p, y)
+    theta, cov = np.asarray(fit["theta"], dtype=float), np.asarray(fit["cov"], dtype=float)
+    if not fit["converged"] or not (np.all(np.isfinite(theta)) and np.all(np.isfinite(cov))):
+        return {"suppressed": 1, "k": int(k)}
+    try:
+        info = np.linalg.inv(cov)
+    except np.linalg.LinAlgError:
+        return {"suppressed": 1, "k": int(k)}
+    return suppress_small_cells({"n": int(p.size), "theta": theta, "info": info}, k)
 
 
 def _newton_terms(context: SiteContext, p: np.ndarray, y: np.ndarray, par: object) -> dict:

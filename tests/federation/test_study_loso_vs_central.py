@@ -183,3 +183,42 @@ def test_every_message_survives_the_flower_wire_codec(study):
                     assert back[key].dtype == value.dtype and np.array_equal(back[key], value), (entry.phase, key)
                 else:
                     assert back[key] == value, (entry.phase, key)
+
+
+def _calibration_mask(context, table: pd.DataFrame) -> np.ndarray:
+    return ~_train_mask(context, table)
+
+
+def test_recalibration_equals_the_pooled_platt_fit(study, nsclc_tables):
+    """Each fold's federated Platt map (raw variant) equals logistic regression of y on logit p fitted here by
+    scipy on the pooled calibration parts of the fold's training sites, to 1e-6. The scores are recomputed
+    here from the fold's final weights and standardisation."""
+    from scipy.optimize import minimize
+
+    p, pid, transport, outcome = study
+    cols = [outcome.features_all.index(f) for f in outcome.features]
+    for fold in outcome.results["raw"].folds:
+        key = model_key(fold.heldout_site, "raw", "radiomic")
+        mean, sd = outcome.standardisation[fold.heldout_site]["raw"]
+        scores, labels = [], []
+        for site in fold.training_sites:
+            table = nsclc_tables[site]
+            cal = _calibration_mask(transport.contexts[site], table)
+            x = (table[outcome.features_all].to_numpy(float)[:, cols][cal] - mean[cols]) / sd[cols]
+            scores.append(predict_proba(outcome.final_weights[key], x))
+            labels.append(table[LABEL].to_numpy()[cal])
+        prob, y = np.concatenate(scores), np.concatenate(labels)
+        eta = np.log(prob) - np.log1p(-prob)
+
+        def nll(theta: np.ndarray) -> float:
+            w = theta[0] + theta[1] * eta
+            return float(np.sum(np.logaddexp(0.0, w) - y * w))
+
+        def grad(theta: np.ndarray) -> np.ndarray:
+            r = 1 / (1 + np.exp(-(theta[0] + theta[1] * eta))) - y
+            return np.array([r.sum(), (r * eta).sum()])
+
+        ref = minimize(nll, np.array([0.0, 1.0]), jac=grad, method="BFGS", options={"gtol": 1e-11, "maxiter": 1000})
+        fed = fold.recalibration.params
+        assert fed["a"] == pytest.approx(ref.x[0], abs=1e-6) and fed["b"] == pytest.approx(ref.x[1], abs=1e-6), (
+            fold.heldout_site, fed, ref.x)
