@@ -1,4 +1,4 @@
-# The two set-up commands of the README: `make test` (and, once the demo lands, `make demo`).
+# The two commands of the README: `make demo` and `make test`.
 # Everything is installed into .venv from the package registry; nothing is assumed on the machine
 # beyond python3 (3.11+), gcc and the Python headers (pyradiomics-bhklab builds from source).
 
