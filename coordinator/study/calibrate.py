@@ -199,17 +199,17 @@ def run_calibration(protocol: Protocol, session: Session, design: StudyDesign, w
         for cls in ("neg", "pos"):
             conf[cls] = _usable([(s, unnest(replies[s], f"conformal/{model}/{cls}")) for s in trainers],
                                 f"conformal {cls} histogram", model, out.notes)
-        contributors = sorted({s for s, _ in conf["neg"]} & {s for s, _ in conf["pos"]})
-        if contributors:
-            # Each site keeps its own (possibly small-cell-merged) edges: pooling onto common edges would
-            # coarsen every site to the worst-merged one and push the quantile towards 1.
-            q_neg, q_pos, info = thresholds_from_site_histograms(
-                [a for s, a in conf["neg"] if s in contributors], [a for s, a in conf["pos"] if s in contributors], alpha
-            )
-            out.conformal[model] = (q_neg, q_pos)
-            out.conformal_info[model] = {**info, "sites": contributors}
-        else:
-            out.notes.append(f"{model}: no training site could release conformal histograms; no prediction sets")
+        # Class-conditional: each class's threshold pools the sites that released that class's histogram. Each
+        # site keeps its own (possibly small-cell-merged) edges: pooling onto common edges would coarsen every
+        # site to the worst-merged one and push the quantile towards 1.
+        q_neg, q_pos, info = thresholds_from_site_histograms([a for _, a in conf["neg"]], [a for _, a in conf["pos"]], alpha)
+        for cls in ("neg", "pos"):
+            if not conf[cls]:
+                out.notes.append(f"{model}: no training site had k {cls} calibration cases; q_{cls} = 1 (that class "
+                                 "is in every prediction set)")
+        out.conformal[model] = (q_neg, q_pos)
+        out.conformal_info[model] = {**info, "sites_neg": [s for s, _ in conf["neg"]],
+                                     "sites_pos": [s for s, _ in conf["pos"]]}
         if method == "none":
             out.recalibration[model] = Recalibration("none", {})
             continue

@@ -73,7 +73,7 @@ def quantile_from_site_histograms(site_aggs: Sequence[Aggregate], k_star: int) -
     on the common edges, no site's fine bins are thrown away. Returns 1.0 when k* exceeds the total count.
     """
     total = sum(int(np.sum(a["bin_n_scores"])) for a in site_aggs)
-    if k_star > total:
+    if not site_aggs or k_star > total:
         return 1.0
     candidates = np.unique(np.concatenate([np.asarray(a["edges"], dtype=float)[1:] for a in site_aggs]))
     lower = np.zeros(candidates.size)
@@ -93,15 +93,17 @@ def thresholds_from_site_histograms(
     """(q̂_neg, q̂_pos) from each training site's per-class ``conformal_histogram`` (K = number of sites).
 
     Preferred over :func:`thresholds_from_histograms` once small-cell merging has made sites' edges differ.
+    A class with no histogram at all (every site had fewer than k such cases) gets q̂ = 1: without calibration
+    scores the only valid threshold always includes the class (the FCP rank exceeds the count).
     """
     for aggs in (neg_aggs, pos_aggs):
         for j, a in enumerate(aggs):
             if a.get("suppressed", 0):
                 raise ValueError(f"site #{j}: calibration-score histogram suppressed (fewer than k cases of a class)")
-    k_sites = len(neg_aggs)
     n_neg = sum(int(np.sum(a["bin_n_scores"])) for a in neg_aggs)
     n_pos = sum(int(np.sum(a["bin_n_scores"])) for a in pos_aggs)
-    k_neg, k_pos = fcp_rank(n_neg, k_sites, alpha), fcp_rank(n_pos, len(pos_aggs), alpha)
+    k_neg = fcp_rank(n_neg, len(neg_aggs), alpha) if neg_aggs else 1
+    k_pos = fcp_rank(n_pos, len(pos_aggs), alpha) if pos_aggs else 1
     return (quantile_from_site_histograms(neg_aggs, k_neg), quantile_from_site_histograms(pos_aggs, k_pos),
             {"n_neg": n_neg, "n_pos": n_pos, "k_neg": k_neg, "k_pos": k_pos})
 

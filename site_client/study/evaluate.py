@@ -31,8 +31,7 @@ from site_client.evaluation import (
     confusion_counts,
     log_temperature_terms,
     logistic_calibration_terms,
-    prediction_set_coverage,
-    prediction_set_sizes,
+    released_set_statistics,
     reliability_bins,
     suppress_small_cells,
 )
@@ -222,6 +221,8 @@ def handle_evaluate(payload: Payload, context: SiteContext, store: SiteStore, co
             reply.update(nest(f"after/{model}/{name}", agg))
         if f"q/{model}" in payload:
             q_neg, q_pos = (float(t) for t in np.asarray(payload[f"q/{model}"], dtype=np.float64))
-            reply.update(nest(f"coverage/{model}", suppress_small_cells(prediction_set_coverage(p, cohort.y, q_neg, q_pos), k)))
-            reply.update(nest(f"setsize/{model}", suppress_small_cells(prediction_set_sizes(p, q_neg, q_pos), k)))
+            # small cells: per-class → overall → "<k missed" coverage; split → unsplit set sizes (one version leaves)
+            coverage, sizes = released_set_statistics(p, cohort.y, q_neg, q_pos, k, context.site_name)
+            reply.update(nest(f"coverage/{model}", coverage))
+            reply.update(nest(f"setsize/{model}", sizes))
     return reply

@@ -144,6 +144,9 @@ def test_outcome_holds_both_variants_baseline_recalibration_and_final_model(stud
             assert fold.after is not None
             assert fold.recalibration.method == "platt" and fold.recalibration.converged
             assert len(fold.training_history["loss"]) == p.model.rounds
+            coverage = fold.conformal.coverage  # reported at every held-out site, exact or censored ("<k missed")
+            assert coverage is not None, (fold.heldout_site, fold.conformal.note)
+            assert coverage.ci_low <= coverage.value <= coverage.ci_high and coverage.n == fold.before.n
         final = result.final_model
         assert final.weights.features == outcome.features
         assert final.weights.layers[0][0].shape == (1, len(outcome.features))

@@ -152,3 +152,18 @@ def test_coverage_with_fewer_than_k_cases_stays_suppressed():
 
     coverage, _ = released_set_statistics(np.array([0.9, 0.2, 0.05]), np.array([1, 0, 1]), 0.5, 0.5, k=5)
     assert coverage == {"suppressed": 1, "k": 5}
+
+
+def test_a_class_without_any_released_histogram_is_in_every_set(make_sites):
+    """No training site had k cases of the positive class: q̂_pos = 1 (the FCP rank exceeds the count of 0),
+    the negative threshold is still the pooled quantile of the sites that did release theirs."""
+    from coordinator.validation import thresholds_from_site_histograms
+
+    sites = make_sites(4, [60, 70, 80])
+    neg = [conformal_histogram(s.p, s.y, 20, 0) for s in sites]
+    q_neg, q_pos, info = thresholds_from_site_histograms(neg, [], 0.1)
+    q_neg_both, _, _ = thresholds_from_site_histograms(neg, [conformal_histogram(s.p, s.y, 20, 1) for s in sites], 0.1)
+    assert q_pos == 1.0 and info["n_pos"] == 0
+    assert q_neg == q_neg_both < 1.0
+    in_neg, in_pos = (s <= q for s, q in ((np.array([0.2, 0.9]), q_neg), (1 - np.array([0.2, 0.9]), q_pos)))
+    assert in_pos.all()
