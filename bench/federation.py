@@ -6,7 +6,8 @@
 Deployment: one SuperLink (TLS + SuperNode authentication, persistent database) and one SuperNode per
 site (``site-client join``), each its own process group, generated feature tables (``--cases`` per site).
 Reports total wall time (``coordinator run`` launch to finished), message rounds, seconds per round and
-bytes sent per site (from each site's audit log). Simulation: ``coordinator simulate`` (Ray) with the
+bytes sent per site (from each site's audit log), and the ratio to the same study run in process (site code
+called directly, no Flower: the anchor). Simulation: ``coordinator simulate`` (Ray) with the
 same protocol for each site count. Prints a Markdown table for docs/benchmarks.md.
 """
 
@@ -76,6 +77,27 @@ def deployment_study(root: Path, n_sites: int, rounds: int, cases: int) -> dict[
             print(f"WARNING: leftover processes {left}", file=sys.stderr)
 
 
+def in_process_study(root: Path, n_sites: int, rounds: int, cases: int) -> dict[str, object]:
+    """The anchor: the same study with the in-process transport (site code called directly, no Flower)."""
+    import yaml
+
+    from coordinator.study import run_study
+    from protocols import parse_protocol, protocol_id
+    from site_client.study import SiteContext
+    from tests.federation.inprocess import InProcessTransport
+    from tests.deployment.synthetic import protocol_yaml
+
+    names = [f"site-{i + 1}" for i in range(n_sites)]
+    data = write_sites(root / "data", {n: cases + 4 * i for i, n in enumerate(names)})
+    protocol = parse_protocol(yaml.safe_load(protocol_yaml(rounds=rounds, min_sites=max(2, n_sites - 1))))
+    pid = protocol_id(protocol)
+    contexts = {n: SiteContext(site_name=n, protocol=protocol, protocol_id=pid, approved_ids={pid}, data=data[n],
+                               data_kind="features", work_dir=root / "work" / n) for n in names}
+    started = time.monotonic()
+    outcome = run_study(protocol, pid, InProcessTransport(contexts), progress=lambda line: None)
+    return {"wall": time.monotonic() - started, "rounds": outcome.rounds}
+
+
 def simulation_study(root: Path, n_sites: int, rounds: int, cases: int) -> dict[str, object]:
     names = [f"site-{i + 1:02d}" for i in range(n_sites)]
     write_sites(root / "sites", {n: cases + (i % 5) * 4 for i, n in enumerate(names)}, file_name="features.csv")
@@ -108,11 +130,16 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="fedradval-bench-") as tmp:
         if not args.skip_deployment:
+            anchor = in_process_study(Path(tmp) / "inproc", args.sites, args.rounds, args.cases)
+            rows.append(f"| in process (no Flower: the anchor) | {args.sites} | {args.rounds} | {anchor['rounds']} | "
+                        f"{anchor['wall']:.0f} | {anchor['wall'] / anchor['rounds']:.2f} | — |")
+            print(rows[-1], flush=True)
             r = deployment_study(Path(tmp) / "deploy", args.sites, args.rounds, args.cases)
             per_site = ", ".join(f"{k} {v / 1024:.1f} KiB" for k, v in r["bytes"].items())
             rows.append(f"| loopback processes, TLS + auth | {args.sites} | {args.rounds} | {r['rounds']} | "
                         f"{r['wall']:.0f} | {r['wall'] / r['rounds']:.1f} | {per_site} |")
             print(rows[-1], flush=True)
+            print(f"loopback / in-process wall time: {r['wall'] / anchor['wall']:.1f}x", flush=True)
         if not args.skip_simulation:
             for n in args.sim_sites:
                 r = simulation_study(Path(tmp) / f"sim-{n}", n, args.rounds, args.cases)
