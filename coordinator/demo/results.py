@@ -130,6 +130,13 @@ def coverage_text(m: VariantMetrics) -> str:
     return f"≥ {text}" if m.coverage_censored and m.conformal_coverage is not None else text
 
 
+def mean_coverage_text(results: DemoResults, variant: str) -> str:
+    """Mean coverage over held-out sites; "≥" when a site's value is only a lower bound (censored)."""
+    text = _fmt(results.mean(variant, "conformal_coverage"))
+    censored = any(s.variants[variant].coverage_censored for s in results.sites if variant in s.variants)
+    return f"≥ {text}" if censored and text != "–" else text
+
+
 def results_table(results: DemoResults, target_coverage: float | None = None):  # -> rich.table.Table
     """One row per held-out site and model variant, then the unweighted mean over held-out sites."""
     from rich.table import Table
@@ -152,7 +159,7 @@ def results_table(results: DemoResults, target_coverage: float | None = None):  
     for i, variant in enumerate(results.variants):
         table.add_row("mean of held-out sites" if i == 0 else "", "", VARIANT_LABELS.get(variant, variant),
                       _fmt(results.mean(variant, "auc")), _fmt(results.mean(variant, "cal_slope")),
-                      _fmt(results.mean(variant, "conformal_coverage")), style="bold")
+                      mean_coverage_text(results, variant), style="bold")
     return table
 
 

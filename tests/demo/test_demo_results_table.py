@@ -1,0 +1,24 @@
+"""The demo's printed coverage: a censored site value ("<k missed") is a lower bound, and so is a mean over it."""
+
+from __future__ import annotations
+
+from coordinator.demo.results import DemoResults, HeldOutSite, VariantMetrics, coverage_text, mean_coverage_text
+
+
+def _site(name: str, coverage: float | None, censored: bool) -> HeldOutSite:
+    metrics = VariantMetrics(auc=0.8, auc_ci_low=0.7, auc_ci_high=0.9, cal_slope=1.0, conformal_coverage=coverage,
+                             coverage_censored=censored)
+    return HeldOutSite(name, 60, 20, {"harmonised": metrics})
+
+
+def _results(*sites: HeldOutSite) -> DemoResults:
+    return DemoResults("exp", "run", ["harmonised"], list(sites), None)
+
+
+def test_censored_site_and_the_mean_over_it_read_as_lower_bounds() -> None:
+    exact, censored = _site("a", 0.90, False), _site("b", 0.9333, True)
+    assert coverage_text(exact.variants["harmonised"]) == "0.90"
+    assert coverage_text(censored.variants["harmonised"]) == "≥ 0.93"
+    assert mean_coverage_text(_results(exact, censored), "harmonised") == "≥ 0.92"
+    assert mean_coverage_text(_results(exact, _site("c", 0.94, False)), "harmonised") == "0.92"
+    assert mean_coverage_text(_results(_site("d", None, False)), "harmonised") == "–"
