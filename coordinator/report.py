@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from coordinator.validation.conformal import censored_direction
+
 REPORT_ARTIFACT_DIR = "report"
 
 
@@ -51,11 +53,10 @@ def _ci(d: dict | None, value: str, lo: str = "ci_low", hi: str = "ci_high", dig
 
 
 def _prop(d: dict | None) -> str:
-    """x (lo–hi); a coverage censored at the site ("<k missed") reads "≥ x (lo–hi)"."""
+    """x (lo–hi); a coverage censored at the site reads "≥ x (lo–hi)" ("<k missed") or "≤ x (lo–hi)"."""
     text = _ci(d, "value")
-    if d and str(d.get("method", "")).endswith("censored") and d.get("value") is not None:
-        return ("≥ " if d["value"] > 0.5 else "≤ ") + text
-    return text
+    direction = censored_direction(str(d.get("method", ""))) if d and d.get("value") is not None else 0
+    return {1: "≥ ", -1: "≤ "}.get(direction, "") + text
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from coordinator.validation.conformal import censored_direction
 from coordinator.validation.results import (
     ConformalStats,
     FinalModel,
@@ -134,8 +135,8 @@ def conformal_values(c: ConformalStats | None, prefix: str = "conformal_") -> di
     for name, p in (("coverage", c.coverage), ("coverage_neg", c.coverage_neg), ("coverage_pos", c.coverage_pos)):
         if p is not None:
             v.update({name: p.value, f"{name}_ci_low": p.ci_low, f"{name}_ci_high": p.ci_high})
-    if c.coverage is not None:  # 1: the site released "<k missed", coverage is a bound (see the CI)
-        v["coverage_censored"] = float(c.coverage.method.endswith("censored"))
+    if c.coverage is not None:  # +1 / -1: the site released "<k missed" / "<k covered": a lower / upper bound
+        v["coverage_censored"] = float(censored_direction(c.coverage.method))
     return {f"{prefix}{k}": float(x) for k, x in v.items() if _finite(x)}
 
 

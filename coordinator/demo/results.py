@@ -25,7 +25,7 @@ class VariantMetrics:
     auc_ci_high: float | None
     cal_slope: float | None          # after recalibration when the store has it, else of the raw model
     conformal_coverage: float | None
-    coverage_censored: bool = False  # the site released "<k missed": the coverage is a lower bound
+    coverage_censored: int = 0  # +1: the site released "<k missed" (a lower bound), -1: "<k covered" (upper)
 
 
 @dataclass
@@ -71,7 +71,7 @@ def _variant(values: dict[str, float], prefix: str) -> VariantMetrics | None:
         auc_ci_high=_metric(values, f"{prefix}auc_ci_high"),
         cal_slope=slope if slope is not None else _metric(values, f"{prefix}cal_slope"),
         conformal_coverage=_metric(values, f"{prefix}conformal_coverage"),
-        coverage_censored=bool(_metric(values, f"{prefix}conformal_coverage_censored")),
+        coverage_censored=int(_metric(values, f"{prefix}conformal_coverage_censored") or 0),
     )
 
 
@@ -124,17 +124,24 @@ def auc_text(m: VariantMetrics) -> str:
     return f"{m.auc:.2f} [{m.auc_ci_low:.2f}, {m.auc_ci_high:.2f}]"
 
 
+_BOUND = {1: "≥ ", -1: "≤ "}
+
+
 def coverage_text(m: VariantMetrics) -> str:
-    """Coverage; "≥ x" when the site could only say that fewer than k cases were missed."""
+    """Coverage; "≥ x" / "≤ x" when the site could only say that fewer than k cases were missed / covered."""
     text = _fmt(m.conformal_coverage)
-    return f"≥ {text}" if m.coverage_censored and m.conformal_coverage is not None else text
+    return text if m.conformal_coverage is None else _BOUND.get(m.coverage_censored, "") + text
 
 
 def mean_coverage_text(results: DemoResults, variant: str) -> str:
-    """Mean coverage over held-out sites; "≥" when a site's value is only a lower bound (censored)."""
+    """Mean coverage over held-out sites; a bound ("≥" / "≤") when some sites' values are bounds, all one way
+    ("~" when they point both ways)."""
     text = _fmt(results.mean(variant, "conformal_coverage"))
-    censored = any(s.variants[variant].coverage_censored for s in results.sites if variant in s.variants)
-    return f"≥ {text}" if censored and text != "–" else text
+    kinds = {s.variants[variant].coverage_censored for s in results.sites
+             if variant in s.variants and s.variants[variant].conformal_coverage is not None} - {0}
+    if text == "–" or not kinds:
+        return text
+    return (_BOUND[kinds.pop()] if len(kinds) == 1 else "~ ") + text
 
 
 def results_table(results: DemoResults, target_coverage: float | None = None):  # -> rich.table.Table

@@ -143,22 +143,28 @@ def bisect_class_quantiles(
     return q_neg, q_pos
 
 
-CENSORED = "clopper-pearson, censored"
+CENSORED = "clopper-pearson, censored"  # method prefix; the suffix says which bound the value is
+AT_LEAST, AT_MOST = f"{CENSORED}: at least", f"{CENSORED}: at most"
+
+
+def censored_direction(method: str) -> int:
+    """+1: the value is a lower bound ("<k missed"), -1: an upper bound ("<k covered"), 0: exact."""
+    return {AT_LEAST: 1, AT_MOST: -1}.get(method, 0)
 
 
 def censored_proportion(coverage: Aggregate) -> tuple[Proportion, str]:
     """Coverage released as "<k missed" (or "<k covered"): the estimate is the bound on the safe side
     ((n-k+1)/n, resp. (k-1)/n), the 95% CI spans the Clopper-Pearson intervals of every count the site could
-    have had (x in n-k+1..n-1, resp. 1..k-1). ``method`` says it is censored."""
+    have had (x in n-k+1..n-1, resp. 1..k-1). ``method`` is :data:`AT_LEAST` or :data:`AT_MOST`."""
     n, k = int(coverage["n"]), int(coverage["k"])
     if coverage.get("missed_below_k", 0):
-        low_x, high_x, value_x = n - k + 1, n - 1, n - k + 1
+        low_x, high_x, value_x, method = n - k + 1, n - 1, n - k + 1, AT_LEAST
         note = f"coverage censored at the site: fewer than k = {k} of {n} missed, coverage at least {value_x / n:.3f}"
     else:
-        low_x, high_x, value_x = 1, k - 1, k - 1
+        low_x, high_x, value_x, method = 1, k - 1, k - 1, AT_MOST
         note = f"coverage censored at the site: fewer than k = {k} of {n} covered, coverage at most {value_x / n:.3f}"
     lo, hi = clopper_pearson_ci(low_x, n)[0], clopper_pearson_ci(high_x, n)[1]
-    return Proportion(value_x / n, lo, hi, value_x, n, CENSORED), note
+    return Proportion(value_x / n, lo, hi, value_x, n, method), note
 
 
 def conformal_stats(

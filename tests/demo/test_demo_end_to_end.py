@@ -156,7 +156,7 @@ def test_table_matches_the_mlflow_store_and_the_manifests(demo: dict) -> None:
             slope = metrics.get(f"{prefix}recal_cal_slope", metrics.get(f"{prefix}cal_slope"))
             assert row[4] == ("–" if slope is None else f"{slope:.2f}")
             coverage = metrics.get(f"{prefix}conformal_coverage")  # absent when the fold had no conformal stats
-            bound = "≥ " if metrics.get(f"{prefix}conformal_coverage_censored") == 1.0 else ""
+            bound = {1.0: "≥ ", -1.0: "≤ "}.get(metrics.get(f"{prefix}conformal_coverage_censored"), "")
             assert row[5] == "–" if coverage is None else (0.0 <= coverage <= 1.0 and row[5] == f"{bound}{coverage:.2f}")
     mean_rows = rows["mean of held-out sites"]
     for row, prefix in zip(mean_rows, ("", "raw_")):

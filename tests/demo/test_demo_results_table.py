@@ -5,7 +5,7 @@ from __future__ import annotations
 from coordinator.demo.results import DemoResults, HeldOutSite, VariantMetrics, coverage_text, mean_coverage_text
 
 
-def _site(name: str, coverage: float | None, censored: bool) -> HeldOutSite:
+def _site(name: str, coverage: float | None, censored: int) -> HeldOutSite:
     metrics = VariantMetrics(auc=0.8, auc_ci_low=0.7, auc_ci_high=0.9, cal_slope=1.0, conformal_coverage=coverage,
                              coverage_censored=censored)
     return HeldOutSite(name, 60, 20, {"harmonised": metrics})
@@ -16,9 +16,11 @@ def _results(*sites: HeldOutSite) -> DemoResults:
 
 
 def test_censored_site_and_the_mean_over_it_read_as_lower_bounds() -> None:
-    exact, censored = _site("a", 0.90, False), _site("b", 0.9333, True)
+    exact, censored = _site("a", 0.90, 0), _site("b", 0.9333, 1)
     assert coverage_text(exact.variants["harmonised"]) == "0.90"
     assert coverage_text(censored.variants["harmonised"]) == "≥ 0.93"
+    assert coverage_text(_site("u", 0.08, -1).variants["harmonised"]) == "≤ 0.08"
     assert mean_coverage_text(_results(exact, censored), "harmonised") == "≥ 0.92"
-    assert mean_coverage_text(_results(exact, _site("c", 0.94, False)), "harmonised") == "0.92"
-    assert mean_coverage_text(_results(_site("d", None, False)), "harmonised") == "–"
+    assert mean_coverage_text(_results(exact, _site("c", 0.94, 0)), "harmonised") == "0.92"
+    assert mean_coverage_text(_results(censored, _site("u", 0.08, -1)), "harmonised") == "~ 0.51"
+    assert mean_coverage_text(_results(_site("d", None, 0)), "harmonised") == "–"

@@ -139,7 +139,7 @@ def test_coverage_with_few_misses_is_released_censored_and_its_interval_holds_th
     stats_ = conformal_stats(0.1, 0.5, 0.5, coverage, None)
     truth = (n - missed) / n
     cov = stats_.coverage
-    assert cov.value <= truth <= (n - 1) / n and cov.method.endswith("censored")
+    assert cov.value <= truth <= (n - 1) / n and cov.method == "clopper-pearson, censored: at least"
     x = n - missed
     exact_lo = stats.beta.ppf(0.025, x, n - x + 1)
     exact_hi = stats.beta.ppf(0.975, x + 1, n - x)
@@ -167,3 +167,22 @@ def test_a_class_without_any_released_histogram_is_in_every_set(make_sites):
     assert q_neg == q_neg_both < 1.0
     in_neg, in_pos = (s <= q for s, q in ((np.array([0.2, 0.9]), q_neg), (1 - np.array([0.2, 0.9]), q_pos)))
     assert in_pos.all()
+
+
+def test_coverage_with_few_covered_is_an_upper_bound():
+    """Fewer than k covered (a badly transported model): released as '<k covered'; the value is the upper
+    bound (k-1)/n, the interval holds the exact Clopper-Pearson interval (scipy) of the true count."""
+    from scipy import stats
+
+    from site_client.evaluation.conformal import released_set_statistics
+
+    n, k, covered = 20, 5, 2
+    y = np.ones(n, dtype=int)
+    p = np.full(n, 0.05)
+    p[:covered] = 0.95  # only these positives get a set holding their class
+    coverage, _ = released_set_statistics(p, y, q_neg=0.5, q_pos=0.5, k=k)
+    assert coverage["censored"] == 1 and coverage["covered_below_k"] == 1 and "n_covered" not in coverage
+    cov = conformal_stats(0.1, 0.5, 0.5, coverage, None).coverage
+    assert cov.method == "clopper-pearson, censored: at most" and covered / n <= cov.value == (k - 1) / n
+    assert cov.ci_low <= stats.beta.ppf(0.025, covered, n - covered + 1) + 1e-12
+    assert stats.beta.ppf(0.975, covered + 1, n - covered) <= cov.ci_high + 1e-12
