@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from coordinator.demo.processes import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
@@ -38,19 +39,13 @@ def shared_data() -> Path:
 # ---------------------------------------------------------------- real MLflow server (session-scoped)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """Start ``mlflow server`` on a free loopback port (sqlite backend, proxied artifacts); yield its URI."""
     if shutil.which("mlflow", path=str(Path(sys.executable).parent)) is None and not _has_mlflow():
         pytest.skip("mlflow is not installed in this environment")
     root = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true")
     log = open(root / "server.log", "wb")
     cmd = [

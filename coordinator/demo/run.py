@@ -351,8 +351,8 @@ class Demo:
         self.console.print()
         self.console.print(results_table(results, target_coverage=1 - alpha))
         self.console.print("calibration slope: of the recalibrated model at the held-out site (1 = ideal); "
-                           "AUC 95% CI: DeLong, from the sites' binned score histograms; coverage \"≥ x\": the "
-                           "site released only that fewer than k cases fell outside their prediction sets.",
+                           "AUC 95% CI: DeLong, from the sites' binned score histograms; coverage \"≥ x\" (\"≤ x\"): the "
+                           "site released only that fewer than k cases fell outside (inside) their prediction sets.",
                            style="dim")
         line = verdict(results)
         if line:
