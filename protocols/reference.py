@@ -49,6 +49,14 @@ def _list_model(annotation: object) -> type[BaseModel] | None:
     return None
 
 
+def _union_models(annotation: object) -> list[type[BaseModel]]:
+    """The forms of a section that takes one of several models (e.g. binary or survival label)."""
+    if typing.get_origin(annotation) is not typing.Union:
+        return []
+    forms = [_nested_model(typing.get_args(a)[0] if typing.get_origin(a) is typing.Annotated else a) for a in typing.get_args(annotation)]
+    return [m for m in forms if m is not None] if all(forms) else []
+
+
 def _default_text(info) -> str:
     if info.default is not PydanticUndefined:
         value = info.default
@@ -68,12 +76,17 @@ def field_docs(model: type[BaseModel] = Protocol, prefix: str = "") -> list[Fiel
         path = f"{prefix}{name}"
         nested = _nested_model(info.annotation)
         items = _list_model(info.annotation)
+        forms = _union_models(info.annotation)
         description = (info.description or (nested.__doc__ if nested else "") or "").strip().splitlines()[0] if (
             info.description or nested
         ) else ""
         if nested is not None:
             rows.append(FieldDoc(path, "section", _default_text(info), description))
             rows.extend(field_docs(nested, f"{path}."))
+        elif forms:
+            rows.append(FieldDoc(path, "section", _default_text(info), description))
+            for form in forms:
+                rows.extend(field_docs(form, f"{path}."))
         elif items is not None:
             rows.append(FieldDoc(path, f"list of {items.__name__}", _default_text(info), (items.__doc__ or "").strip().splitlines()[0]))
             rows.extend(field_docs(items, f"{path}[]."))

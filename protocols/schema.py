@@ -7,9 +7,9 @@ protocol id: the id is computed from the fully resolved protocol (see :mod:`prot
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 TEXTURE_AGGREGATIONS = ("3D_avg", "3D_comb", "2D_avg", "2D_comb", "2_5D_avg", "2_5D_comb")
 FEATURE_FAMILIES = (
@@ -61,6 +61,67 @@ class Label(_Strict):
         if self.positive == self.negative:
             raise ValueError(f"positive and negative classes must differ, both are {self.positive!r}")
         return self
+
+    def columns(self) -> list[str]:
+        """The manifest columns that hold the outcome."""
+        return [self.column]
+
+
+TIME_UNITS = ("days", "weeks", "months", "years")
+
+
+class SurvivalLabel(_Strict):
+    """The reference standard of a time-to-event study: follow-up time, event indicator and horizons t*."""
+
+    type: Literal["survival"] = Field(description="Marks the survival form of label (the binary form has no type).")
+    time_column: str = Field(min_length=1, description="Column with the follow-up time (event or censoring), >= 0.")
+    event_column: str = Field(min_length=1, description="Column with the event indicator: 1 = event, 0 = censored.")
+    time_unit: Literal["days", "weeks", "months", "years"] = Field(description="Unit of time_column and horizons.")
+    horizons: list[float] = Field(
+        min_length=1, description="Horizons t* (in time_unit, increasing) for risk, calibration, AUC, Brier, net benefit."
+    )
+    min_events_per_site: int = Field(
+        default=10, ge=1, description="Per site; fewer events is an error at check time (Cox needs events, not cases)."
+    )
+    cox_ties: Literal["efron", "breslow"] = Field(default="efron", description="Handling of tied event times in Cox.")
+    cox_ridge: float = Field(default=0.0, ge=0, description="Cox ridge penalty: maximise log partial likelihood - cox_ridge/2 * |beta|^2.")
+
+    @field_validator("horizons")
+    @classmethod
+    def _increasing(cls, horizons: list[float]) -> list[float]:
+        if any(not (h > 0 and h < float("inf")) for h in horizons):
+            raise ValueError(f"horizons must be positive finite times, got {horizons}")
+        if any(b <= a for a, b in zip(horizons, horizons[1:])):
+            raise ValueError(f"horizons must be strictly increasing, got {horizons}")
+        return horizons
+
+    @model_validator(mode="after")
+    def _distinct_columns(self) -> "SurvivalLabel":
+        if self.time_column == self.event_column:
+            raise ValueError(f"time_column and event_column must differ, both are {self.time_column!r}")
+        return self
+
+    def columns(self) -> list[str]:
+        """The manifest columns that hold the outcome."""
+        return [self.time_column, self.event_column]
+
+
+def _label_form(value: object) -> str:
+    """Binary unless the section says ``type: survival`` (the binary form keeps its fields, so its ids are unchanged)."""
+    if isinstance(value, dict):
+        return "survival" if value.get("type") == "survival" else "binary"
+    return "survival" if isinstance(value, SurvivalLabel) else "binary"
+
+
+AnyLabel = Annotated[
+    Union[Annotated[Label, Tag("binary")], Annotated[SurvivalLabel, Tag("survival")]],
+    Discriminator(_label_form),
+]
+
+
+def is_survival(protocol: "Protocol") -> bool:
+    """True when the study's outcome is time to event."""
+    return isinstance(protocol.label, SurvivalLabel)
 
 
 class CategoricalCovariate(_Strict):
@@ -334,7 +395,7 @@ class Protocol(_Strict):
     """A complete study protocol."""
 
     study: Study
-    label: Label
+    label: AnyLabel = Field(description="The reference standard: binary classes, or time to event (type: survival).")
     covariates: Covariates = Field(default_factory=Covariates)
     batch: Batch = Field(default_factory=Batch)
     extraction: Extraction = Field(default_factory=Extraction)
@@ -347,8 +408,9 @@ class Protocol(_Strict):
 
     @model_validator(mode="after")
     def _no_label_covariate(self) -> "Protocol":
-        if self.label.column in self.covariates.names():
-            raise ValueError(f"the label column {self.label.column!r} must not be a covariate (it is the outcome)")
+        for column in self.label.columns():
+            if column in self.covariates.names():
+                raise ValueError(f"the label column {column!r} must not be a covariate (it is the outcome)")
         names = self.covariates.names()
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
