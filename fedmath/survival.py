@@ -158,3 +158,19 @@ def risk_at(baseline: Baseline, eta: np.ndarray, horizons: Sequence[float]) -> n
     """Absolute risk of the event by each horizon, shape (n, len(horizons)): 1 - exp(-H(t) exp(eta))."""
     hazard = baseline.at(horizons)
     return -np.expm1(-np.outer(np.exp(np.asarray(eta, dtype=float)), hazard))
+
+
+@dataclass(frozen=True)
+class CoxModel:
+    """What a survival study registers: coefficients, centre, carried baseline; predicts eta and risk at horizons."""
+
+    features: tuple[str, ...]
+    beta: np.ndarray
+    centre: np.ndarray
+    baseline: Baseline
+
+    def linear_predictor(self, features: np.ndarray) -> np.ndarray:
+        return linear_predictor(features, self.beta, self.centre)
+
+    def risk(self, features: np.ndarray, horizons: Sequence[float]) -> np.ndarray:
+        return risk_at(self.baseline, self.linear_predictor(features), horizons)
