@@ -136,3 +136,9 @@ def breslow_cumulative_hazard(data: SurvivalData, beta: object, centre: object, 
 def fit_local_cox(data: SurvivalData, ties: str = "efron", ridge: float = 0.0) -> CoxFit:
     """Cox fit on this site alone (e.g. the calibration slope of a linear predictor at a held-out site)."""
     return newton_maximise(lambda beta: cox_terms(data, beta, ties), data.features.shape[1], ridge)
+
+
+def feature_sums(data: SurvivalData) -> tuple[np.ndarray, int]:
+    """(sum of each feature, n): the coordinator pools them into the model's centre (the training feature mean)."""
+    return data.features.sum(axis=0), int(data.features.shape[0])
+

@@ -3,10 +3,11 @@
 **Grid respecting k.** The coordinator proposes public candidate times c_1 < ... < c_m (from the protocol's
 horizons, never from data). The site counts its events in each interval (c_{j-1}, c_j] (c_0 = 0, events at time 0
 in the first) and merges adjacent intervals (``privacy.merge_groups``) until each holds 0 or >= k events; it returns
-the right ends of the merged intervals. The last candidate is always kept (it closes the last interval). Removing
-points never breaks the rule (a sum of counts that are each 0 or >= k is 0 or >= k), so the coordinator's
-intersection of the sites' grids is valid at every site. When the site's events up to c_m number 1..k-1, no grid
-exists and the site releases none (``None``).
+the right ends of the merged intervals. The last candidate is always kept (it closes the last interval). Horizons
+are kept when the intervals on each side of them can be made safe on their own (merging then happens between
+horizons only); otherwise the site merges freely. When the site's events up to c_m number 1..k-1, no grid exists
+and the site releases none (``None``). Each site's grid is its own; the coordinator puts every site's cumulative
+hazard on the candidate grid by linear interpolation (``coordinator.validation.survival_baseline``).
 
 **Kaplan-Meier by risk group.** The curve is released only at the points of such a grid (so every step between
 released points is made of 0 or >= k events) and only while >= k patients are still at risk.
@@ -16,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from site_client.evaluation.privacy import merge_groups
-from site_client.evaluation.survival_cox import SiteSurvivalError
+from site_client.evaluation.privacy import _segmented_groups, merge_groups
+from site_client.evaluation.survival_cox import SiteSurvivalError, SurvivalData, breslow_cumulative_hazard
 
 
 def _checked_candidates(candidates: object) -> np.ndarray:
@@ -34,13 +35,32 @@ def interval_event_counts(time: np.ndarray, event: np.ndarray, candidates: np.nd
     return np.bincount(index, minlength=candidates.size)
 
 
-def releasable_grid(time: np.ndarray, event: np.ndarray, candidates: object, k: int) -> np.ndarray | None:
-    """The candidate points this site can release (each interval 0 or >= k events), or None."""
+def releasable_grid(
+    time: np.ndarray, event: np.ndarray, candidates: object, k: int, keep: object = ()
+) -> np.ndarray | None:
+    """The candidate points this site can release (each interval 0 or >= k events), or None.
+
+    ``keep``: candidate points (the horizons) to preserve when each segment between them can be merged safely.
+    """
     c = _checked_candidates(candidates)
-    groups = merge_groups(interval_event_counts(time, event, c)[None, :], k)
+    counts = interval_event_counts(time, event, c)[None, :]
+    cuts = sorted({int(j) + 1 for j in np.flatnonzero(np.isin(c, np.asarray(keep, dtype=float)))} - {c.size})
+    groups = _segmented_groups(counts, k, cuts) if cuts else None
+    if groups is None:
+        groups = merge_groups(counts, k)
     if groups is None:
         return None
     return c[[group[-1] for group in groups]]
+
+
+def site_baseline(
+    data: SurvivalData, beta: object, centre: object, candidates: object, k: int, keep: object = ()
+) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """(this site's releasable grid, its Breslow H there, n), or None when no grid respects k here."""
+    grid = releasable_grid(data.time, data.event, candidates, k, keep)
+    if grid is None:
+        return None
+    return grid, breslow_cumulative_hazard(data, beta, centre, grid), int(data.time.size)
 
 
 def kaplan_meier(time: np.ndarray, event: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -63,13 +83,13 @@ def kaplan_meier(time: np.ndarray, event: np.ndarray, at: np.ndarray) -> tuple[n
     return s, variance, at_risk
 
 
-def coarse_kaplan_meier(time: np.ndarray, event: np.ndarray, candidates: object, k: int) -> dict[str, np.ndarray | int] | None:
+def coarse_kaplan_meier(time: np.ndarray, event: np.ndarray, candidates: object, k: int, keep: object = ()) -> dict[str, np.ndarray | int] | None:
     """KM of one group released at grid points only: {"times", "survival", "n"} or None (nothing safe).
 
     Starts at (0, 1). Stops before the first grid point with fewer than k patients at risk. Numbers at risk are
     not released: their differences would count the patients censored in an interval, which may be 1..k-1.
     """
-    grid = releasable_grid(time, event, candidates, k)
+    grid = releasable_grid(time, event, candidates, k, keep)
     if grid is None or time.size < k:
         return None
     survival, _, at_risk = kaplan_meier(time, event, grid)
