@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from protocols import Protocol
+from protocols.schema import is_survival
 from site_client.imaging.errors import CaseInputError
 from site_client.imaging.masks import dicom_modality, read_label_mask, read_mask
 from site_client.imaging.readers import read_geometry, read_image
@@ -61,6 +62,10 @@ def _value_problems(line: int | None, case_id: str, values: dict[str, str], prot
     """Label, covariate and batch values of one case (shared by manifests and feature tables)."""
     problems: list[Problem] = []
     label = protocol.label
+    if is_survival(protocol):
+        from site_client.survival_checks import outcome_value_problems
+
+        return outcome_value_problems(line, case_id, values, label) + _covariate_problems(line, case_id, values, protocol)
     allowed = (label.positive, label.negative)
     value = values.get(label.column)
     if value is None or value == "":
@@ -69,6 +74,11 @@ def _value_problems(line: int | None, case_id: str, values: dict[str, str], prot
         problems.append(
             Problem(line, case_id, label.column, f"label value {value!r} is not one of the protocol's classes {list(allowed)}")
         )
+    return problems + _covariate_problems(line, case_id, values, protocol)
+
+
+def _covariate_problems(line: int | None, case_id: str, values: dict[str, str], protocol: Protocol) -> list[Problem]:
+    problems: list[Problem] = []
     for covariate in protocol.covariates.categorical:
         value = values.get(covariate.name)
         if value is None or value == "":
@@ -104,7 +114,7 @@ def _value_problems(line: int | None, case_id: str, values: dict[str, str], prot
 
 
 def _missing_columns(columns: list[str], protocol: Protocol, extra: list[str]) -> list[Problem]:
-    wanted = [protocol.label.column, *protocol.covariates.names(), *extra]
+    wanted = [*protocol.label.columns(), *protocol.covariates.names(), *extra]
     if protocol.batch.by == "column" and protocol.batch.column:
         wanted.append(protocol.batch.column)
     return [
@@ -157,12 +167,25 @@ def _class_problems(counts: Counter, protocol: Protocol) -> list[Problem]:
     return problems
 
 
+def _outcome_summary(rows: list[dict[str, str]], protocol: Protocol, report: CheckReport) -> None:
+    """Cohort-level outcome counts and problems: classes of a binary label, events and follow-up of a survival one."""
+    if is_survival(protocol):
+        from site_client.survival_checks import cohort_problems
+
+        report.class_counts, errors, warnings = cohort_problems(rows, protocol)
+        report.errors.extend(errors)
+        report.warnings.extend(warnings)
+        return
+    labels = Counter(values.get(protocol.label.column, "") for values in rows)
+    report.class_counts = {k: labels.get(k, 0) for k in (protocol.label.positive, protocol.label.negative)}
+    report.errors.extend(_class_problems(labels, protocol))
+
+
 def check_manifest(manifest: Manifest, protocol: Protocol, protocol_id: str) -> CheckReport:
     """Every problem of every row, then the cohort-level class counts."""
     report = CheckReport(str(manifest.path), protocol_id, len(manifest.rows), {})
     report.errors.extend(_missing_columns(manifest.columns, protocol, extra=[]))
     first_line: dict[str, int] = {}
-    labels: Counter = Counter()
     for row in manifest.rows:
         if not row.case_id:
             report.errors.append(Problem(row.line, "", "case_id", "empty case_id"))
@@ -174,9 +197,7 @@ def check_manifest(manifest: Manifest, protocol: Protocol, protocol_id: str) -> 
             first_line[row.case_id] = row.line
         report.errors.extend(_value_problems(row.line, row.case_id, row.values, protocol))
         report.errors.extend(_image_problems(row, protocol))
-        labels[row.values.get(protocol.label.column, "")] += 1
-    report.class_counts = {k: labels.get(k, 0) for k in (protocol.label.positive, protocol.label.negative)}
-    report.errors.extend(_class_problems(labels, protocol))
+    _outcome_summary([row.values for row in manifest.rows], protocol, report)
     return report
 
 
@@ -188,7 +209,7 @@ def check_feature_table(path: Path, table: pd.DataFrame, protocol: Protocol, pro
     report.errors.extend(_missing_columns(columns, protocol, extra=["case_id", *features]))
     text = table.astype(object).where(table.notna(), "").astype(str)
     first_line: dict[str, int] = {}
-    labels: Counter = Counter()
+    rows: list[dict[str, str]] = []
     for position, (_, row) in enumerate(text.iterrows()):
         line = position + 2  # header is line 1
         values = row.to_dict()
@@ -206,7 +227,6 @@ def check_feature_table(path: Path, table: pd.DataFrame, protocol: Protocol, pro
             number = pd.to_numeric(pd.Series([table[name].iloc[position]]), errors="coerce").iloc[0]
             if pd.isna(number) or not math.isfinite(float(number)):
                 report.errors.append(Problem(line, case_id, name, f"feature value {values.get(name)!r} is not a finite number"))
-        labels[values.get(protocol.label.column, "")] += 1
-    report.class_counts = {k: labels.get(k, 0) for k in (protocol.label.positive, protocol.label.negative)}
-    report.errors.extend(_class_problems(labels, protocol))
+        rows.append(values)
+    _outcome_summary(rows, protocol, report)
     return report
