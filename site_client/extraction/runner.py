@@ -112,7 +112,7 @@ def _tasks(rows: list[ManifestRow]) -> tuple[list[_Task], list[tuple[str, str]]]
 
 
 def _carried_columns(protocol: Protocol, columns: list[str], manifest: Path) -> list[str]:
-    wanted = [protocol.label.column, *protocol.covariates.names()]
+    wanted = [*protocol.label.columns(), *protocol.covariates.names()]
     if protocol.batch.by == "column" and protocol.batch.column:
         wanted.append(protocol.batch.column)
     missing = [c for c in wanted if c not in columns]

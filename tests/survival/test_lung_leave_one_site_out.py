@@ -77,3 +77,23 @@ def test_nothing_released_reveals_fewer_than_k_patients(folds) -> None:
                 assert min(calibration["n"]) >= K
         for curve in fold.metrics["km_by_risk_group"].values():
             assert curve is None or curve["n"] >= K
+
+
+def test_pooled_measures_equal_statsmodels_dersimonian_laird(folds) -> None:
+    from statsmodels.stats.meta_analysis import combine_effects
+
+    from coordinator.validation.survival_pooling import pool_survival_results
+
+    pooled = pool_survival_results({f.held_out: f.metrics for f in folds}, HORIZONS)
+    c = np.array([f.metrics["harrell"]["c"] for f in folds])
+    se = np.array([f.metrics["harrell"]["se"] for f in folds])
+    logit, logit_se = np.log(c / (1 - c)), se / (c * (1 - c))
+    oracle = combine_effects(logit, logit_se**2, method_re="dl")
+    assert pooled["harrell_c"].estimate == pytest.approx(1 / (1 + np.exp(-oracle.mean_effect_re)), rel=1e-10)
+    oe = [(f.metrics["horizons"][365.0]["oe"]) for f in folds if f.metrics["horizons"][365.0].get("oe")]
+    log_oe = np.log([o["oe"] for o in oe])
+    oracle = combine_effects(log_oe, np.array([o["log_oe_se"] for o in oe]) ** 2, method_re="dl")
+    # DerSimonian-Laird truncates tau^2 at 0 (then RE = FE); statsmodels reports the untruncated moment estimate
+    expected = oracle.mean_effect_re if oracle.tau2 > 0 else oracle.mean_effect_fe
+    assert pooled["oe@365"].estimate == pytest.approx(np.exp(expected), rel=1e-10)
+    assert pooled["oe@365"].k == len(oe) < len(folds) + 1
