@@ -133,3 +133,32 @@ def test_clean_survival_table_passes_and_missing_columns_are_named(tmp_path: Pat
     code, report = _check(tmp_path, [{k: v for k, v in r.items() if k != "death"} for r in rows])
     assert code == 1
     assert {"line": None, "case_id": "", "field": "death", "message": "column 'death' required by the protocol is absent"} in report["errors"]
+
+
+def test_manifest_check_reads_survival_columns_beside_images(tmp_path: Path) -> None:
+    import numpy as np
+    import SimpleITK as sitk
+
+    volume = sitk.GetImageFromArray(np.random.default_rng(0).normal(40, 10, (6, 8, 8)).astype(np.float32))
+    mask_array = np.zeros((6, 8, 8), np.uint8)
+    mask_array[2:4, 3:6, 3:6] = 1
+    sitk.WriteImage(volume, str(tmp_path / "image.nii.gz"))
+    sitk.WriteImage(sitk.GetImageFromArray(mask_array), str(tmp_path / "mask.nii.gz"))
+    lines = ["case_id,image,mask,os_months,death,age"]
+    lines += [f"c{i},image.nii.gz,mask.nii.gz,{30 + i},{i % 2},60" for i in range(8)]
+    lines += ["c8,image.nii.gz,mask.nii.gz,-1,1,60", "c9,image.nii.gz,mask.nii.gz,40,dead,60"]
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    protocol_path = tmp_path / "protocol.yaml"
+    protocol_path.write_text(yaml.safe_dump(PROTOCOL))
+    done = subprocess.run(
+        [sys.executable, "-m", "site_client", "check", "--manifest", str(tmp_path / "manifest.csv"),
+         "--protocol", str(protocol_path), "--json"],
+        capture_output=True, text=True, timeout=300,
+    )
+    report = json.loads(done.stdout)
+    assert done.returncode == 1
+    assert [(p["line"], p["field"], p["message"]) for p in report["errors"]] == [
+        (10, "os_months", "follow-up time -1 is negative; times are measured from the scan and must be >= 0"),
+        (11, "death", "event indicator 'dead' is not 1 (event) or 0 (censored)"),
+    ]
+    assert report["class_counts"] == {"events": 4, "censored": 4}
