@@ -5,7 +5,9 @@
 * **Newton maximiser** of a concave objective (penalised log partial likelihood) from summed site terms, with step
   halving: a step that lowers the objective is halved (up to ``max_halvings``), so the iteration never goes downhill.
   ``objective(beta) = loglik(beta) - ridge/2 * |beta|^2``, gradient ``g - ridge*beta``, information ``I + ridge*Id``.
-  Converged when the Newton decrement ``g' I^-1 g / 2`` of the accepted point is below ``tolerance``.
+  Converged when the Newton decrement ``g' I^-1 g / 2`` of the accepted point is below ``tolerance``. A
+  maximum where the information has collapsed (smallest eigenvalue below 1e-6 of that at beta = 0) is the
+  monotone likelihood of a perfectly ordering feature, an error rather than an infinite coefficient.
 * **Baseline for a new site.** Each training site s releases its Breslow cumulative hazard H_s(g) at the shared grid
   g_0 = 0 < g_1 < ... < g_m (every grid interval holds 0 or >= k events at every site) and its patient count n_s.
   A new hospital's baseline is unknown; the model carries the patient-weighted mean
@@ -82,6 +84,7 @@ def newton_maximise(
         raise SurvivalMathError(f"ridge must be a finite number >= 0, got {ridge}")
     beta = np.zeros(n_parameters)
     objective, gradient, information = _penalised(evaluate(beta), beta, ridge)
+    start_information = np.linalg.eigvalsh(information).min() if n_parameters else 0.0
     for iteration in range(1, max_iterations + 1):
         try:
             step = np.linalg.solve(information, gradient)
@@ -106,6 +109,11 @@ def newton_maximise(
         raise SurvivalMathError(
             f"the Cox model did not converge in {max_iterations} Newton steps (monotone likelihood: a feature may "
             "separate events from non-events; consider a ridge penalty)"
+        )
+    if n_parameters and np.linalg.eigvalsh(information).min() < 1e-6 * start_information:
+        raise SurvivalMathError(
+            "the Cox likelihood has no finite maximum (monotone likelihood: a feature orders the events perfectly); "
+            "consider a ridge penalty"
         )
     covariance = np.linalg.inv(information)
     return CoxFit(beta, covariance, objective + 0.5 * ridge * float(beta @ beta), objective, iteration)

@@ -28,7 +28,10 @@ def checked_terms(site: str, terms: CoxTerms, n_parameters: int) -> CoxTerms:
             f"site {site!r}: Cox terms have shapes {gradient.shape} / {information.shape}, expected "
             f"({n_parameters},) / ({n_parameters}, {n_parameters})"
         )
-    if not (np.all(np.isfinite(gradient)) and np.all(np.isfinite(information)) and np.isfinite(terms.log_likelihood)):
+    # log likelihood -inf is legitimate: the site's risk scores underflowed at an overshooting beta (Newton halves)
+    if not (np.all(np.isfinite(gradient)) and np.all(np.isfinite(information)) and terms.log_likelihood < np.inf):
+        raise CoxReplyError(f"site {site!r}: Cox terms hold a non-finite value")
+    if np.isnan(terms.log_likelihood):
         raise CoxReplyError(f"site {site!r}: Cox terms hold a non-finite value")
     if terms.log_likelihood > 1e-9:
         raise CoxReplyError(f"site {site!r}: a log partial likelihood cannot be positive, got {terms.log_likelihood}")

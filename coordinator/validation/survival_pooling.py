@@ -2,7 +2,8 @@
 
 Scales as for the binary metrics (``coordinator.validation.meta``): C statistics and AUC(t*) on the logit scale,
 O/E on the log scale, ΔC, calibration slope and Brier on their own scale. A site whose measure was withheld
-(small cells, or a horizon beyond its follow-up) is left out of that measure's pool, never imputed.
+(small cells, a horizon beyond its follow-up, or not estimable there) is left out of that measure's pool, never
+imputed; the pooled result's ``k`` says how many sites it holds.
 """
 
 from __future__ import annotations
@@ -41,14 +42,15 @@ def pool_survival_results(sites: Mapping[str, dict], horizons: list[float]) -> d
             entry = result
             for key in path:
                 entry = entry[key]
-            pairs.append((entry[estimate], entry[se]))
+            if estimate in entry:
+                pairs.append((entry[estimate], entry[se]))
         pooled[name] = _pool(pairs, scale)
     for horizon in horizons:
         for name, (key, estimate, se, scale) in HORIZON_MEASURES.items():
             pairs = []
             for result in sites.values():
                 entry = result["horizons"].get(float(horizon), {}).get(key)
-                if entry:
+                if entry and estimate in entry:
                     # O/E arrives with the SE of its log; meta takes natural-scale SEs (delta method: SE = O/E · SE_log)
                     pairs.append((entry[estimate], entry[se] * (entry[estimate] if scale == "log" else 1.0)))
             pooled[f"{name}@{horizon:g}"] = _pool(pairs, scale)

@@ -11,7 +11,8 @@ event set D_j, r_i = exp(x_i beta)):
   g = sum_j [ sum_{D_j} x_i - sum_m A1/A0 ], I = sum_j sum_m [ A2/A0 - A1 A1'/A0^2 ], A_q = S_q - m/d_j E_q.
 
 Within a stratum the partial likelihood is unchanged by shifting all of eta by a constant, so it is evaluated with
-eta - max(eta) (no overflow). Breslow's baseline cumulative hazard of the stratum, at a patient at ``centre``,
+eta - max(eta) (no overflow). A beta so extreme that a whole risk set underflows gives log likelihood -inf (with zero
+gradient and information): the coordinator's Newton then halves its step. Breslow's baseline cumulative hazard of the stratum, at a patient at ``centre``,
 is H(t) = sum_{t_j <= t} d_j / sum_{R_j} exp((x_i - centre) beta) (the estimator lifelines uses for every ties rule).
 """
 
@@ -107,6 +108,8 @@ def cox_terms(data: SurvivalData, beta: object, ties: str = "efron") -> CoxTerms
     m = np.arange(g.size) - np.repeat(np.cumsum(d) - d, d)
     phi = m / d[g] if ties == "efron" else np.zeros(g.size)
     a0 = s0[g] - phi * e0[g]
+    if np.any(a0 <= 0):  # every risk score of a late risk set underflowed: the likelihood is 0 in double precision
+        return CoxTerms(np.zeros(p), np.zeros((p, p)), -np.inf)
     a1 = s1[g] - phi[:, None] * e1[g]
     a2 = s2[g] - phi[:, None, None] * e2[g]
     z = a1 / a0[:, None]

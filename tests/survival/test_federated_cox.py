@@ -86,6 +86,8 @@ def test_site_reply_has_sizes_independent_of_n(cohort: pd.DataFrame) -> None:
     [
         (CoxTerms(np.zeros(2), np.eye(3), -1.0), "site 'evil': Cox terms have shapes (2,) / (3, 3), expected (3,) / (3, 3)"),
         (CoxTerms(np.array([np.nan, 0, 0]), np.eye(3), -1.0), "site 'evil': Cox terms hold a non-finite value"),
+        (CoxTerms(np.zeros(3), np.eye(3), np.nan), "site 'evil': Cox terms hold a non-finite value"),
+        (CoxTerms(np.zeros(3), np.eye(3), np.inf), "site 'evil': Cox terms hold a non-finite value"),
         (CoxTerms(np.zeros(3), np.eye(3), 5.0), "site 'evil': a log partial likelihood cannot be positive, got 5.0"),
         (CoxTerms(np.zeros(3), np.triu(np.ones((3, 3))), -1.0), "site 'evil': the Cox information matrix is not symmetric"),
         (CoxTerms(np.zeros(3), -np.eye(3), -1.0), "site 'evil': the Cox information matrix is not positive semidefinite"),
@@ -101,3 +103,21 @@ def test_constant_feature_is_a_clear_error(cohort: pd.DataFrame) -> None:
     frame = cohort.assign(x2=1.0)
     with pytest.raises(SurvivalMathError, match="information matrix is singular"):
         fit_stratified_cox(site_replies(frame, FEATURES), 3)
+
+
+def test_badly_scaled_feature_matches_lifelines() -> None:
+    """A volume in mm^3 (values ~1e4, coefficient ~1e-4): no rescaling needed."""
+    frame = stratified_cohort(seed=8, sizes=(120, 90))
+    frame["volume"] = 5000 + 4000 * frame["x0"] + 1.0
+    fit = fit_stratified_cox(site_replies(frame, ["volume"]), 1)
+    oracle = CoxPHFitter().fit(frame[["volume", "time", "event", "site"]], "time", "event", strata=["site"], fit_options=PRECISE)
+    np.testing.assert_allclose(fit.beta, oracle.params_[["volume"]].to_numpy(), rtol=1e-6)
+
+
+def test_underflowing_risk_sets_give_minus_infinity_which_the_coordinator_accepts(cohort: pd.DataFrame) -> None:
+    """At an absurd beta every score of a late risk set underflows: the likelihood is 0, so Newton must halve."""
+    part = cohort[cohort.site == "site0"]
+    data = SurvivalData.checked(part[FEATURES], part["time"], part["event"])
+    terms = cox_terms(data, np.array([2000.0, 0.0, 0.0]))
+    assert terms.log_likelihood == -np.inf
+    assert checked_terms("site0", terms, 3).log_likelihood == -np.inf

@@ -73,3 +73,18 @@ def test_heldout_release_has_sizes_independent_of_n_and_no_small_groups() -> Non
             assert min(calibration["n"]) >= 5
         shapes.append(set(sizes))
     assert shapes[0] == shapes[1]
+
+
+def test_a_measure_that_cannot_be_estimated_is_withheld_not_guessed() -> None:
+    """A linear predictor that orders the events perfectly: the calibration slope has no finite maximum."""
+    frame = stratified_cohort(seed=4, sizes=(60,), rounding=0.5)
+    horizons = [6.0]
+    candidates = candidate_grid(horizons)
+    baseline = Baseline(np.concatenate([[0.0], candidates]), 0.05 * np.concatenate([[0.0], candidates]))
+    perfect = CoxModel(("t",), np.array([-1.0]), np.zeros(1), baseline)
+    data = SurvivalData.checked(frame[["time"]], frame.time, frame.event)
+    result = heldout_survival_metrics(data, perfect, perfect, frame[["time"]].to_numpy(), horizons, [0.3], candidates, k=5)
+    assert result["calibration_slope"] == {"withheld": "not_estimable"}
+    assert result["harrell"]["c"] > 0.99  # below 1 only through ties (an event and a censoring at one time)
+    with pytest.raises(SiteSurvivalError, match="fewer than k events or patients at this site: no survival measure"):
+        heldout_survival_metrics(data, perfect, perfect, frame[["time"]].to_numpy(), horizons, [0.3], candidates, k=500)
