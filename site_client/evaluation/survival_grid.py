@@ -86,16 +86,20 @@ def kaplan_meier(time: np.ndarray, event: np.ndarray, at: np.ndarray) -> tuple[n
 def coarse_kaplan_meier(time: np.ndarray, event: np.ndarray, candidates: object, k: int, keep: object = ()) -> dict[str, np.ndarray | int] | None:
     """KM of one group released at grid points only: {"times", "survival", "n"} or None (nothing safe).
 
-    Starts at (0, 1). Stops before the first grid point with fewer than k patients at risk. Numbers at risk are
+    Starts at (0, 1). Only candidates with >= k patients still at risk are used, so the curve ends at the last
+    such point (its last interval closes there). Numbers at risk are
     not released: their differences would count the patients censored in an interval, which may be 1..k-1.
     """
-    grid = releasable_grid(time, event, candidates, k, keep)
-    if grid is None or time.size < k:
+    c = _checked_candidates(candidates)
+    followed = c[(time[None, :] >= c[:, None]).sum(axis=1) >= k]  # grid points with >= k patients at risk
+    if time.size < k or followed.size == 0:
         return None
-    survival, _, at_risk = kaplan_meier(time, event, grid)
-    keep = np.cumprod(at_risk >= k).astype(bool)
+    grid = releasable_grid(time, event, followed, k, keep)
+    if grid is None:
+        return None
+    survival, _, _ = kaplan_meier(time, event, grid)
     return {
-        "times": np.concatenate([[0.0], grid[keep]]),
-        "survival": np.concatenate([[1.0], survival[keep]]),
+        "times": np.concatenate([[0.0], grid]),
+        "survival": np.concatenate([[1.0], survival]),
         "n": int(time.size),
     }

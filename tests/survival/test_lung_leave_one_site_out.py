@@ -97,3 +97,25 @@ def test_pooled_measures_equal_statsmodels_dersimonian_laird(folds) -> None:
     expected = oracle.mean_effect_re if oracle.tau2 > 0 else oracle.mean_effect_fe
     assert pooled["oe@365"].estimate == pytest.approx(np.exp(expected), rel=1e-10)
     assert pooled["oe@365"].k == len(oe) < len(folds) + 1
+
+
+def test_survival_figures_render_from_released_aggregates(folds, tmp_path) -> None:
+    from coordinator.validation.survival_figures import (
+        calibration_at_horizon_figure,
+        concordance_forest_figure,
+        km_by_risk_group_figure,
+    )
+    from coordinator.validation.survival_pooling import pool_survival_results
+
+    results = {f.held_out: f.metrics for f in folds}
+    pooled = pool_survival_results(results, HORIZONS)
+    figures = {
+        "forest": concordance_forest_figure(results, pooled["harrell_c"]),
+        "calibration": calibration_at_horizon_figure(results, 365.0, "days"),
+        "km": km_by_risk_group_figure(folds[0].held_out, folds[0].metrics["km_by_risk_group"], "days"),
+    }
+    for name, figure in figures.items():
+        figure.savefig(tmp_path / f"{name}.png")
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000
+    calibration_lines = figures["calibration"].axes[0].get_legend_handles_labels()[1]
+    assert len(calibration_lines) == sum(1 for r in results.values() if r["horizons"][365.0].get("calibration"))
