@@ -1,7 +1,8 @@
 """Survival figures from released site aggregates (matplotlib ``Figure`` objects, no pyplot state).
 
 Kaplan-Meier curves are drawn through the points each site released (grid points respecting k): the curve between
-two released points is not known, so it is drawn as a step at the next released point and labelled as coarsened.
+two released points is not known; each released value is drawn from its time on (exact at every released point, the
+drop shown at the end of the interval holding it) and the title says the steps are coarsened.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def km_by_risk_group_figure(site: str, curves: Mapping[str, dict | None], time_u
     for group, curve in curves.items():
         if curve is None:
             continue
-        ax.step(curve["times"], curve["survival"], where="pre", marker="o", ms=3, label=f"{group} risk (n={curve['n']})")
+        ax.step(curve["times"], curve["survival"], where="post", marker="o", ms=3, label=f"{group} risk (n={curve['n']})")
     withheld = [g for g, c in curves.items() if c is None]
     note = f"; withheld (< k): {', '.join(withheld)}" if withheld else ""
     ax.set(xlabel=f"time ({time_unit})", ylabel="survival (Kaplan-Meier)", ylim=(0, 1.02),
