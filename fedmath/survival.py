@@ -182,3 +182,34 @@ class CoxModel:
 
     def risk(self, features: np.ndarray, horizons: Sequence[float]) -> np.ndarray:
         return risk_at(self.baseline, self.linear_predictor(features), horizons)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able form (what the registered model stores)."""
+        return {
+            "features": list(self.features),
+            "beta": self.beta.tolist(),
+            "centre": self.centre.tolist(),
+            "baseline_times": self.baseline.times.tolist(),
+            "baseline_cumulative_hazard": self.baseline.cumulative_hazard.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CoxModel":
+        """Inverse of :meth:`to_dict`; refuses a model whose parts disagree or are not finite."""
+        try:
+            features = tuple(str(name) for name in data["features"])
+            beta = np.asarray(data["beta"], dtype=float)
+            centre = np.asarray(data["centre"], dtype=float)
+            baseline = Baseline(np.asarray(data["baseline_times"], dtype=float),
+                                np.asarray(data["baseline_cumulative_hazard"], dtype=float))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SurvivalMathError(f"not a Cox model: {exc}") from None
+        if beta.shape != (len(features),) or centre.shape != beta.shape:
+            raise SurvivalMathError(f"a Cox model needs one coefficient and one centre value per feature ({len(features)})")
+        if not (np.all(np.isfinite(beta)) and np.all(np.isfinite(centre))):
+            raise SurvivalMathError("a Cox model's coefficients and centre must be finite")
+        return cls(features, beta, centre, baseline)
+
+    def predict(self, features: np.ndarray, horizons: Sequence[float]) -> dict[str, np.ndarray]:
+        """What the registered model returns: the linear predictor and the risk by each horizon (n x horizons)."""
+        return {"linear_predictor": self.linear_predictor(features), "risk": self.risk(features, horizons)}

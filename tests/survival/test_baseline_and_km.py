@@ -131,3 +131,26 @@ def test_coarse_km_matches_lifelines_and_hides_small_steps(cohort: pd.DataFrame)
         assert _events_between(part, lo, hi) in (0,) or _events_between(part, lo, hi) >= K
         assert (time >= hi).sum() >= K
     assert np.any(np.diff(curve["survival"]) < 0)
+
+
+def test_registered_model_round_trips_and_predicts_like_lifelines(cohort: pd.DataFrame, fitted: CoxPHFitter) -> None:
+    import json
+
+    from fedmath.survival import CoxModel
+
+    beta = fitted.params_[FEATURES].to_numpy()
+    centre = cohort[FEATURES].mean().to_numpy()
+    part = cohort[cohort.site == "site2"]
+    reply = site_baseline(SurvivalData.checked(part[FEATURES], part.time, part.event), beta, centre, CANDIDATES, K)
+    model = CoxModel(tuple(FEATURES), beta, centre, carried_baseline(CANDIDATES, {"site2": reply}))
+    loaded = CoxModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    patients = part.head(3)
+    out = loaded.predict(patients[FEATURES].to_numpy(), [24.0])
+    np.testing.assert_allclose(out["linear_predictor"], np.log(fitted.predict_partial_hazard(patients)), rtol=1e-9)
+    survival = fitted.predict_survival_function(patients[[*FEATURES, "site"]], times=[24.0])
+    np.testing.assert_allclose(out["risk"], 1 - survival.to_numpy().T, rtol=1e-9)
+    broken = {**model.to_dict(), "beta": [0.1, 0.2]}
+    with pytest.raises(SurvivalMathError, match=r"one coefficient and one centre value per feature \(3\)"):
+        CoxModel.from_dict(broken)
+    with pytest.raises(SurvivalMathError, match="not a Cox model: 'centre'"):
+        CoxModel.from_dict({k: v for k, v in model.to_dict().items() if k != "centre"})
