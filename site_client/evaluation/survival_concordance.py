@@ -14,10 +14,12 @@ G is the reverse Kaplan-Meier with events leaving the risk set before censorings
 removing every pair holding that patient; censoring weights held fixed): exact at the site from per-patient pair
 sums A_l, B_l, since theta_(-l) = (A - A_l) / (B - B_l). The paired ΔC (model minus volume-only) uses the same
 comparable pairs for both scores, so its jackknife carries the correlation between the two C's.
-Memory is O(n^2) booleans per site (a few thousand patients).
+Time is O(n^2) per site; memory stays bounded (pairs are processed in blocks of rows).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -39,32 +41,48 @@ def censoring_survival(time: np.ndarray, event: np.ndarray, at: np.ndarray) -> n
     return np.where(index >= 0, g[np.maximum(index, 0)], 1.0)
 
 
-def _scores(eta: np.ndarray) -> np.ndarray:
-    diff = eta[:, None] - eta[None, :]
+PAIRS_PER_BLOCK = 4_000_000  # rows of the n x n pair matrices are processed in blocks of about this many cells
+
+
+def _scores(eta_rows: np.ndarray, eta: np.ndarray) -> np.ndarray:
+    diff = eta_rows[:, None] - eta[None, :]
     return np.where(np.abs(diff) <= TIED_RISK, 0.5, (diff > 0).astype(float))
 
 
-def _comparable(time: np.ndarray, event: np.ndarray) -> np.ndarray:
-    earlier = time[:, None] < time[None, :]
-    tied_censored = (time[:, None] == time[None, :]) & (event[None, :] == 0)
-    return (event[:, None] == 1) & (earlier | tied_censored)
+def _comparable(rows: slice, time: np.ndarray, event: np.ndarray) -> np.ndarray:
+    t, e = time[rows], event[rows]
+    earlier = t[:, None] < time[None, :]
+    tied_censored = (t[:, None] == time[None, :]) & (event[None, :] == 0)
+    return (e[:, None] == 1) & (earlier | tied_censored)
 
 
-def _pair_ratio(weighted_pairs: np.ndarray, scores: list[np.ndarray]) -> tuple[list[float], np.ndarray, float]:
-    """Estimates for each score matrix, their per-patient leave-one-out values (n x len(scores)), and B."""
-    b = weighted_pairs.sum()
+def _pair_ratio(
+    pairs: Callable[[slice], np.ndarray], etas: list[np.ndarray]
+) -> tuple[list[float], np.ndarray, float]:
+    """Estimates for each score, their per-patient leave-one-out values (n x len(etas)), and B.
+
+    ``pairs(rows)`` gives the weighted pair matrix w_i c_ij for the patients i in ``rows`` against everyone.
+    """
+    n = etas[0].size
+    block = max(1, PAIRS_PER_BLOCK // max(n, 1))
+    b, b_l = 0.0, np.zeros(n)
+    a, a_l = np.zeros(len(etas)), np.zeros((len(etas), n))
+    for start in range(0, n, block):
+        rows = slice(start, min(start + block, n))
+        weighted = pairs(rows)
+        b += weighted.sum()
+        b_l[rows] += weighted.sum(axis=1)
+        b_l += weighted.sum(axis=0)
+        for m, eta in enumerate(etas):
+            a_pairs = weighted * _scores(eta[rows], eta)
+            a[m] += a_pairs.sum()
+            a_l[m, rows] += a_pairs.sum(axis=1)
+            a_l[m] += a_pairs.sum(axis=0)
     if b <= 0:
         raise SiteSurvivalError("no comparable pair of patients at this site")
-    b_l = weighted_pairs.sum(axis=0) + weighted_pairs.sum(axis=1)
-    estimates, leave_out = [], []
-    for s in scores:
-        a_pairs = weighted_pairs * s
-        a = a_pairs.sum()
-        a_l = a_pairs.sum(axis=0) + a_pairs.sum(axis=1)
-        estimates.append(float(a / b))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            leave_out.append(np.where(b - b_l > 0, (a - a_l) / (b - b_l), np.nan))
-    return estimates, np.column_stack(leave_out), float(b)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        leave_out = np.where(b - b_l > 0, (a[:, None] - a_l) / (b - b_l), np.nan).T
+    return [float(x / b) for x in a], leave_out, float(b)
 
 
 def _jackknife_se(values: np.ndarray) -> float:
@@ -75,13 +93,13 @@ def _jackknife_se(values: np.ndarray) -> float:
 
 def harrell_c(time: np.ndarray, event: np.ndarray, eta: np.ndarray) -> dict[str, float]:
     """{"c", "se"}: Harrell's C of risk score eta (higher = earlier event) with its jackknife SE."""
-    (c,), leave_out, _ = _pair_ratio(_comparable(time, event).astype(float), [_scores(eta)])
+    (c,), leave_out, _ = _pair_ratio(lambda rows: _comparable(rows, time, event).astype(float), [eta])
     return {"c": c, "se": _jackknife_se(leave_out[:, 0])}
 
 
 def paired_delta_c(time: np.ndarray, event: np.ndarray, eta_model: np.ndarray, eta_reference: np.ndarray) -> dict[str, float]:
     """{"c_model", "c_reference", "delta", "se"}: Harrell's C of both scores on the same pairs; jackknife SE of Δ."""
-    (c1, c2), leave_out, _ = _pair_ratio(_comparable(time, event).astype(float), [_scores(eta_model), _scores(eta_reference)])
+    (c1, c2), leave_out, _ = _pair_ratio(lambda rows: _comparable(rows, time, event).astype(float), [eta_model, eta_reference])
     return {"c_model": c1, "c_reference": c2, "delta": c1 - c2, "se": _jackknife_se(leave_out[:, 0] - leave_out[:, 1])}
 
 
@@ -91,7 +109,7 @@ def uno_c(time: np.ndarray, event: np.ndarray, eta: np.ndarray, tau: float) -> d
     if np.any((event == 1) & (time < tau) & (g <= 0)):
         raise SiteSurvivalError("the censoring distribution reaches 0 before tau: Uno's C is undefined here")
     weights = np.where((event == 1) & (time < tau), 1 / np.where(g > 0, g, 1.0) ** 2, 0.0)
-    (c,), leave_out, _ = _pair_ratio(_comparable(time, event) * weights[:, None], [_scores(eta)])
+    (c,), leave_out, _ = _pair_ratio(lambda rows: _comparable(rows, time, event) * weights[rows, None], [eta])
     return {"c": c, "se": _jackknife_se(leave_out[:, 0])}
 
 
@@ -103,6 +121,5 @@ def cumulative_dynamic_auc(time: np.ndarray, event: np.ndarray, score: np.ndarra
         raise SiteSurvivalError("time-dependent AUC needs an event before and a patient followed beyond the horizon")
     g = censoring_survival(time, event, time)
     weights = np.where(cases, 1 / np.where(g > 0, g, 1.0), 0.0)
-    pairs = weights[:, None] * controls[None, :]
-    (auc,), leave_out, _ = _pair_ratio(pairs, [_scores(score)])
+    (auc,), leave_out, _ = _pair_ratio(lambda rows: weights[rows, None] * controls[None, :], [score])
     return {"auc": auc, "se": _jackknife_se(leave_out[:, 0])}

@@ -155,3 +155,18 @@ def test_small_groups_are_withheld_not_estimated(site: dict) -> None:
     ours = net_benefit(t, e, risk, HORIZON, [float(top)], K)
     assert ours["model"] == [None]
     assert observed_expected(t[:8], e[:8], risk[:8], HORIZON, k=50) is None
+
+
+def test_blocked_pair_sums_give_the_same_answers(site: dict, monkeypatch) -> None:
+    """Large sites are processed a few rows at a time: force tiny blocks and compare with the oracles again."""
+    import site_client.evaluation.survival_concordance as concordance
+
+    monkeypatch.setattr(concordance, "PAIRS_PER_BLOCK", 300)  # 2 rows per block for 140 patients
+    t, e, eta, risk = site["time"], site["event"], site["eta"], site["risk"]
+    full = _surv(t, e)
+    assert harrell_c(t, e, eta)["c"] == pytest.approx(concordance_index(t, -eta, e), abs=1e-12)
+    assert uno_c(t, e, eta, tau=HORIZON)["c"] == pytest.approx(concordance_index_ipcw(full, full, eta, tau=HORIZON)[0], abs=1e-12)
+    assert cumulative_dynamic_auc(t, e, risk, HORIZON)["auc"] == pytest.approx(sk_auc(full, full, risk, [HORIZON])[0][0], abs=1e-12)
+    keep = lambda i: np.arange(t.size) != i  # noqa: E731
+    loo = [concordance_index(t[keep(i)], -eta[keep(i)], e[keep(i)]) for i in range(t.size)]
+    assert harrell_c(t, e, eta)["se"] == pytest.approx(_jackknife(loo), rel=1e-9)
