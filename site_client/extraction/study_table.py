@@ -107,13 +107,9 @@ def current_table(data: Path, kind: str, protocol, folder: Path, log: Log) -> St
         log([f"extracted table {table.key[:16]}: {table.extracted} case(s) extracted, {table.unchanged} unchanged, "
              f"{table.failed} failed"])
     after = data_snapshot(data, kind)
-    changed = _changes(before, after)
-    if changed:
-        log(["site data changed while the run's table was being read or extracted:"] + [f"  {c}" for c in changed])
-        raise StudyDataChanged(
-            f"the site's data changed while it was being read ({len(changed)} file(s)); the run was not started "
-            "with a mixed cohort: finish copying the data, then start the run again (details in the site log)"
-        )
+    _refuse_changes(before, after, log, "site data changed while the run's table was being read or extracted:",
+                    "the site's data changed while it was being read ({n} file(s)); the run was not started with a "
+                    "mixed cohort: finish copying the data, then start the run again (details in the site log)")
     _write_json(folder, SNAPSHOT_FILE, {"snapshot": after, "table_key": table.key})
     return table
 
@@ -124,12 +120,15 @@ def refuse_if_changed(data: Path, kind: str, folder: Path, log: Log) -> None:
     if not path.exists():
         return
     recorded = json.loads(path.read_text(encoding="utf-8"))["snapshot"]
-    current = data_snapshot(data, kind)
+    _refuse_changes(recorded, data_snapshot(data, kind), log, "site data changed during the run; message refused:",
+                    "the site's data changed during this run ({n} file(s) since the run's start); a run keeps the "
+                    "cohort it started with, so this message is refused; start a new run to use the new data "
+                    "(details in the site log)")
+
+
+def _refuse_changes(recorded: dict, current: dict, log: Log, heading: str, message: str) -> None:
+    """Log what changed (paths stay at the site) and raise the generic ``message`` (``{n}``: how many files)."""
     changed = _changes(recorded, current)
     if changed:
-        log(["site data changed during the run; message refused:"] + [f"  {c}" for c in changed])
-        raise StudyDataChanged(
-            f"the site's data changed during this run ({len(changed)} file(s) since the run's start); a run keeps "
-            "the cohort it started with, so this message is refused; restore the data to finish this run, or start "
-            "a new run to use the new data (details in the site log)"
-        )
+        log([heading] + [f"  {c}" for c in changed])
+        raise StudyDataChanged(message.format(n=len(changed)))
