@@ -41,6 +41,8 @@ def extract(
         f"{len(result.failed)} failed, {result.seconds:.1f} s",
         file=sys.stderr,
     )
+    for note in result.notes:
+        print(f"  note: {note}", file=sys.stderr)
     if result.failed:
         for case_id, reason in result.failed[:10]:
             print(f"  failed {case_id}: {reason}", file=sys.stderr)

@@ -148,6 +148,5 @@ def validate_case(files: CaseFiles, extraction: Extraction) -> ValidatedCase:
     check_complete(mask_file.path)
     image = read_image(image_file.path, files.series_uid)
     mask = read_mask(mask_file.path, image, label, files.roi)
-    notes = [f"{role} {f.given} is a symbolic link to {f.path}" for role, f in (("image", image_file), ("mask", mask_file))
-             if f.via_symlink]
+    notes = image_file.link_notes("image") + mask_file.link_notes("mask")
     return ValidatedCase(image_file, mask_file, image, mask, _prepare(image, mask, extraction), notes)

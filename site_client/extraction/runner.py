@@ -41,6 +41,7 @@ class ExtractionResult:
     seconds: float = 0.0
     peak_worker_rss_mib: float = 0.0  # largest resident set of a process that extracted a case (Unix only)
     case_keys: dict[str, str] = field(default_factory=dict)  # case_id -> content key of each case written
+    notes: list[str] = field(default_factory=list)  # e.g. "case X: image A is a symbolic link to B"
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class _Outcome:
     from_cache: bool
     key: str = ""
     rss_mib: float = 0.0
+    notes: tuple[str, ...] = ()
 
 
 def errors_path_for(out_path: Path) -> Path:
@@ -92,7 +94,8 @@ def _run_case(task: _Task, protocol: Protocol, identifier: str, cache_folder: st
         last = traceback.extract_tb(exc.__traceback__)[-1]
         where = f"{Path(last.filename).name}:{last.lineno}"
         outcome = _Outcome(task.case_id, None, f"internal error {type(exc).__name__}: {exc} (at {where})", False)
-    return _Outcome(outcome.case_id, outcome.features, outcome.error, outcome.from_cache, outcome.key, _peak_rss_mib())
+    return _Outcome(outcome.case_id, outcome.features, outcome.error, outcome.from_cache, outcome.key, _peak_rss_mib(),
+                    outcome.notes)
 
 
 def _extract_one(task: _Task, protocol: Protocol, identifier: str, cache_folder: str) -> _Outcome:
@@ -103,16 +106,17 @@ def _extract_one(task: _Task, protocol: Protocol, identifier: str, cache_folder:
     mask_label(task.label)
     limit = protocol.extraction.max_voxels
     # Regular files within the size bound before the cache key hashes them (never /dev/zero or a FIFO).
-    image = checked_input(Path(task.image), "image", limit).path
-    mask = checked_input(Path(task.mask), "mask", limit).path
-    key = cache.case_key(image, mask, task.label.strip() or "1", task.roi, task.series_uid, identifier)
+    image = checked_input(Path(task.image), "image", limit)
+    mask = checked_input(Path(task.mask), "mask", limit)
+    notes = tuple(f"case {task.case_id}: {note}" for note in image.link_notes("image") + mask.link_notes("mask"))
+    key = cache.case_key(image.path, mask.path, task.label.strip() or "1", task.roi, task.series_uid, identifier)
     hit = cache.load(Path(cache_folder), key)
     if hit is not None:
-        return _Outcome(task.case_id, hit, "", True, key)
+        return _Outcome(task.case_id, hit, "", True, key, notes=notes)
     files = CaseFiles(Path(task.image), Path(task.mask), task.label, task.roi, task.series_uid)
     features = features_of(validate_case(files, protocol.extraction), protocol.extraction)
     cache.store(Path(cache_folder), key, features)
-    return _Outcome(task.case_id, features, "", False, key)
+    return _Outcome(task.case_id, features, "", False, key, notes=notes)
 
 
 def _tasks(rows: list[ManifestRow], time_limit_s: float | None) -> tuple[list[_Task], list[_Failure]]:
@@ -214,6 +218,7 @@ def extract_cohort(
     workers = max(1, workers or os.cpu_count() or 1)
     results: dict[str, dict[str, float]] = {}
     keys: dict[str, str] = {}
+    notes: list[str] = []
     task_of = {task.case_id: task for task in tasks}
     skipped = 0
     peak_rss = 0.0
@@ -231,6 +236,7 @@ def extract_cohort(
             def record(outcome: _Outcome) -> None:
                 nonlocal skipped, peak_rss
                 peak_rss = max(peak_rss, outcome.rss_mib)
+                notes.extend(outcome.notes)
                 if outcome.features is None:
                     failures.append(_Failure(outcome.case_id, outcome.error, row_at[task_of[outcome.case_id].line]))
                 else:
@@ -281,11 +287,12 @@ def extract_cohort(
     for column in ["case_id", *carried]:
         frame[column] = frame[column].astype(str)
     write_table_atomic(frame, out_path)
+    failures.sort(key=lambda f: f.row.line if f.row else 0)  # manifest order, whatever order workers finished in
     errors_path = _write_errors(out_path, failures)
     failed = [(f.case_id, f.reason) for f in failures]
     written_keys = {case_id: keys[case_id] for case_id in results}
     return ExtractionResult(out_path, len(rows), failed, skipped, errors_path, time.perf_counter() - start, peak_rss,
-                            written_keys)
+                            written_keys, sorted(notes))
 
 
 def _collect(futures: dict[Future, _Task], record) -> list[_Task]:

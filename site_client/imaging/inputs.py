@@ -32,6 +32,10 @@ class InputFile:
     def via_symlink(self) -> bool:
         return Path(os.path.abspath(self.given)) != self.path
 
+    def link_notes(self, role: str) -> list[str]:
+        """The note ``check`` and ``extract`` report for a followed symbolic link (empty for a plain path)."""
+        return [f"{role} {self.given} is a symbolic link to {self.path}"] if self.via_symlink else []
+
     def describe(self) -> str:
         """The path as the manifest gives it, and its target when it is (or passes through) a symbolic link."""
         return f"{self.given} (symbolic link to {self.path})" if self.via_symlink else str(self.given)

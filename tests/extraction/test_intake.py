@@ -168,7 +168,7 @@ def test_devices_fifos_sockets_and_links_are_refused_without_blocking(folder, tm
     manifest = _manifest(folder, "special.csv", lines)
     try:
         report = _check(manifest, folder)
-        _, table, errors = _extract(manifest, folder, "special.out.csv", workers=2)
+        result, table, errors = _extract(manifest, folder, "special.out.csv", workers=2)
     finally:
         server.close()
     by_case = {p.case_id: p.message for p in report.errors}
@@ -178,7 +178,9 @@ def test_devices_fifos_sockets_and_links_are_refused_without_blocking(folder, tm
         assert by_case[case].startswith(f"{path}") and reason in by_case[case], by_case[case]
     # a link that resolves to a regular image is followed, and reported by check
     assert list(table["case_id"]) == ["linked"]
-    assert [w.message for w in report.warnings] == [f"image {tmp_path / 'linked.nii.gz'} is a symbolic link to {folder / 'img2.nii.gz'}"]
+    link = f"image {tmp_path / 'linked.nii.gz'} is a symbolic link to {folder / 'img2.nii.gz'}"
+    assert [w.message for w in report.warnings] == [link]
+    assert result.notes == [f"case linked: {link}"]
 
 
 def test_oversized_file_is_refused_from_stat(folder, tmp_path):
