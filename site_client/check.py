@@ -1,6 +1,11 @@
 """``site-client check``: read every manifest row and report every problem, without stopping at the first.
 
-Nothing is written anywhere: the check only reads the manifest, image headers and masks.
+Each case goes through :func:`site_client.extraction.intake.validate_case`, the very function ``extract`` runs
+before computing features, so a case that passes here fails in ``extract`` only in the feature computation
+itself. Nothing is written anywhere.
+
+Per-row label, covariate and batch values are validated in :func:`row_value_problems` (the one place to add
+label checks, e.g. for other label kinds).
 """
 
 from __future__ import annotations
@@ -14,10 +19,10 @@ import pandas as pd
 
 from protocols import Protocol
 from protocols.schema import is_survival
+from site_client.extraction.deadline import CASE_TIME_LIMIT_S, time_limit
+from site_client.extraction.intake import CaseFiles, validate_case
 from site_client.imaging.errors import CaseInputError
-from site_client.imaging.masks import dicom_modality, read_label_mask, read_mask
-from site_client.imaging.readers import read_geometry, read_image
-from site_client.manifest import Manifest, ManifestRow
+from site_client.manifest import Manifest, ManifestRow, duplicate_lines, duplicate_message
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,7 @@ class CheckReport:
         }
 
 
-def _value_problems(line: int | None, case_id: str, values: dict[str, str], protocol: Protocol) -> list[Problem]:
+def row_value_problems(line: int | None, case_id: str, values: dict[str, str], protocol: Protocol) -> list[Problem]:
     """Label, covariate and batch values of one case (shared by manifests and feature tables)."""
     problems: list[Problem] = []
     label = protocol.label
@@ -124,31 +129,28 @@ def _missing_columns(columns: list[str], protocol: Protocol, extra: list[str]) -
     ]
 
 
-def _image_problems(row: ManifestRow, protocol: Protocol) -> list[Problem]:
+def _problem_field(message: str, files: CaseFiles) -> str:
+    if message.startswith("mask_label"):
+        return "mask_label"
+    if str(files.mask) in message or (str(files.image) not in message and "mask" in message):
+        return "mask"
+    return "image"
+
+
+def _image_problems(row: ManifestRow, protocol: Protocol, time_limit_s: float | None) -> tuple[list[Problem], list[Problem]]:
+    """(errors, warnings) of a row's image and mask: the intake checks of ``extract``, up to the features."""
+    files = CaseFiles(row.image, row.mask, row.mask_label_text, row.mask_roi, row.series_uid)
     try:
-        label_value = row.mask_label
-    except ValueError:
-        return [Problem(row.line, row.case_id, "mask_label", f"{row.mask_label_text!r} is not an integer label value")]
-    try:
-        geometry = read_geometry(row.image, row.series_uid)
+        with time_limit(time_limit_s, f"case {row.case_id or '<line ' + str(row.line) + '>'}"):
+            case = validate_case(files, protocol.extraction)
     except CaseInputError as exc:
-        return [Problem(row.line, row.case_id, "image", str(exc))]
-    want = 2 if protocol.extraction.dimensionality == "2D" else 3
-    if geometry.dimension < want or (want == 3 and min(geometry.size) < 2):
-        message = f"{row.image}: image is {geometry.dimension}D {geometry.size}; the protocol needs a {want}D volume"
-        return [Problem(row.line, row.case_id, "image", message)]
-    try:
-        if not row.mask.exists():
-            raise CaseInputError(f"{row.mask}: file not found")
-        if dicom_modality(row.mask):
-            # RTSTRUCT / SEG masks are rasterised onto the image grid, so the voxels are needed.
-            read_mask(row.mask, read_image(row.image, row.series_uid), label_value, row.mask_roi)
-        else:
-            # Label images are compared header-to-header; only the mask's voxels are read.
-            read_label_mask(row.mask, geometry, label_value)
-    except CaseInputError as exc:
-        return [Problem(row.line, row.case_id, "mask", str(exc))]
-    return []
+        message = str(exc)
+        return [Problem(row.line, row.case_id, _problem_field(message, files), message)], []
+    except MemoryError:
+        message = "out of memory while reading the case (raise memory or lower extraction.max_voxels)"
+        return [Problem(row.line, row.case_id, "image", message)], []
+    warnings = [Problem(row.line, row.case_id, note.split(" ", 1)[0], note) for note in case.notes]
+    return [], warnings
 
 
 def _class_problems(counts: Counter, protocol: Protocol) -> list[Problem]:
@@ -181,22 +183,22 @@ def _outcome_summary(rows: list[dict[str, str]], protocol: Protocol, report: Che
     report.errors.extend(_class_problems(labels, protocol))
 
 
-def check_manifest(manifest: Manifest, protocol: Protocol, protocol_id: str) -> CheckReport:
+def check_manifest(
+    manifest: Manifest, protocol: Protocol, protocol_id: str, case_time_limit_s: float | None = CASE_TIME_LIMIT_S
+) -> CheckReport:
     """Every problem of every row, then the cohort-level class counts."""
     report = CheckReport(str(manifest.path), protocol_id, len(manifest.rows), {})
     report.errors.extend(_missing_columns(manifest.columns, protocol, extra=[]))
-    first_line: dict[str, int] = {}
+    repeated = duplicate_lines(manifest.rows)
     for row in manifest.rows:
         if not row.case_id:
             report.errors.append(Problem(row.line, "", "case_id", "empty case_id"))
-        elif row.case_id in first_line:
-            report.errors.append(
-                Problem(row.line, row.case_id, "case_id", f"duplicate case_id, first used on line {first_line[row.case_id]}")
-            )
-        else:
-            first_line[row.case_id] = row.line
-        report.errors.extend(_value_problems(row.line, row.case_id, row.values, protocol))
-        report.errors.extend(_image_problems(row, protocol))
+        elif row.case_id in repeated:
+            report.errors.append(Problem(row.line, row.case_id, "case_id", duplicate_message(row.case_id, repeated[row.case_id])))
+        report.errors.extend(row_value_problems(row.line, row.case_id, row.values, protocol))
+        errors, warnings = _image_problems(row, protocol, case_time_limit_s)
+        report.errors.extend(errors)
+        report.warnings.extend(warnings)
     _outcome_summary([row.values for row in manifest.rows], protocol, report)
     return report
 
@@ -208,19 +210,22 @@ def check_feature_table(path: Path, table: pd.DataFrame, protocol: Protocol, pro
     columns = [str(c) for c in table.columns]
     report.errors.extend(_missing_columns(columns, protocol, extra=["case_id", *features]))
     text = table.astype(object).where(table.notna(), "").astype(str)
-    first_line: dict[str, int] = {}
+    ids = text["case_id"].tolist() if "case_id" in text.columns else [""] * len(text)
+    lines_of: dict[str, list[int]] = {}
+    for position, case_id in enumerate(ids):
+        lines_of.setdefault(case_id, []).append(position + 2)  # header is line 1
     rows: list[dict[str, str]] = []
     for position, (_, row) in enumerate(text.iterrows()):
-        line = position + 2  # header is line 1
+        line = position + 2
         values = row.to_dict()
         case_id = values.get("case_id", "")
-        if case_id in first_line:
-            report.errors.append(Problem(line, case_id, "case_id", f"duplicate case_id, first used on line {first_line[case_id]}"))
-        elif case_id:
-            first_line[case_id] = line
-        else:
+        if not case_id:
             report.errors.append(Problem(line, "", "case_id", "empty case_id"))
-        report.errors.extend(_value_problems(line, case_id, values, protocol))
+        elif len(lines_of[case_id]) > 1:
+            message = (f"case_id {case_id!r} is used on lines {', '.join(map(str, lines_of[case_id]))}; "
+                       "case ids must be unique")
+            report.errors.append(Problem(line, case_id, "case_id", message))
+        report.errors.extend(row_value_problems(line, case_id, values, protocol))
         for name in features:
             if name not in table.columns:
                 continue

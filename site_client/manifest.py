@@ -87,3 +87,20 @@ def read_manifest(path: str | Path) -> Manifest:
     if not rows:
         raise ManifestError(f"manifest {path}: no data rows below the header")
     return Manifest(path=path, columns=columns, rows=rows)
+
+
+def duplicate_lines(rows: list[ManifestRow]) -> dict[str, list[int]]:
+    """Every non-empty case id used on more than one row -> all its line numbers."""
+    lines: dict[str, list[int]] = {}
+    for row in rows:
+        if row.case_id:
+            lines.setdefault(row.case_id, []).append(row.line)
+    return {case_id: found for case_id, found in lines.items() if len(found) > 1}
+
+
+def duplicate_message(case_id: str, lines: list[int]) -> str:
+    """The one wording of a repeated case id, for ``check``, ``extract`` and ``join``."""
+    return (
+        f"case_id {case_id!r} is used on manifest lines {', '.join(map(str, lines))}; case ids must be unique: "
+        "none of these rows is used (each could carry another row's label and covariates)"
+    )

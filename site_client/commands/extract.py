@@ -9,6 +9,7 @@ import typer
 
 from protocols.console import load_protocol_for_command
 from site_client.cli import app
+from site_client.extraction.deadline import CASE_TIME_LIMIT_S
 from site_client.manifest import ManifestError
 from site_client.tables import TableError
 
@@ -20,13 +21,17 @@ def extract(
     out: Path = typer.Option(..., "--out", "-o", help="Feature table to write: .csv or .parquet."),
     workers: int = typer.Option(None, "--workers", "-w", min=1, help="Worker processes (default: all cores)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (e.g. in logs)."),
+    case_time_limit: float = typer.Option(
+        CASE_TIME_LIMIT_S, "--case-time-limit", min=0, help="Seconds one case may take before it fails (0: no limit)."
+    ),
 ) -> None:
     """Extract radiomic features per case; failed cases go to OUT.errors.csv and make the exit status 1."""
     from site_client.extraction.runner import extract_cohort
 
     loaded, _ = load_protocol_for_command(protocol)
     try:
-        result = extract_cohort(manifest, loaded, out, workers=workers, progress=not no_progress)
+        result = extract_cohort(manifest, loaded, out, workers=workers, progress=not no_progress,
+                                case_time_limit_s=case_time_limit or None)
     except (ManifestError, TableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
@@ -36,6 +41,8 @@ def extract(
         f"{len(result.failed)} failed, {result.seconds:.1f} s",
         file=sys.stderr,
     )
+    for note in result.notes:
+        print(f"  note: {note}", file=sys.stderr)
     if result.failed:
         for case_id, reason in result.failed[:10]:
             print(f"  failed {case_id}: {reason}", file=sys.stderr)

@@ -147,8 +147,8 @@ def _ivh(volume: Volume, extraction: Extraction) -> dict[str, float]:
     return {f"ivh_{k}": v for k, v in result.items()}
 
 
-def extract_volume(volume: Volume, extraction: Extraction) -> dict[str, float]:
-    """Every requested family on a prepared volume."""
+def check_volume(volume: Volume) -> None:
+    """Both masks of a prepared volume hold at least two voxels (a one-voxel ROI has no shape, spread or texture)."""
     for name, mask in (("morphological", volume.morph_mask), ("intensity", volume.int_mask)):
         count = int(mask.sum())
         if count < 2:
@@ -156,6 +156,11 @@ def extract_volume(volume: Volume, extraction: Extraction) -> dict[str, float]:
                 f"the {name} mask holds {count} voxel after pre-processing; at least 2 voxels are needed "
                 "(a one-voxel ROI has no shape, spread or texture)"
             )
+
+
+def extract_volume(volume: Volume, extraction: Extraction) -> dict[str, float]:
+    """Every requested family on a prepared volume."""
+    check_volume(volume)
     families = extraction.families
     out: dict[str, float] = {}
     if "morphology" in families:

@@ -35,13 +35,19 @@ def check_complete(path: Path) -> None:
         return
     try:
         if name.endswith(".gz"):
+            # Decompress only as far as the header says the data goes: a gzip bomb behind a small header costs
+            # no more than the image it claims to be.
             size = 0
             header = b""
+            expected = None
             with gzip.open(path, "rb") as handle:
                 while chunk := handle.read(_CHUNK):
                     if len(header) < 352:
                         header += chunk[:352]
+                        expected = _expected_nifti_bytes(header)
                     size += len(chunk)
+                    if expected is not None and size >= expected:
+                        break
         else:
             size = path.stat().st_size
             with path.open("rb") as handle:

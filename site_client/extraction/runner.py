@@ -2,12 +2,13 @@
 
 A failing case never stops the run: it is listed with its reason in ``FILE.errors.csv`` and left out of the
 table (no NaN rows). Columns: ``case_id``, the manifest's label / covariate / batch columns as text, then features.
+
+A ``case_id`` used on more than one manifest line fails on every one of those lines (nothing is written for it):
+picking one of them would pair one row's image with another row's label and covariates.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import multiprocessing
 import os
 import time
@@ -21,8 +22,10 @@ import pandas as pd
 
 from protocols import Protocol, load_protocol, protocol_id
 from site_client.extraction import cache
+from site_client.extraction.deadline import CASE_TIME_LIMIT_S, time_limit
 from site_client.imaging.errors import CaseInputError
-from site_client.manifest import ManifestError, ManifestRow, read_manifest
+from site_client.imaging.inputs import checked_input
+from site_client.manifest import ManifestError, ManifestRow, duplicate_lines, duplicate_message, read_manifest
 from site_client.tables import table_format, write_table_atomic
 
 
@@ -37,16 +40,33 @@ class ExtractionResult:
     errors_path: Path | None = None
     seconds: float = 0.0
     peak_worker_rss_mib: float = 0.0  # largest resident set of a process that extracted a case (Unix only)
+    case_keys: dict[str, str] = field(default_factory=dict)  # case_id -> content key of each case written
+    notes: list[str] = field(default_factory=list)  # e.g. "case X: image A is a symbolic link to B"
 
 
 @dataclass(frozen=True)
 class _Task:
     case_id: str
+    line: int
     image: str
     mask: str
     label: str
     roi: str
     series_uid: str
+    time_limit_s: float | None = CASE_TIME_LIMIT_S
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What a worker returns for one case (never an exception)."""
+
+    case_id: str
+    features: dict | None
+    error: str
+    from_cache: bool
+    key: str = ""
+    rss_mib: float = 0.0
+    notes: tuple[str, ...] = ()
 
 
 def errors_path_for(out_path: Path) -> Path:
@@ -61,54 +81,64 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
-def _run_case(task: _Task, protocol: Protocol, identifier: str, cache_folder: str) -> tuple[str, dict | None, str, bool, float]:
-    """Worker body: (case_id, features or None, error message, from_cache, peak RSS MiB). Never raises."""
-    return (*_extract_one(task, protocol, identifier, cache_folder), _peak_rss_mib())
-
-
-def _extract_one(task: _Task, protocol: Protocol, identifier: str, cache_folder: str) -> tuple[str, dict | None, str, bool]:
+def _run_case(task: _Task, protocol: Protocol, identifier: str, cache_folder: str) -> _Outcome:
+    """Worker body. Never raises: a problem is the outcome's error message."""
     try:
-        label_text = task.label.strip() or "1"
-        try:
-            label = int(label_text)
-        except ValueError:
-            raise CaseInputError(f"mask_label {task.label!r} is not an integer label value") from None
-        image, mask = Path(task.image), Path(task.mask)
-        for path in (image, mask):
-            if not path.exists():
-                raise CaseInputError(f"{path}: file not found")
-        key = cache.case_key(image, mask, label_text, task.roi, task.series_uid, identifier)
-        hit = cache.load(Path(cache_folder), key)
-        if hit is not None:
-            return task.case_id, hit, "", True
-        from site_client.extraction.case import extract_case
-
-        features = extract_case(image, mask, protocol, label=label, roi=task.roi, series_uid=task.series_uid)
-        cache.store(Path(cache_folder), key, features)
-        return task.case_id, features, "", False
+        with time_limit(task.time_limit_s, f"case {task.case_id}"):
+            outcome = _extract_one(task, protocol, identifier, cache_folder)
     except CaseInputError as exc:
-        return task.case_id, None, str(exc), False
+        outcome = _Outcome(task.case_id, None, str(exc), False)
     except MemoryError:
-        return task.case_id, None, "out of memory while extracting (raise memory or lower extraction.max_voxels)", False
+        outcome = _Outcome(task.case_id, None, "out of memory while extracting (raise memory or lower extraction.max_voxels)", False)
     except Exception as exc:  # a bug or an unexpected library error: keep the run going, report it
         last = traceback.extract_tb(exc.__traceback__)[-1]
-        return task.case_id, None, f"internal error {type(exc).__name__}: {exc} (at {Path(last.filename).name}:{last.lineno})", False
+        where = f"{Path(last.filename).name}:{last.lineno}"
+        outcome = _Outcome(task.case_id, None, f"internal error {type(exc).__name__}: {exc} (at {where})", False)
+    return _Outcome(outcome.case_id, outcome.features, outcome.error, outcome.from_cache, outcome.key, _peak_rss_mib(),
+                    outcome.notes)
 
 
-def _tasks(rows: list[ManifestRow]) -> tuple[list[_Task], list[tuple[str, str]]]:
-    """Tasks for valid rows, and (case_id, reason) for rows that cannot even be attempted."""
+def _extract_one(task: _Task, protocol: Protocol, identifier: str, cache_folder: str) -> _Outcome:
+    """Cache hit, or the intake checks (the ones ``check`` runs) and the features."""
+    from site_client.extraction.case import features_of
+    from site_client.extraction.intake import CaseFiles, mask_label, validate_case
+
+    mask_label(task.label)
+    limit = protocol.extraction.max_voxels
+    # Regular files within the size bound before the cache key hashes them (never /dev/zero or a FIFO).
+    image = checked_input(Path(task.image), "image", limit)
+    mask = checked_input(Path(task.mask), "mask", limit)
+    notes = tuple(f"case {task.case_id}: {note}" for note in image.link_notes("image") + mask.link_notes("mask"))
+    key = cache.case_key(image.path, mask.path, task.label.strip() or "1", task.roi, task.series_uid, identifier)
+    hit = cache.load(Path(cache_folder), key)
+    if hit is not None:
+        return _Outcome(task.case_id, hit, "", True, key, notes=notes)
+    files = CaseFiles(Path(task.image), Path(task.mask), task.label, task.roi, task.series_uid)
+    features = features_of(validate_case(files, protocol.extraction), protocol.extraction)
+    cache.store(Path(cache_folder), key, features)
+    return _Outcome(task.case_id, features, "", False, key, notes=notes)
+
+
+def _tasks(rows: list[ManifestRow], time_limit_s: float | None) -> tuple[list[_Task], list[_Failure]]:
+    """Tasks for valid rows, and the failures of rows that cannot even be attempted (empty or repeated id)."""
     tasks, bad = [], []
-    seen: set[str] = set()
+    repeated = duplicate_lines(rows)
     for row in rows:
         if not row.case_id:
-            bad.append((f"<line {row.line}>", f"manifest line {row.line}: empty case_id"))
-            continue
-        if row.case_id in seen:
-            bad.append((row.case_id, f"manifest line {row.line}: case_id {row.case_id!r} repeated; case ids must be unique"))
-            continue
-        seen.add(row.case_id)
-        tasks.append(_Task(row.case_id, str(row.image), str(row.mask), row.mask_label_text, row.mask_roi, row.series_uid))
+            bad.append(_Failure(f"<line {row.line}>", f"manifest line {row.line}: empty case_id", row))
+        elif row.case_id in repeated:
+            bad.append(_Failure(row.case_id, duplicate_message(row.case_id, repeated[row.case_id]), row))
+        else:
+            tasks.append(_Task(row.case_id, row.line, str(row.image), str(row.mask), row.mask_label_text, row.mask_roi,
+                               row.series_uid, time_limit_s))
     return tasks, bad
+
+
+@dataclass(frozen=True)
+class _Failure:
+    case_id: str
+    reason: str
+    row: ManifestRow | None
 
 
 def _carried_columns(protocol: Protocol, columns: list[str], manifest: Path) -> list[str]:
@@ -166,11 +196,13 @@ def extract_cohort(
     out_path: str | Path,
     workers: int | None = None,
     progress: bool = True,
+    case_time_limit_s: float | None = CASE_TIME_LIMIT_S,
 ) -> ExtractionResult:
     """Extract every manifest case into ``out_path`` (.csv or .parquet), in ``workers`` processes (default: all cores).
 
     Raises :class:`ManifestError` / :class:`TableError` for problems of the whole run (unreadable manifest,
     missing label column, unsupported output extension); per-case problems end up in ``FILE.errors.csv``.
+    A case running past ``case_time_limit_s`` seconds fails with that reason (None: no bound).
     """
     start = time.perf_counter()
     out_path = Path(out_path)
@@ -180,11 +212,14 @@ def extract_cohort(
     identifier = protocol_id(protocol)
     manifest = read_manifest(manifest_path)
     carried = _carried_columns(protocol, manifest.columns, manifest.path)
-    tasks, failed = _tasks(manifest.rows)
-    by_id = {row.case_id: row for row in manifest.rows}
+    tasks, failures = _tasks(manifest.rows, case_time_limit_s)
+    row_at = {row.line: row for row in manifest.rows}
     cache_folder = str(cache.cache_dir(out_path))
     workers = max(1, workers or os.cpu_count() or 1)
     results: dict[str, dict[str, float]] = {}
+    keys: dict[str, str] = {}
+    notes: list[str] = []
+    task_of = {task.case_id: task for task in tasks}
     skipped = 0
     peak_rss = 0.0
 
@@ -195,24 +230,26 @@ def extract_cohort(
         futures = {pool.submit(_run_case, t, protocol, identifier, cache_folder): t for t in tasks}
     try:
         with _progress(len(manifest.rows), progress) as bar:
-            task_id = bar.add_task("extract", total=len(manifest.rows), failed=len(failed), cached=0, rate="")
-            bar.advance(task_id, len(failed))
+            task_id = bar.add_task("extract", total=len(manifest.rows), failed=len(failures), cached=0, rate="")
+            bar.advance(task_id, len(failures))
 
-            def record(case_id: str, features: dict | None, error: str, from_cache: bool, rss: float = 0.0) -> None:
+            def record(outcome: _Outcome) -> None:
                 nonlocal skipped, peak_rss
-                peak_rss = max(peak_rss, rss)
-                if features is None:
-                    failed.append((case_id, error))
+                peak_rss = max(peak_rss, outcome.rss_mib)
+                notes.extend(outcome.notes)
+                if outcome.features is None:
+                    failures.append(_Failure(outcome.case_id, outcome.error, row_at[task_of[outcome.case_id].line]))
                 else:
-                    results[case_id] = features
-                    skipped += from_cache
+                    results[outcome.case_id] = outcome.features
+                    keys[outcome.case_id] = outcome.key
+                    skipped += outcome.from_cache
                 elapsed = max(time.perf_counter() - start, 1e-9)
-                done = len(results) + len(failed)
-                bar.update(task_id, advance=1, failed=len(failed), cached=skipped, rate=f"{done / elapsed:.2f} cases/s")
+                done = len(results) + len(failures)
+                bar.update(task_id, advance=1, failed=len(failures), cached=skipped, rate=f"{done / elapsed:.2f} cases/s")
 
             if pool is None:
                 for task in tasks:
-                    record(*_run_case(task, protocol, identifier, cache_folder))
+                    record(_run_case(task, protocol, identifier, cache_folder))
             else:
                 broken = _collect(futures, record)
                 pool.shutdown()
@@ -227,9 +264,10 @@ def extract_cohort(
                 for task in broken:
                     with _executor(1) as single:
                         try:
-                            record(*single.submit(_run_case, task, protocol, identifier, cache_folder).result())
+                            record(single.submit(_run_case, task, protocol, identifier, cache_folder).result())
                         except BrokenProcessPool:
-                            record(task.case_id, None, "worker process died while extracting this case (out of memory or crash)", False)
+                            record(_Outcome(task.case_id, None,
+                                            "worker process died while extracting this case (out of memory or crash)", False))
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -237,19 +275,24 @@ def extract_cohort(
     feature_names = _feature_names([results[t.case_id] for t in tasks if t.case_id in results])
     for case_id in list(results):
         if list(results[case_id]) != feature_names:
-            failed.append((case_id, "feature set differs from the other cases (stale cache or engine bug)"))
+            failures.append(_Failure(case_id, "feature set differs from the other cases (stale cache or engine bug)",
+                                     row_at[task_of[case_id].line]))
             del results[case_id]
     rows = []
     for task in tasks:
         if task.case_id in results:
-            row = by_id[task.case_id]
+            row = row_at[task.line]
             rows.append({"case_id": task.case_id, **{c: row.values.get(c, "") for c in carried}, **results[task.case_id]})
     frame = pd.DataFrame(rows, columns=["case_id", *carried, *feature_names])
     for column in ["case_id", *carried]:
         frame[column] = frame[column].astype(str)
     write_table_atomic(frame, out_path)
-    errors_path = _write_errors(out_path, failed, by_id)
-    return ExtractionResult(out_path, len(rows), failed, skipped, errors_path, time.perf_counter() - start, peak_rss)
+    failures.sort(key=lambda f: f.row.line if f.row else 0)  # manifest order, whatever order workers finished in
+    errors_path = _write_errors(out_path, failures)
+    failed = [(f.case_id, f.reason) for f in failures]
+    written_keys = {case_id: keys[case_id] for case_id in results}
+    return ExtractionResult(out_path, len(rows), failed, skipped, errors_path, time.perf_counter() - start, peak_rss,
+                            written_keys, sorted(notes))
 
 
 def _collect(futures: dict[Future, _Task], record) -> list[_Task]:
@@ -257,7 +300,7 @@ def _collect(futures: dict[Future, _Task], record) -> list[_Task]:
     broken: list[_Task] = []
     for future in as_completed(futures):
         try:
-            record(*future.result())
+            record(future.result())
         except BrokenProcessPool:
             broken.append(futures[future])
     return broken
@@ -272,19 +315,15 @@ def _feature_names(feature_dicts: list[dict[str, float]]) -> list[str]:
     return list(max(counts, key=counts.get))
 
 
-def _write_errors(out_path: Path, failed: list[tuple[str, str]], by_id: dict[str, ManifestRow]) -> Path | None:
-    """``FILE.errors.csv`` (atomically) when some case failed; a stale one from an earlier run is removed."""
+def _write_errors(out_path: Path, failures: list[_Failure]) -> Path | None:
+    """``FILE.errors.csv`` (atomically, formula-neutralised) when some case failed; a stale one is removed."""
     path = errors_path_for(out_path)
-    if not failed:
+    if not failures:
         path.unlink(missing_ok=True)
         return None
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["case_id", "line", "image", "mask", "error"])
-    for case_id, reason in failed:
-        row = by_id.get(case_id)
-        writer.writerow([case_id, row.line if row else "", row.image if row else "", row.mask if row else "", reason])
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(buffer.getvalue(), encoding="utf-8")
-    os.replace(temporary, path)
-    return path
+    table = pd.DataFrame(
+        [[f.case_id, f.row.line if f.row else "", str(f.row.image) if f.row else "", str(f.row.mask) if f.row else "",
+          f.reason] for f in failures],
+        columns=["case_id", "line", "image", "mask", "error"],
+    ).astype(str)
+    return write_table_atomic(table, path)

@@ -28,6 +28,27 @@ def dicom_modality(path: Path) -> str:
         raise CaseInputError(f"{path}: unreadable DICOM header ({exc})") from None
 
 
+def _number(value: float) -> str:
+    text = f"{value:.6g}"
+    return text if any(c in text for c in ".einf") else text + ".0"
+
+
+def _refuse_non_integer(path: Path, values: np.ndarray) -> None:
+    """A label mask holds integer labels; a float mask with fractions (a probability map, a resampled mask) does not.
+
+    Comparing such values with the label would pick an arbitrary subset, or none, of the lesion.
+    """
+    if values.dtype.kind != "f":
+        return
+    fractional = values[values != np.round(values)]
+    if fractional.size:
+        nonzero = values[values != 0]
+        raise CaseInputError(
+            f"{path}: mask has non-integer values {_number(float(nonzero.min()))}–{_number(float(nonzero.max()))} "
+            f"({fractional.size:,} voxel(s) with a fraction); expected integer labels"
+        )
+
+
 def read_label_mask(path: Path, image_geometry: Geometry, label: int) -> sitk.Image:
     """Binary (uint8) mask of voxels equal to ``label`` from a label image on the image's grid."""
     mask = read_image(path)
@@ -35,6 +56,7 @@ def read_label_mask(path: Path, image_geometry: Geometry, label: int) -> sitk.Im
     if problems:
         raise CaseInputError(f"{path}: mask does not match the image grid: " + "; ".join(problems))
     values = sitk.GetArrayViewFromImage(mask)
+    _refuse_non_integer(path, values)
     selected = values == label
     if not selected.any():
         present = np.unique(values)

@@ -15,9 +15,10 @@ import pandas as pd
 
 from harmonisation.schema import level_str
 from protocols.schema import Protocol
+from site_client.extraction.study_table import StudyDataChanged, current_table, refuse_if_changed
 from site_client.study.context import SiteContext, SiteStudyError
 from site_client.study.store import SiteStore
-from site_client.tables import read_table
+from site_client.tables import csv_text
 
 COHORT_FILE = "cohort.parquet"
 SPLIT_FILE = "split.csv"
@@ -52,28 +53,16 @@ def reserved_columns(protocol: Protocol) -> set[str]:
 
 
 def _feature_table(context: SiteContext, store: SiteStore) -> pd.DataFrame:
-    """The site's feature table: read directly, or extracted from the manifest (cached in the work folder)."""
-    if context.data_kind == "features":
-        return read_table(context.data)
-    if context.data_kind != "manifest":
+    """The site's feature table as it is at the run's start: read directly, or extracted from the manifest
+    (only changed cases again; see site_client.extraction.study_table)."""
+    if context.data_kind not in ("manifest", "features"):
         raise SiteStudyError(
             f"site {context.site_name}: unknown data kind {context.data_kind!r}; expected 'manifest' or 'features'"
         )
     try:
-        from site_client.extraction import extract_cohort  # type: ignore[attr-defined]
-    except ImportError:
-        raise SiteStudyError(
-            f"site {context.site_name}: feature extraction from a manifest ({context.data}) is not available "
-            "in this installation (site_client.extraction.extract_cohort is missing); extract features first "
-            "and join with --features FEATURE_TABLE"
-        ) from None
-    out = store.path("extracted_features.parquet")
-    if not out.exists():
-        result = extract_cohort(context.data, context.protocol, out, progress=False)
-        if result.failed:  # case ids stay in the site's own log; the study goes on with the extracted cases
-            store.append_log([f"extraction failed for {len(result.failed)} case(s), see {result.errors_path}"]
-                             + [f"  {case}: {why}" for case, why in result.failed])
-    return read_table(out)
+        return current_table(context.data, context.data_kind, context.protocol, store.root, store.append_log).frame
+    except StudyDataChanged as exc:
+        raise SiteStudyError(f"site {context.site_name}: {exc}") from None
 
 
 def _labels(site: str, table: pd.DataFrame, protocol: Protocol, source: Path) -> np.ndarray:
@@ -181,7 +170,7 @@ def build_cohort(context: SiteContext, store: SiteStore) -> Cohort:
     stored[features] = stored[features].astype(np.float64)
     _write(store, stored)
     split = pd.DataFrame({"case_id": table["case_id"], "part": np.where(train, "train", "calibration")})
-    store.write_text(SPLIT_FILE, split.to_csv(index=False))
+    store.write_text(SPLIT_FILE, csv_text(split))
     store.write_json(META_FILE, {"features": features, "model_features": model_features, "volume_feature": volume})
     return Cohort(stored, features, model_features, volume, y, train)
 
@@ -197,6 +186,10 @@ def load_cohort(context: SiteContext, store: SiteStore) -> Cohort:
             f"site {context.site_name}: no cohort for protocol {context.protocol_id[:12]} in {store.root}; "
             "the handshake phase must run first (was the work folder changed or deleted?)"
         )
+    try:
+        refuse_if_changed(context.data, context.data_kind, store.root, store.append_log)
+    except StudyDataChanged as exc:
+        raise SiteStudyError(f"site {context.site_name}: {exc}") from None
     meta = store.read_json(META_FILE)
     table = pd.read_parquet(store.path(COHORT_FILE))
     split = pd.read_csv(store.path(SPLIT_FILE), dtype={"case_id": str})

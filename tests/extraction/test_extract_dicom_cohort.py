@@ -7,7 +7,8 @@ import pytest
 
 from protocols.schema import Extraction
 from site_client.extraction import extract_cohort
-from site_client.extraction.case import check_size
+from site_client.extraction.intake import check_header_size
+from site_client.imaging.inputs import checked_input
 from site_client.imaging.errors import CaseInputError
 
 PROTOCOL = """
@@ -46,6 +47,6 @@ def test_dicom_rtstruct_case_equals_nifti_case(shared_data, tmp_path):
 
 def test_dicom_series_too_large_is_refused_from_headers(shared_data):
     folder = shared_data / "ibsi" / "ibsi_1_ct_radiomics_phantom" / "dicom" / "image"
-    with pytest.raises(CaseInputError, match=r"too large for memory: 2,460,240 voxels \(size \(204, 201, 60\)\)"):
-        check_size(folder, Extraction(max_voxels=1_000_000))
-    check_size(folder, Extraction(max_voxels=3_000_000))
+    with pytest.raises(CaseInputError, match=r"image too large for memory: 2,460,240 voxels \(size \(204, 201, 60\)\)"):
+        check_header_size(checked_input(folder, "image", 1_000_000), "image", Extraction(max_voxels=1_000_000))
+    check_header_size(checked_input(folder, "image", 3_000_000), "image", Extraction(max_voxels=3_000_000))

@@ -107,8 +107,9 @@ def bad_cohort(tmp_path: Path) -> tuple[Path, dict[str, str]]:
         "age_range": "value 140 outside the plausible range [18, 100]",
         "age_text": "'old' is not a number",
         "sex_level": "unknown level 'X'; allowed: ['F', 'M']",
-        "image_2d": "the protocol needs a 3D volume",
-        "ok1#dup": "duplicate case_id, first used on line 2",
+        "image_2d": "image is 2D (size (12, 10)) but the protocol asks for 3D features",
+        "ok1": "case_id 'ok1' is used on manifest lines 2, 20; case ids must be unique: none of these rows is used",
+        "ok1#dup": "case_id 'ok1' is used on manifest lines 2, 20; case ids must be unique: none of these rows is used",
     }
     lines = [HEADER] + [f"{case.split('#')[0]},{cells}" for case, cells in rows.items()]
     manifest = data / "manifest.csv"
@@ -130,7 +131,7 @@ def test_every_bad_row_is_named_with_its_reason(bad_cohort, protocol_file) -> No
     for key, reason in expected.items():
         line = int(key.split("@")[1])
         assert any(reason in m for m in by_line.get(line, [])), f"{key}: {by_line.get(line)}"
-    # Only the expected rows are bad; the two clean rows (lines 2, 3) are not flagged.
+    # Only the expected rows are bad; the clean row on line 3 is not flagged (line 2 shares its id with line 20).
     assert set(by_line) == {int(k.split("@")[1]) for k in expected}
     # The check never writes into the input folder.
     assert sorted(p.name for p in manifest.parent.iterdir()) == before
@@ -140,7 +141,7 @@ def test_human_output_names_rows_and_exits_1(bad_cohort, protocol_file) -> None:
     manifest, _ = bad_cohort
     result = _run_check(manifest, protocol_file)
     assert result.returncode == 1
-    assert "duplicate case_id" in result.stdout and "size differs" in result.stdout
+    assert "is used on manifest lines 2, 20" in result.stdout and "size differs" in result.stdout
     assert "protocol check-test v1 id " in result.stderr
 
 

@@ -62,7 +62,7 @@ def test_bad_feature_table_rows_are_named(tmp_path: Path, protocol_file: Path) -
     errors = json.loads(result.stdout)["errors"]
     found = {(e["line"], e["field"]): e["message"] for e in errors}
     assert "not a finite number" in found[(3, "stat_mean")]
-    assert "duplicate case_id, first used on line 2" in found[(4, "case_id")]
+    assert found[(2, "case_id")] == found[(4, "case_id")] == "case_id 'a' is used on lines 2, 4; case ids must be unique"
     assert "not a finite number" in found[(4, "morph_volume")]
     assert "not one of the protocol's classes" in found[(5, "malignant")]
     assert "unknown level 'Q'" in found[(5, "sex")]
