@@ -35,3 +35,4 @@ from site_client.commands import approve as _approve  # noqa: E402,F401
 from site_client.commands import join as _join  # noqa: E402,F401
 from site_client.commands import audit as _audit  # noqa: E402,F401
 from site_client.commands import extract as _extract  # noqa: E402,F401
+from site_client.commands import doctor as _doctor  # noqa: E402,F401

@@ -155,3 +155,61 @@ def use_executor(executor: Any) -> Any:
     module = importlib.import_module(RUN_SUPEREXEC)
     module.get_executor = lambda *_, **__: executor
     return module.run_superexec
+
+
+FLEET_HTTP = "flwr.supernode.fleet_http_connection"
+EXPECTED_INTERNALS[FLEET_HTTP] = {"FleetHttpClient": (), "NodeAuthHttpInterceptor": ("private_key", "public_key")}
+
+
+class KeyProbe:
+    """Outcome of :func:`probe_node_key`: ``accepted`` (True/False/None = could not tell) and a reason."""
+
+    def __init__(self, accepted: bool | None, reason: str) -> None:
+        self.accepted, self.reason = accepted, reason
+
+
+def probe_node_key(address: str, root_certificates: Path | None, private_key: Path, insecure: bool = False) -> KeyProbe:
+    """Ask the SuperLink whether it accepts this SuperNode key, the way ``flower-supernode`` does on start:
+    a signed ActivateNode call over the Fleet API. A node it activates is deactivated at once (it was
+    offline before); a node that is online already (``site-client join`` running) is left alone.
+    Tells an unregistered key, a signature refused (clock off) and an accepted key apart."""
+    import httpx
+    from cryptography.hazmat.primitives.serialization import load_ssh_private_key
+    from flwr.common.constant import HEARTBEAT_DEFAULT_INTERVAL
+    from flwr.proto.fleet_pb2 import ActivateNodeRequest, DeactivateNodeRequest  # pylint: disable=E0611
+    from flwr.supercore.error import FlowerError
+    from flwr.supercore.primitives.asymmetric import public_key_to_bytes
+
+    module = importlib.import_module(FLEET_HTTP)
+    try:
+        key = load_ssh_private_key(private_key.read_bytes(), password=None)
+    except (OSError, ValueError) as exc:
+        return KeyProbe(False, f"{private_key} is not a readable SuperNode private key ({exc})")
+    public = key.public_key()
+    client = module.FleetHttpClient.from_server_address(
+        address, insecure, None if insecure else (root_certificates.read_bytes() if root_certificates else None),
+        interceptors=[module.NodeAuthHttpInterceptor(key, public)])
+    try:
+        response = client.ActivateNode(ActivateNodeRequest(public_key=public_key_to_bytes(public),
+                                                           heartbeat_interval=HEARTBEAT_DEFAULT_INTERVAL))
+        try:
+            client.DeactivateNode(DeactivateNodeRequest(node_id=response.node_id))
+        except httpx.HTTPError:
+            pass
+        return KeyProbe(True, f"key registered (node id {response.node_id})")
+    except httpx.HTTPStatusError as exc:
+        error = FlowerError.from_json(exc.response.text)
+        text = error.message if error else exc.response.text[:300]
+        if "No SuperNode found with the given public key" in text:
+            return KeyProbe(False, "the SuperLink does not know this key: send the .pub file to the coordinator "
+                            "(`coordinator register-site NAME KEY.pub`)")
+        if "could not be activated" in text:
+            return KeyProbe(True, "key registered; a SuperNode with this key is online now (site-client join runs)")
+        if exc.response.status_code == 401:
+            return KeyProbe(False, "the SuperLink refused the key's signature: check that this machine's clock is "
+                            "synchronised (Flower allows a few seconds) and that the key file is intact")
+        return KeyProbe(None, f"the SuperLink answered HTTP {exc.response.status_code}: {text}")
+    except httpx.HTTPError as exc:
+        return KeyProbe(None, f"the Fleet API did not answer ({type(exc).__name__}: {exc})")
+    finally:
+        client.close()

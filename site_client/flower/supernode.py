@@ -34,6 +34,17 @@ EXIT_HINTS = {
     "`site-client doctor` tells which",
     3: "stopped by SIGTERM",
 }
+# Phrases in the SuperNode's output that name the cause more precisely than its exit code: Flower exits
+# with 305 both for an unregistered key and for a TLS failure.
+CAUSES = (
+    ("No SuperNode found with the given public key",
+     "this site's key is not registered with the coordinator: send your .pub file to the coordinator"),
+    ("CERTIFICATE_VERIFY_FAILED",
+     "the coordinator's TLS certificate could not be verified with --root-certificates (wrong ca.crt, a host "
+     "name the certificate does not list, or a TLS-inspecting proxy); `site-client doctor` tells which"),
+    ("Invalid SuperNode authentication",
+     "the SuperLink refused this key's signature: check that the clock is synchronised"),
+)
 
 
 def node_config_toml(settings: SiteSettings) -> str:
@@ -113,8 +124,10 @@ def backoff_delays(initial_s: float = 2.0, maximum_s: float = 60.0) -> Iterator[
         delay = min(delay * 2, maximum_s)
 
 
-def _relay(child: subprocess.Popen[bytes], reported: list[int], finished: threading.Event) -> None:
-    """Copy the SuperNode's output to our stderr; note the exit code Flower prints and its farewell line."""
+def _relay(child: subprocess.Popen[bytes], reported: list[int], finished: threading.Event,
+           causes: list[str] | None = None) -> None:
+    """Copy the SuperNode's output to our stderr; note the exit code Flower prints, its farewell line and
+    any known cause of a failure (:data:`CAUSES`)."""
     assert child.stdout is not None
     for raw in child.stdout:
         sys.stderr.buffer.write(raw)
@@ -125,6 +138,8 @@ def _relay(child: subprocess.Popen[bytes], reported: list[int], finished: thread
             reported.append(int(match.group(1)))
         if FINISHED_LINE in text:
             finished.set()
+        if causes is not None:
+            causes.extend(cause for phrase, cause in CAUSES if phrase in text and cause not in causes)
 
 
 class CompanionWatch:
@@ -265,8 +280,9 @@ def supervise(
             if companion is not None:
                 companion.start(child.pid)
             reported: list[int] = []
+            causes: list[str] = []
             finished = threading.Event()
-            reader = threading.Thread(target=_relay, args=(child, reported, finished), daemon=True)
+            reader = threading.Thread(target=_relay, args=(child, reported, finished, causes), daemon=True)
             reader.start()
             code = _wait(child, finished, say, companion)
             reader.join(timeout=5)
@@ -282,7 +298,7 @@ def supervise(
                 say(f"SuperNode exited with code {code}; giving up after {restarts} restart(s)")
                 break
             delay = next(delays)
-            hint = f" ({EXIT_HINTS[code]})" if code in EXIT_HINTS else ""
+            hint = f" ({'; '.join(causes)})" if causes else f" ({EXIT_HINTS[code]})" if code in EXIT_HINTS else ""
             say(f"SuperNode exited with code {code}{hint}; restarting in {delay:.0f} s")
             deadline = time.monotonic() + delay
             while not stopping and time.monotonic() < deadline:

@@ -146,8 +146,8 @@ def test_the_local_runtime_api_serves_tasks_only_to_the_site_superexec(deploymen
     site = deployment.sites["site-a"]
     secret_file = site.work_dir / "superexec-auth.secret"
     assert secret_file.stat().st_mode & 0o777 == 0o600 and site.work_dir.stat().st_mode & 0o777 == 0o700
-    with pytest.raises(Exception, match="(?i)authentication failed"):
+    with pytest.raises(Exception, match="401 Unauthorized"):
         _acquire_task(site.port, None)
-    with pytest.raises(Exception, match="(?i)authentication failed"):
+    with pytest.raises(Exception, match="401 Unauthorized"):
         _acquire_task(site.port, b"a guessed secret")
     _acquire_task(site.port, secret_file.read_bytes())  # the site's own SuperExec is let in

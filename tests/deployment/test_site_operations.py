@@ -258,3 +258,50 @@ def test_both_clis_take_log_options_and_name_a_bad_level(tmp_path: Path) -> None
         result = subprocess.run([str(Path(sys.executable).parent / tool), "--log-level", "LOUD", command, "--help"],
                                 capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
         assert result.returncode == 2 and "LOUD" in result.stderr and "DEBUG, INFO, WARNING, ERROR" in result.stderr
+
+
+# -- service units ----------------------------------------------------------------------------------------
+
+UNITS = ROOT / "deploy" / "systemd"
+
+
+def _exec_lines(text: str) -> list[list[str]]:
+    """ExecStart= / ExecStartPre= command lines of a unit (continuations joined), split into words."""
+    joined = text.replace("\\\n", " ")
+    return [line.split("=", 1)[1].split() for line in joined.splitlines() if line.startswith(("ExecStart=", "ExecStartPre="))]
+
+
+@pytest.mark.skipif(not __import__("shutil").which("systemd-analyze"), reason="systemd-analyze is not installed here")
+def test_the_service_units_are_valid_systemd_units(tmp_path: Path) -> None:
+    bin_dir = str(Path(sys.executable).parent)
+    units = sorted(UNITS.glob("*.service"))
+    assert {u.name for u in units} == {"fedradval-site.service", "fedradval-coordinator.service",
+                                      "fedradval-mlflow.service"}
+    for unit in units:
+        (tmp_path / unit.name).write_text(unit.read_text().replace("/opt/fedradval/venv/bin", bin_dir))
+    result = subprocess.run(["systemd-analyze", "verify", *(str(tmp_path / u.name) for u in units)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), result.stdout + result.stderr
+
+
+def test_the_service_units_use_only_options_the_commands_have() -> None:
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "COLUMNS": "300"}
+    seen = 0
+    for unit in ("fedradval-site.service", "fedradval-coordinator.service", "fedradval-mlflow.service"):
+        for words in _exec_lines((UNITS / unit).read_text()):
+            tool = Path(words[0]).name
+            first = next(i for i, w in enumerate(words[1:], 1) if not w.startswith("-") and not
+                         words[i - 1] in ("--log-level",))
+            top = [w for w in words[1:first] if w.startswith("--")]
+            sub = [w for w in words[first + 1:] if w.startswith("--")]
+            top_help = subprocess.run([str(bin_dir / tool), "--help"], capture_output=True, text=True, env=env,
+                                      timeout=120).stdout
+            sub_help = subprocess.run([str(bin_dir / tool), words[first], "--help"], capture_output=True, text=True,
+                                      env=env, timeout=120).stdout
+            for option in top:
+                assert option in top_help, (unit, option)
+            for option in sub:
+                assert option in sub_help, (unit, words[first], option)
+            seen += 1
+    assert seen == 4  # site: doctor + join, coordinator start, mlflow server
