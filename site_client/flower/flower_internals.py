@@ -161,6 +161,23 @@ FLEET_HTTP = "flwr.supernode.fleet_http_connection"
 EXPECTED_INTERNALS[FLEET_HTTP] = {"FleetHttpClient": (), "NodeAuthHttpInterceptor": ("private_key", "public_key")}
 
 
+def running_supernode_with_key(private_key: Path) -> int | None:
+    """The pid of a live ``flower-supernode`` on this machine started with ``private_key``, else None."""
+    wanted = str(private_key.resolve())
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            words = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if any(w.endswith("flower-supernode") for w in words[:2]) and "--auth-supernode-private-key" in words:
+            index = words.index("--auth-supernode-private-key")
+            if index + 1 < len(words) and words[index + 1] == wanted:
+                return int(entry.name)
+    return None
+
+
 class KeyProbe:
     """Outcome of :func:`probe_node_key`: ``accepted`` (True/False/None = could not tell) and a reason."""
 
@@ -200,11 +217,14 @@ def probe_node_key(address: str, root_certificates: Path | None, private_key: Pa
     except httpx.HTTPStatusError as exc:
         error = FlowerError.from_json(exc.response.text)
         text = error.message if error else exc.response.text[:300]
-        if "No SuperNode found with the given public key" in text:
-            return KeyProbe(False, "the SuperLink does not know this key: send the .pub file to the coordinator "
-                            "(`coordinator register-site NAME KEY.pub`)")
-        if "could not be activated" in text:
-            return KeyProbe(True, "key registered; a SuperNode with this key is online now (site-client join runs)")
+        if exc.response.status_code == 412:  # Flower hides the detail: not registered, or online already
+            running = running_supernode_with_key(private_key)
+            if running is not None:
+                return KeyProbe(True, f"key in use by the SuperNode running here (pid {running}); the SuperLink "
+                                "accepted it")
+            return KeyProbe(False, "the SuperLink does not accept this key: send the .pub file to the coordinator "
+                            "(`coordinator register-site NAME KEY.pub`); if `site-client join` with this key runs "
+                            "on another machine, the key is in use there")
         if exc.response.status_code == 401:
             return KeyProbe(False, "the SuperLink refused the key's signature: check that this machine's clock is "
                             "synchronised (Flower allows a few seconds) and that the key file is intact")

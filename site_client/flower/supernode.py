@@ -37,8 +37,9 @@ EXIT_HINTS = {
 # Phrases in the SuperNode's output that name the cause more precisely than its exit code: Flower exits
 # with 305 both for an unregistered key and for a TLS failure.
 CAUSES = (
-    ("No SuperNode found with the given public key",
-     "this site's key is not registered with the coordinator: send your .pub file to the coordinator"),
+    ("Failed to activate SuperNode",
+     "the SuperLink does not accept this site's key: the key is not registered with the coordinator (send your .pub "
+     "file), or a SuperNode with the same key is online already"),
     ("CERTIFICATE_VERIFY_FAILED",
      "the coordinator's TLS certificate could not be verified with --root-certificates (wrong ca.crt, a host "
      "name the certificate does not list, or a TLS-inspecting proxy); `site-client doctor` tells which"),

@@ -64,7 +64,7 @@ def test_an_unregistered_key_is_named_as_such(deployment: Deployment) -> None:
     code, lines = _doctor(deployment, "--coordinator", deployment.address, "--root-certificates",
                           str(deployment.certs / "ca.crt"), "--key", str(deployment.root / "keys" / "site-unknown"))
     assert code == 1 and lines["tls"].startswith("OK")
-    assert lines["key"].startswith("FIX") and "does not know this key" in lines["key"] and "register-site" in lines["key"]
+    assert lines["key"].startswith("FIX") and "does not accept this key" in lines["key"] and "register-site" in lines["key"]
 
 
 def test_a_wrong_ca_is_named_as_such_and_the_key_is_not_blamed(deployment: Deployment) -> None:
