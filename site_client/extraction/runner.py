@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import multiprocessing
 import os
 import time
@@ -24,6 +25,9 @@ from site_client.extraction import cache
 from site_client.imaging.errors import CaseInputError
 from site_client.manifest import ManifestError, ManifestRow, read_manifest
 from site_client.tables import table_format, write_table_atomic
+
+log = logging.getLogger("fedradval.site.extraction")
+PROGRESS_LOG_EVERY_S = 30.0  # a progress line in the service log (site-client join) at most this often
 
 
 @dataclass
@@ -191,6 +195,8 @@ def extract_cohort(
     # Worker processes start (and every task is submitted) before the progress bar starts its refresh thread.
     pool = _executor(min(workers, len(tasks))) if workers > 1 and len(tasks) > 1 else None
     futures: dict[Future, _Task] = {}
+    last_logged = [start]
+    log.info("extracting %d case(s) of %s with %d worker(s)", len(manifest.rows), manifest.path, workers)
     if pool is not None:
         futures = {pool.submit(_run_case, t, protocol, identifier, cache_folder): t for t in tasks}
     try:
@@ -209,6 +215,10 @@ def extract_cohort(
                 elapsed = max(time.perf_counter() - start, 1e-9)
                 done = len(results) + len(failed)
                 bar.update(task_id, advance=1, failed=len(failed), cached=skipped, rate=f"{done / elapsed:.2f} cases/s")
+                if time.perf_counter() - last_logged[0] >= PROGRESS_LOG_EVERY_S or done == len(manifest.rows):
+                    last_logged[0] = time.perf_counter()
+                    log.info("extracted %d/%d case(s): %d failed, %d from cache, %.2f cases/s", done,
+                             len(manifest.rows), len(failed), skipped, done / elapsed)
 
             if pool is None:
                 for task in tasks:

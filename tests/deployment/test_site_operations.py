@@ -305,3 +305,25 @@ def test_the_service_units_use_only_options_the_commands_have() -> None:
                 assert option in sub_help, (unit, words[first], option)
             seen += 1
     assert seen == 4  # site: doctor + join, coordinator start, mlflow server
+
+
+def test_extraction_reports_progress_in_the_service_log(tmp_path: Path) -> None:
+    """What `site-client join` shows while a ClientApp extracts a cohort (no progress bar in a service)."""
+    from tests.extraction.test_extract_runner_recovery import PROTOCOL, _case
+    from site_client.extraction import runner
+
+    lines = ["case_id,image,mask,label"]
+    for k, name in enumerate(["a", "b", "c"]):
+        image, mask = _case(tmp_path, name, k)
+        lines.append(f"{name},{image},{mask},{k % 2}")
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (tmp_path / "p.yaml").write_text(PROTOCOL, encoding="utf-8")
+    stream = io.StringIO()
+    configure_logging("INFO", False, stream=stream, export=False)
+    try:
+        runner.extract_cohort(tmp_path / "m.csv", tmp_path / "p.yaml", tmp_path / "f.csv", workers=1, progress=False)
+    finally:
+        configure_logging("INFO", False, export=False)
+    text = stream.getvalue()
+    assert "INFO fedradval.site.extraction: extracting 3 case(s) of" in text
+    assert "extracted 3/3 case(s): 0 failed, 0 from cache" in text
