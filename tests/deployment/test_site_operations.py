@@ -327,3 +327,15 @@ def test_extraction_reports_progress_in_the_service_log(tmp_path: Path) -> None:
     text = stream.getvalue()
     assert "INFO fedradval.site.extraction: extracting 3 case(s) of" in text
     assert "extracted 3/3 case(s): 0 failed, 0 from cache" in text
+
+
+def test_the_site_superexec_refuses_to_start_with_an_unsupported_flower(tmp_path: Path) -> None:
+    script = textwrap.dedent("""
+        import protocols.versions as versions
+        versions.flower_version = lambda: "1.42.1"
+        from site_client.flower.warm_exec import main
+        main(["--runtime-api-address", "127.0.0.1:1"])
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 78, result.stderr
+    assert "site SuperExec cannot start: Flower (flwr) 1.42.1 is installed" in result.stderr
