@@ -96,5 +96,5 @@ def join(
         env, log.warning, modes=("spawn",) if cold_clientapps else ("fork", "spawn"),
         fatal_codes=frozenset({EXIT_UNSUPPORTED_FLOWER}),
     )
-    code = supervise(command, env, log.info, max_backoff_s=max_backoff, companion=companion)
+    code = supervise(command, env, log.info, max_backoff_s=max_backoff, companion=companion, warn=log.warning)
     raise typer.Exit(0 if code in (0, 3) else code)

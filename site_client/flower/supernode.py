@@ -250,6 +250,7 @@ def supervise(
     stable_after_s: float = 120.0,
     max_restarts: int | None = None,
     companion: CompanionWatch | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> int:
     """Run ``command`` until SIGTERM/SIGINT; restart it with back-off after every exit.
 
@@ -257,7 +258,9 @@ def supervise(
     restarted while it runs (:class:`CompanionWatch`) and stopped with it. A run that lasted ``stable_after_s`` resets the back-off. Returns the last exit code. The child stays
     in this process's group, so stopping the group (Ctrl-C, a service manager) stops the SuperNode and its
     ClientApps too; SIGTERM/SIGINT to this process alone is forwarded (SIGKILL after 15 s).
+    ``warn`` (default ``say``) gets the lines about exits and restarts.
     """
+    warn = warn or say
     child: subprocess.Popen[bytes] | None = None
     stopping = False
 
@@ -285,7 +288,7 @@ def supervise(
             finished = threading.Event()
             reader = threading.Thread(target=_relay, args=(child, reported, finished, causes), daemon=True)
             reader.start()
-            code = _wait(child, finished, say, companion)
+            code = _wait(child, finished, warn, companion)
             reader.join(timeout=5)
             if companion is not None:
                 companion.stop()
@@ -296,11 +299,11 @@ def supervise(
             if time.monotonic() - started >= stable_after_s:
                 delays = backoff_delays(initial_s=initial_backoff_s, maximum_s=max_backoff_s)
             if max_restarts is not None and restarts >= max_restarts:
-                say(f"SuperNode exited with code {code}; giving up after {restarts} restart(s)")
+                warn(f"SuperNode exited with code {code}; giving up after {restarts} restart(s)")
                 break
             delay = next(delays)
             hint = f" ({'; '.join(causes)})" if causes else f" ({EXIT_HINTS[code]})" if code in EXIT_HINTS else ""
-            say(f"SuperNode exited with code {code}{hint}; restarting in {delay:.0f} s")
+            warn(f"SuperNode exited with code {code}{hint}; restarting in {delay:.0f} s")
             deadline = time.monotonic() + delay
             while not stopping and time.monotonic() < deadline:
                 time.sleep(0.2)
