@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from protocols.logs import configure_logging
+
 app = typer.Typer(
     name="coordinator",
     help="Coordinator side of a fedradval study: run the SuperLink, launch studies, report results.",
@@ -14,8 +16,15 @@ app = typer.Typer(
 
 
 @app.callback()
-def _main() -> None:
-    """Keeps typer in multi-command mode even while only one command is registered."""
+def _main(
+    log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
+    log_json: bool = typer.Option(False, "--log-json", help="One JSON object per log line (for a log collector)."),
+) -> None:
+    """Configures logging (protocols.logs) for every command; keeps typer in multi-command mode."""
+    try:
+        configure_logging(log_level, log_json)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--log-level") from None
 
 
 # Each import registers its command(s) on ``app``.
@@ -29,3 +38,4 @@ from coordinator.commands import run as _run  # noqa: E402,F401
 from coordinator.commands import status as _status  # noqa: E402,F401
 from coordinator.commands import simulate as _simulate  # noqa: E402,F401
 from coordinator.commands import report as _report  # noqa: E402,F401
+from coordinator.commands import doctor as _doctor  # noqa: E402,F401

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from protocols.logs import configure_logging
+
 app = typer.Typer(
     name="site-client",
     help="Hospital side of a fedradval study: check the cohort, extract features, join the federation.",
@@ -14,8 +16,15 @@ app = typer.Typer(
 
 
 @app.callback()
-def _main() -> None:
-    """Keeps typer in multi-command mode even while only one command is registered."""
+def _main(
+    log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
+    log_json: bool = typer.Option(False, "--log-json", help="One JSON object per log line (for a log collector)."),
+) -> None:
+    """Configures logging (protocols.logs) for every command; keeps typer in multi-command mode."""
+    try:
+        configure_logging(log_level, log_json)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--log-level") from None
 
 
 # Each import registers its command(s) on ``app``.
@@ -26,3 +35,4 @@ from site_client.commands import approve as _approve  # noqa: E402,F401
 from site_client.commands import join as _join  # noqa: E402,F401
 from site_client.commands import audit as _audit  # noqa: E402,F401
 from site_client.commands import extract as _extract  # noqa: E402,F401
+from site_client.commands import doctor as _doctor  # noqa: E402,F401

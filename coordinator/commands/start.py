@@ -12,6 +12,11 @@ from protocols.runtime_env import flower_env
 from coordinator.flower.flwr_cli import flwr_executable, write_profile
 from coordinator.flower.state import DEFAULT_STATE_DIR, default_database, flwr_home
 from coordinator.flower.superlink import INSECURE_WARNING, superlink_command
+from protocols.logs import get_logger
+from protocols.versions import fedradval_version, flower_version, flower_version_problem
+
+log = get_logger("coordinator.start")
+EXIT_UNSUPPORTED_FLOWER = 78  # EX_CONFIG: a service manager should not restart this
 
 
 @app.command("start")
@@ -27,6 +32,10 @@ def start(
     port: int = typer.Option(8000, "--port", help="Port of the SuperLink (Fleet, Control and Runtime APIs)."),
 ) -> None:
     """Run the SuperLink in the foreground (TLS + SuperNode authentication unless --insecure)."""
+    problem = flower_version_problem()
+    if problem:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(EXIT_UNSUPPORTED_FLOWER)
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     cert_dir = (certs or state_dir / "certs").resolve()
@@ -40,9 +49,10 @@ def start(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     if insecure:
-        typer.secho(INSECURE_WARNING, fg=typer.colors.RED, bold=True, err=True)
+        log.warning(INSECURE_WARNING)
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     home = flwr_home(state_dir)
     write_profile(home, f"{local}:{port}", None if insecure else cert_dir / "ca.crt", insecure)
-    typer.echo(f"SuperLink on {host}:{port}, database {db or 'in memory (lost on restart)'}, {'INSECURE' if insecure else 'TLS + site authentication'}", err=True)
+    log.info("SuperLink on %s:%d (fedradval %s, Flower %s), database %s, %s", host, port, fedradval_version(),
+             flower_version(), db or "in memory (lost on restart)", "INSECURE" if insecure else "TLS + site authentication")
     os.execve(command[0], command, flower_env(home))

@@ -9,11 +9,16 @@ import typer
 from protocols.console import load_protocol_for_command
 from site_client.cli import app
 from site_client.flower.approvals import ApprovalsError, approved_ids
-from site_client.flower.client_app import SiteSettings
+from protocols.logs import get_logger
 from protocols.runtime_env import flower_env
-from site_client.flower.state import DEFAULT_WORK_DIR, approvals_path
-from site_client.flower.supernode import supernode_command, supervise, write_node_config
-from site_client.flower.warm_exec import warm_exec_command
+from protocols.versions import fedradval_version
+from site_client.flower.client_app import SiteSettings
+from site_client.flower.flower_internals import FlowerInternalsError, check_flower_internals
+from site_client.flower.state import DEFAULT_WORK_DIR, approvals_path, prepare_work_dir, superexec_secret
+from site_client.flower.supernode import CompanionWatch, supernode_command, supervise, write_node_config
+from site_client.flower.warm_exec import DEFAULT_MAX_CLIENTAPPS, EXIT_UNSUPPORTED_FLOWER, warm_exec_command
+
+log = get_logger("site.join")
 
 INSECURE_WARNING = (
     "WARNING: --insecure: no TLS. Everything this site sends travels in clear text and the coordinator cannot "
@@ -34,9 +39,15 @@ def join(
     work_dir: Path = typer.Option(DEFAULT_WORK_DIR, "--work-dir", help="Site state folder: caches, audit log, approvals."),
     port: int = typer.Option(9094, "--port", help="Local ClientAppIo port (unique per SuperNode on this machine)."),
     max_backoff: float = typer.Option(60.0, "--max-backoff", help="Longest wait between SuperNode restarts, seconds."),
-    cold_clientapps: bool = typer.Option(False, "--cold-clientapps", help="Let Flower start each ClientApp from scratch (slower; for diagnosis)."),
+    cold_clientapps: bool = typer.Option(False, "--cold-clientapps", help="Start each ClientApp in a fresh Python process (slower; for diagnosis)."),
+    max_clientapps: int = typer.Option(DEFAULT_MAX_CLIENTAPPS, "--max-clientapps", min=1, help="ClientApp processes allowed at once (memory bound)."),
 ) -> None:
     """Join a study: run the SuperNode, restart it with back-off when it exits, serve the ClientApp."""
+    try:
+        check_flower_internals()
+    except FlowerInternalsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_UNSUPPORTED_FLOWER) from None
     if (manifest is None) == (features is None):
         typer.echo("error: give exactly one of --manifest (images) or --features (ready feature table)", err=True)
         raise typer.Exit(2)
@@ -47,23 +58,20 @@ def join(
         typer.echo("error: TLS needs --root-certificates (the study's ca.crt), or pass --insecure on a test network", err=True)
         raise typer.Exit(2)
     loaded, identifier = load_protocol_for_command(protocol, announce=False)
-    work_dir = work_dir.resolve()
+    work_dir = prepare_work_dir(work_dir)
     approvals = approvals_path(work_dir)
     try:
         approved = identifier in approved_ids(approvals)
     except ApprovalsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"site {site_name}: study {loaded.study.name} v{loaded.study.version}, protocol id {identifier}")
+    log.info("site %s (fedradval %s): study %s v%s, protocol id %s", site_name, fedradval_version(),
+             loaded.study.name, loaded.study.version, identifier)
     if not approved:
-        typer.secho(
-            f"NOT APPROVED: this site will refuse every message of protocol {identifier}; "
-            f"run `site-client approve {protocol} --work-dir {work_dir}` after review.",
-            fg=typer.colors.YELLOW,
-            err=True,
-        )
+        log.warning("NOT APPROVED: this site will refuse every message of protocol %s; run `site-client approve "
+                    "%s --work-dir %s` after review.", identifier, protocol, work_dir)
     if insecure:
-        typer.secho(INSECURE_WARNING, fg=typer.colors.RED, bold=True, err=True)
+        log.warning(INSECURE_WARNING)
     settings = SiteSettings(
         site_name=site_name,
         data=(manifest or features).resolve(),  # type: ignore[union-attr]
@@ -72,6 +80,7 @@ def join(
         protocol_path=protocol.resolve(),
         approvals_path=approvals,
     )
+    secret = superexec_secret(work_dir)
     command = supernode_command(
         coordinator,
         write_node_config(settings),
@@ -79,10 +88,13 @@ def join(
         root_certificates=root_certificates.resolve() if root_certificates else None,
         key=key.resolve() if key else None,
         insecure=insecure,
-        warm=not cold_clientapps,
+        superexec_auth_secret_file=secret,
     )
     env = flower_env(work_dir / "flwr-home")
-    companion = None if cold_clientapps else (lambda pid: warm_exec_command(f"127.0.0.1:{port}", pid))
-    code = supervise(command, env, lambda line: typer.echo(f"[site-client] {line}", err=True),
-                     max_backoff_s=max_backoff, companion=companion)
+    companion = CompanionWatch(
+        lambda pid, mode: warm_exec_command(f"127.0.0.1:{port}", pid, mode, max_clientapps, secret),
+        env, log.warning, modes=("spawn",) if cold_clientapps else ("fork", "spawn"),
+        fatal_codes=frozenset({EXIT_UNSUPPORTED_FLOWER}),
+    )
+    code = supervise(command, env, log.info, max_backoff_s=max_backoff, companion=companion, warn=log.warning)
     raise typer.Exit(0 if code in (0, 3) else code)

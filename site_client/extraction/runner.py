@@ -9,6 +9,7 @@ picking one of them would pair one row's image with another row's label and cova
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import time
@@ -27,6 +28,9 @@ from site_client.imaging.errors import CaseInputError
 from site_client.imaging.inputs import checked_input
 from site_client.manifest import ManifestError, ManifestRow, duplicate_lines, duplicate_message, read_manifest
 from site_client.tables import table_format, write_table_atomic
+
+log = logging.getLogger("fedradval.site.extraction")
+PROGRESS_LOG_EVERY_S = 30.0  # a progress line in the service log (site-client join) at most this often
 
 
 @dataclass
@@ -226,6 +230,8 @@ def extract_cohort(
     # Worker processes start (and every task is submitted) before the progress bar starts its refresh thread.
     pool = _executor(min(workers, len(tasks))) if workers > 1 and len(tasks) > 1 else None
     futures: dict[Future, _Task] = {}
+    last_logged = [start]
+    log.info("extracting %d case(s) of %s with %d worker(s)", len(manifest.rows), manifest.path, workers)
     if pool is not None:
         futures = {pool.submit(_run_case, t, protocol, identifier, cache_folder): t for t in tasks}
     try:
@@ -246,6 +252,10 @@ def extract_cohort(
                 elapsed = max(time.perf_counter() - start, 1e-9)
                 done = len(results) + len(failures)
                 bar.update(task_id, advance=1, failed=len(failures), cached=skipped, rate=f"{done / elapsed:.2f} cases/s")
+                if time.perf_counter() - last_logged[0] >= PROGRESS_LOG_EVERY_S or done == len(manifest.rows):
+                    last_logged[0] = time.perf_counter()
+                    log.info("extracted %d/%d case(s): %d failed, %d from cache, %.2f cases/s", done,
+                             len(manifest.rows), len(failures), skipped, done / elapsed)
 
             if pool is None:
                 for task in tasks:

@@ -172,14 +172,14 @@ class Deployment:
         loaded = load_protocol(protocol)
         approve(approvals_path(self.sites[name].work_dir), protocol_id(loaded), loaded.study.name, loaded.study.version)
 
-    def join(self, name: str, protocol: Path, max_backoff: float = 10.0) -> Site:
+    def join(self, name: str, protocol: Path, max_backoff: float = 10.0, extra: tuple[str, ...] = ()) -> Site:
         site = self.sites[name]
         site.log = self.root / f"join-{name}.log"
         site.process = self._spawn(
             [str(BIN / "site-client"), "join", "--coordinator", self.address, "--site-name", name,
              "--features", str(site.features), "--protocol", str(protocol), "--root-certificates",
              str(self.certs / "ca.crt"), "--key", str(site.key), "--work-dir", str(site.work_dir),
-             "--port", str(site.port), "--max-backoff", str(max_backoff)],
+             "--port", str(site.port), "--max-backoff", str(max_backoff), *extra],
             site.log, site.work_dir / "flwr-home",
         )
         return site
