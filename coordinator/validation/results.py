@@ -66,13 +66,16 @@ class AUCDifference:
 
 @dataclass(frozen=True)
 class CalibrationFit:
-    """Logistic calibration y ~ σ(a + b·logit p) fitted by federated Newton (Wald CIs)."""
+    """Logistic calibration y ~ σ(a + b·logit p) (Wald CIs): ``slope`` b and ``intercept`` a of the joint fit, and
+    ``citl`` = calibration-in-the-large, the intercept with logit p as offset (slope fixed 1; 0 = mean risk right).
+    """
 
     intercept: Estimate
     slope: Estimate
     iterations: int
     converged: bool
     nll: float
+    citl: Estimate | None = None
 
 
 @dataclass(frozen=True)
