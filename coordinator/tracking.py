@@ -156,6 +156,19 @@ def fold_values(f: FoldResult) -> dict[str, float]:
     return out
 
 
+def meta_values(study: StudyResult, prefix: str = "") -> dict[str, float]:
+    """Random-effects summaries as flat metrics: ``re_<key>`` (HKSJ CI), τ² with its Q-profile CI, I², PI."""
+    out: dict[str, float] = {}
+    for key, re_ in study.meta.items():
+        out.update({f"{prefix}re_{key}": re_.estimate, f"{prefix}re_{key}_ci_low": re_.ci_low,
+                    f"{prefix}re_{key}_ci_high": re_.ci_high})
+        for extra in ("tau2", "tau2_ci_low", "tau2_ci_high", "i2", "pi_low", "pi_high"):
+            val = getattr(re_, extra)
+            if _finite(val):
+                out[f"{prefix}re_{key}_{extra}"] = val
+    return out
+
+
 def site_table(study: StudyResult) -> dict[str, list[Any]]:
     """One row per held-out site (plus a pooled row): the parent run's table (child runs are collapsed)."""
     cols = ["site", "role", "n", "n_events", "auc", "auc_ci_low", "auc_ci_high", "auc_binning_bound",
@@ -390,12 +403,7 @@ def log_study(
                    "privacy_k": str(study.k_min_cell)})
     pooled = site_metric_values(study.pooled, "pooled_")
     pooled.update(site_metric_values(study.pooled_baseline, "pooled_baseline_"))
-    for key, re_ in study.meta.items():
-        pooled.update({f"re_{key}": re_.estimate, f"re_{key}_ci_low": re_.ci_low, f"re_{key}_ci_high": re_.ci_high})
-        for extra in ("tau2", "tau2_ci_low", "tau2_ci_high", "i2", "pi_low", "pi_high"):
-            val = getattr(re_, extra)
-            if _finite(val):
-                pooled[f"re_{key}_{extra}"] = val
+    pooled.update(meta_values(study))
     for c in study.feature_volume:
         pooled[f"volume_corr.{_key(c.feature)}"] = c.r
     _batch(client, pid, metrics=pooled, params=params)
@@ -492,6 +500,7 @@ def log_outcome(outcome: Any, tracking_uri: str) -> LoggedStudy:
             run_id = logged.fold_run_ids.get(fold.heldout_site)
             if run_id is not None:
                 _batch(client, run_id, metrics={f"{variant}_{k}": v for k, v in fold_values(fold).items()})
-        _batch(client, logged.parent_run_id, metrics=site_metric_values(other.pooled, f"{variant}_pooled_"))
+        _batch(client, logged.parent_run_id, metrics={**site_metric_values(other.pooled, f"{variant}_pooled_"),
+                                                      **meta_values(other, f"{variant}_")})
         client.log_dict(logged.parent_run_id, to_jsonable(other), f"summary/study_{variant}.json")
     return logged

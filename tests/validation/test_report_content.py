@@ -83,3 +83,17 @@ def test_held_out_harmonisation_is_explained_with_the_unharmonised_variant_besid
     md = _markdown(study, {"raw": raw})
     assert "transductive" in md and "needs a batch of cases" in md and "case-mix" in md
     assert "AUC, harmonised" in md and "AUC, raw" in md
+
+
+def test_demo_table_prints_the_random_effects_auc_as_its_own_row():
+    from rich.console import Console
+
+    from coordinator.demo.results import DemoResults, HeldOutSite, VariantMetrics, results_table
+
+    m = VariantMetrics(auc=0.8, auc_ci_low=0.7, auc_ci_high=0.9, cal_slope=1.0, conformal_coverage=0.9)
+    results = DemoResults("exp", "run", ["harmonised", "raw"], [HeldOutSite("a", 60, 20, {"harmonised": m, "raw": m})],
+                          None, {"harmonised": (0.812, 0.701, 0.894), "raw": (0.771, 0.65, 0.86)})
+    console = Console(width=200, record=True)
+    console.print(results_table(results))
+    text = console.export_text()
+    assert "random effects (REML, HKSJ)" in text and "0.81 [0.70, 0.89]" in text and "0.77 [0.65, 0.86]" in text
