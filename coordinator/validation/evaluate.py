@@ -52,6 +52,7 @@ def site_metrics(
             m.auc = auc_from_histograms(hist["bin_n_neg"], hist["bin_n_pos"])
             _, fpr, tpr = roc_from_histograms(hist["edges"], hist["bin_n_neg"], hist["bin_n_pos"])
             m.roc_fpr, m.roc_tpr = fpr.tolist(), tpr.tolist()
+            m.roc_area, m.roc_bound = m.auc.auc, m.auc.binning_bound
         except ValueError as exc:
             notes.append(f"AUC: {exc}")
     conf = _usable(aggregates, "confusion", notes)

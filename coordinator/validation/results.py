@@ -213,6 +213,8 @@ class SiteMetrics:
     decision_curve: DecisionCurve | None = None
     roc_fpr: list[float] = field(default_factory=list)
     roc_tpr: list[float] = field(default_factory=list)
+    roc_area: float | None = None   # area under the drawn (k-merged histogram) ROC curve, ties as diagonal segments
+    roc_bound: float | None = None  # |roc_area - AUC on exact scores| <= roc_bound (the histogram's binning bound)
     notes: list[str] = field(default_factory=list)
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+
+import pytest
 from types import SimpleNamespace
 
 from coordinator.report import BINNING_BOUND_LIMIT, build_sections, render_markdown
@@ -97,3 +99,23 @@ def test_demo_table_prints_the_random_effects_auc_as_its_own_row():
     console.print(results_table(results))
     text = console.export_text()
     assert "random effects (REML, HKSJ)" in text and "0.81 [0.70, 0.89]" in text and "0.77 [0.65, 0.86]" in text
+
+
+def test_drawn_roc_area_equals_its_stated_area_and_is_within_its_bound_of_the_exact_auc(generated_study):
+    """The figure's curve is the k-merged histogram ROC: its trapezoid area is the stated curve area, and the AUC on
+    exact scores lies within the stated bound of it (sklearn's AUC as the independent exact value)."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from coordinator.validation.figures import roc_label
+
+    study, sites = generated_study
+    by_name = {s.name: s for s in sites}
+    for f in study.folds:
+        m = f.before
+        fpr, tpr = np.array(m.roc_fpr[::-1]), np.array(m.roc_tpr[::-1])
+        area = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+        assert area == pytest.approx(m.roc_area, abs=1e-12)
+        s = by_name[f.heldout_site]
+        assert abs(roc_auc_score(s.y, s.p) - m.roc_area) <= m.roc_bound + 1e-12
+        assert f"{m.auc.auc:.3f}" in roc_label(m)
