@@ -17,9 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from coordinator.validation.auc import BINNING_BOUND_LIMIT
 from coordinator.validation.conformal import censored_direction
 
 REPORT_ARTIFACT_DIR = "report"
+
+HELD_OUT_HARMONISATION = (
+    "**How a held-out site is harmonised.** The held-out site's ComBat batch effect (location and scale per feature) "
+    "is estimated from its own cases, with the training sites' model held fixed: the harmonisation is transductive. "
+    "A new hospital therefore needs a batch of cases before the model can be applied to them, and because the "
+    "adjustment centres the site's features, part of a genuine case-mix difference between hospitals is removed "
+    "with the scanner effect. The unharmonised variant (same design, raw features) is reported beside it so the two "
+    "can be compared site by site.")
 
 
 @dataclass
@@ -70,8 +79,11 @@ def _read_png(root: Path, rel: str) -> bytes | None:
     return p.read_bytes() if p.is_file() else None
 
 
-def build_sections(study: dict, run: Any, parent_plots: Path, fold_plots: dict[str, Path]) -> list[Section]:
-    """The report's content from the study summary (``summary/study.json``) and downloaded figures."""
+def build_sections(
+    study: dict, run: Any, parent_plots: Path, fold_plots: dict[str, Path], others: dict[str, dict] | None = None
+) -> list[Section]:
+    """The report's content from the study summary (``summary/study.json``), the other model variants' summaries
+    (``summary/study_<variant>.json``, e.g. the unharmonised models) and downloaded figures."""
     params, tags = run.data.params, run.data.tags
     folds = study.get("folds", [])
     alpha = study.get("alpha")
@@ -105,18 +117,29 @@ def build_sections(study: dict, run: Any, parent_plots: Path, fold_plots: dict[s
         auc = b.get("auc") or {}
         rows.append([f["heldout_site"], _ci(auc, "auc"), _f(auc.get("binning_bound"), 4), _prop(b.get("sensitivity")),
                      _prop(b.get("specificity")), _prop(b.get("ppv")), _prop(b.get("npv"))])
+    re_auc = meta.get("auc")
+    if re_auc:
+        rows.append([f"random effects over {re_auc.get('k')} held-out sites (headline)", _ci(re_auc, "estimate"),
+                     "–", "", "", "", ""])
     pooled = study.get("pooled")
     if pooled:
         auc = pooled.get("auc") or {}
-        rows.append(["pooled held-out patients", _ci(auc, "auc"), _f(auc.get("binning_bound"), 4),
+        bound = auc.get("binning_bound")
+        auc_text = (f"not reported (binning bound ±{bound:.3f} > {BINNING_BOUND_LIMIT})"
+                    if bound is not None and bound > BINNING_BOUND_LIMIT else _ci(auc, "auc"))
+        rows.append(["pooled held-out patients", auc_text, _f(bound, 4),
                      _prop(pooled.get("sensitivity")), _prop(pooled.get("specificity")), _prop(pooled.get("ppv")),
                      _prop(pooled.get("npv"))])
-    s.tables.append((["site", "AUC (95% CI, DeLong)", "binning bound", f"sensitivity @ {_f(thr, 2)}", "specificity",
+    s.tables.append((["site", "AUC (95% CI)", "binning bound", f"sensitivity @ {_f(thr, 2)}", "specificity",
                       "PPV", "NPV"], rows))
     s.paragraphs.append(
-        "AUC comes from class-specific score histograms; the binning bound is the largest possible difference from "
-        "the AUC on unbinned scores. Proportions carry Wilson 95% CIs; the threshold is the protocol's pre-specified "
-        "decision threshold.")
+        "Each held-out site's AUC is computed at the site on its raw scores (DeLong SE, logit-scale 95% CI; binning "
+        "bound 0). The headline summary is their random-effects meta-analysis (REML τ², Hartung–Knapp–Sidik–Jonkman "
+        "95% CI; section 6 gives τ², I² and the prediction interval for a new hospital). The pooled-patients AUC is "
+        "computed from k-merged score histograms; its binning bound is the largest possible difference from the AUC "
+        f"on unbinned scores, and above {BINNING_BOUND_LIMIT} it is not reported. Sensitivity, specificity, PPV and NPV "
+        "are exact counts at the protocol's pre-specified decision threshold (Wilson 95% CIs); a site shows them "
+        "whenever each cell of its confusion table at that threshold is 0 or at least k.")
     for name in ("forest_auc.png", "roc_heldout_sites.png"):
         png = _read_png(parent_plots, name)
         if png:
@@ -128,15 +151,23 @@ def build_sections(study: dict, run: Any, parent_plots: Path, fold_plots: dict[s
     for f in folds:
         b = f["before"]
         cal = b.get("calibration") or {}
-        rows.append([f["heldout_site"], _ci(b.get("oe_ratio"), "value"), _ci(cal.get("intercept"), "value"),
+        rows.append([f["heldout_site"], _ci(b.get("oe_ratio"), "value"), _ci(cal.get("citl"), "value"),
                      _ci(cal.get("slope"), "value"), _f(b.get("brier")), _f(b.get("scaled_brier")), _f(b.get("ece"))])
+    summary = ["random effects (headline)", _ci(meta.get("oe_ratio"), "estimate"), _ci(meta.get("citl"), "estimate"),
+               _ci(meta.get("cal_slope"), "estimate"), "", "", ""]
+    if any(meta.get(key) for key in ("oe_ratio", "citl", "cal_slope")):
+        rows.append(summary)
     if pooled:
-        cal = pooled.get("calibration") or {}
-        rows.append(["pooled held-out patients", _ci(pooled.get("oe_ratio"), "value"), _ci(cal.get("intercept"), "value"),
-                     _ci(cal.get("slope"), "value"), _f(pooled.get("brier")), _f(pooled.get("scaled_brier")),
-                     _f(pooled.get("ece"))])
-    s.tables.append((["site", "O/E (95% CI)", "calibration intercept", "calibration slope", "Brier", "scaled Brier",
-                      "ECE"], rows))
+        rows.append(["pooled held-out patients", _ci(pooled.get("oe_ratio"), "value"), "–", "–",
+                     _f(pooled.get("brier")), _f(pooled.get("scaled_brier")), _f(pooled.get("ece"))])
+    s.tables.append((["site", "O/E (95% CI)", "calibration-in-the-large (95% CI)", "calibration slope (95% CI)",
+                      "Brier", "scaled Brier", "ECE"], rows))
+    s.paragraphs.append(
+        "Calibration-in-the-large is the intercept of a logistic model of the outcome with logit(p) as an offset "
+        "(slope fixed at 1): 0 when the mean predicted risk is right, negative when risks are too high. The "
+        "calibration slope is the slope of logit(p) in a logistic model with its own intercept: 1 is ideal, below 1 "
+        "predictions too extreme. Both are fitted at each held-out site on its own patients (Wald 95% CIs) and "
+        "meta-analysed; O/E is observed over expected events.")
     for name in ("reliability.png", "forest_calibration_slope.png"):
         png = _read_png(parent_plots, name)
         if png:
@@ -152,18 +183,34 @@ def build_sections(study: dict, run: Any, parent_plots: Path, fold_plots: dict[s
     secs.append(s)
 
     s = Section("6. Heterogeneity across held-out sites (TRIPOD+AI 12d, 23b)")
-    labels = {"auc": "AUC", "cal_slope": "calibration slope", "oe_ratio": "O/E", "auc_difference": "ΔAUC vs volume only",
-              "baseline_auc": "volume-only AUC", "recal_auc": "AUC after recalibration",
-              "recal_cal_slope": "slope after recalibration", "coverage": "conformal coverage"}
+    labels = {"auc": "AUC", "cal_slope": "calibration slope", "citl": "calibration-in-the-large", "oe_ratio": "O/E",
+              "auc_difference": "ΔAUC vs volume only", "baseline_auc": "volume-only AUC",
+              "recal_auc": "AUC after recalibration", "recal_cal_slope": "slope after recalibration",
+              "recal_citl": "calibration-in-the-large after recalibration", "coverage": "conformal coverage"}
     rows = []
     for key, r in meta.items():
-        rows.append([labels.get(key, key), str(r.get("k")), _ci(r, "estimate"), _f(r.get("tau2"), 4), _f(r.get("i2"), 2),
+        tau2 = _f(r.get("tau2"), 4)
+        if r.get("tau2_ci_low") is not None:
+            tau2 += f" ({_f(r['tau2_ci_low'], 4)}–{_f(r['tau2_ci_high'], 4)})"
+        i2 = "–" if r.get("i2") is None else f"{100 * r['i2']:.0f}%"
+        if r.get("i2_ci_low") is not None:
+            i2 += f" ({100 * r['i2_ci_low']:.0f}–{100 * r['i2_ci_high']:.0f}%)"
+        note = r.get("note", "")
+        if r.get("adjusted"):
+            note = "; ".join(x for x in (note, f"continuity-corrected: {', '.join(r['adjusted'])}") if x)
+        rows.append([labels.get(key, key), str(r.get("k")), _ci(r, "estimate"), tau2, i2,
                      "–" if r.get("pi_low") is None else f"{_f(r['pi_low'])}–{_f(r['pi_high'])}",
-                     r.get("scale", ""), r.get("note", "")])
-    s.tables.append((["quantity", "sites", "random-effects estimate (95% CI)", "τ²", "I²", "95% prediction interval",
-                      "pooled on", "note"], rows))
-    s.paragraphs.append("DerSimonian–Laird random effects. The prediction interval (t with K−2 df) is the range "
-                        "expected at a new hospital; it needs at least 3 held-out sites.")
+                     r.get("scale", ""), note])
+    s.tables.append((["quantity", "sites", "random-effects estimate (95% CI)", "τ² (95% CI)", "I² (95% CI)",
+                      "95% prediction interval", "pooled on", "note"], rows))
+    s.paragraphs.append(
+        "Random effects with τ² by restricted maximum likelihood; the 95% CI of the pooled estimate uses the "
+        "Hartung–Knapp–Sidik–Jonkman standard error with a t distribution on K−1 degrees of freedom (valid with few "
+        "sites, where the normal-based DerSimonian–Laird interval is too narrow). τ² has a Q-profile 95% CI and I² "
+        "the interval it implies. The prediction interval (t with K−1 df on √(τ² + SE²)) is the range expected at a "
+        "new hospital; it needs at least 3 held-out sites. A site whose AUC is exactly 0 or 1 (or coverage 0 or 1) "
+        "is kept with a continuity correction and named in the note; a coverage released only as a bound is "
+        "reported apart (section 8), never pooled as a point.")
     secs.append(s)
 
     s = Section("7. Model updating: recalibration before/after (TRIPOD+AI 12f, 24)")
@@ -203,10 +250,12 @@ def build_sections(study: dict, run: Any, parent_plots: Path, fold_plots: dict[s
         rows.append([f["heldout_site"], _ci((f["before"].get("auc") or {}), "auc"), _ci(base, "auc"),
                      _ci(d, "difference"), "<0.001" if (d.get("p_value") or 1) < 0.001 else _f(d.get("p_value"))])
     s.tables.append((["held-out site", "model AUC", "volume-only AUC", "ΔAUC (95% CI)", "p"], rows))
-    if folds and folds[0].get("auc_difference"):
-        s.paragraphs.append(f"ΔAUC variance: {folds[0]['auc_difference'].get('method')}. A ΔAUC computed at the site "
-                            "uses the exact scores, so it can differ from the difference of the two binned AUCs "
-                            "shown beside it by up to their binning bounds.")
+    methods = sorted({(f.get("auc_difference") or {}).get("method") for f in folds} - {None})
+    if methods:
+        s.paragraphs.append(
+            f"ΔAUC variance: {'; '.join(methods)}. The paired DeLong variance uses both models' scores of the same "
+            "patients at the held-out site (their covariance included); an unpaired variance appears only where a "
+            "site did not release the paired one, and is conservative when the two models' errors correlate.")
     corr = study.get("feature_volume") or []
     if corr:
         s.tables.append((["model feature", "Pearson r with volume (95% CI)", "n"],
@@ -218,6 +267,8 @@ def build_sections(study: dict, run: Any, parent_plots: Path, fold_plots: dict[s
     if png:
         s.figures.append(("forest_delta_auc_vs_volume.png", png))
     secs.append(s)
+
+    secs.append(_variants_section(study, run.data.tags.get("variant", "harmonised"), others or {}))
 
     harm = sorted((parent_plots / "harmonisation").glob("*.png")) if (parent_plots / "harmonisation").is_dir() else []
     if harm:
@@ -242,12 +293,14 @@ def build_sections(study: dict, run: Any, parent_plots: Path, fold_plots: dict[s
         "patients of the sites that contributed calibration data, assuming patients are exchangeable within a site. It "
         "gives no guarantee at a hospital outside the study; the held-out coverages above are the evidence for new "
         "sites, and they can fall below 1−α when case mix or scanners differ.",
-        "AUC is computed on binned scores: each value carries its binning bound, which grows where small cells were merged.",
+        "Per-site AUCs are exact (computed at the site). Figures and pooled values built from histograms are "
+        "coarsened by small-cell merging; each carries its binning bound, and a pooled AUC whose bound exceeds "
+        f"{BINNING_BOUND_LIMIT} is not reported.",
         "ΔAUC against the volume-only model: " + "; ".join(sorted({(f.get("auc_difference") or {}).get("method", "not computed")
-                                                                     for f in folds})) + ". An unpaired variance ignores the "
-        "covariance between the two models and is conservative when their errors are positively correlated.",
-        "Random-effects summaries with few sites are imprecise: τ² is poorly estimated with fewer than ~10 sites, and the "
-        "prediction interval needs at least 3.",
+                                                                     for f in folds})) + ".",
+        "Random-effects summaries with few sites are imprecise: τ² is poorly estimated with fewer than ~10 sites (see "
+        "its CI), and the prediction interval needs at least 3.",
+        HELD_OUT_HARMONISATION,
     ]
     grid = ((study.get("protocol") or {}).get("validation") or {}).get("decision_curve_thresholds")
     dc = (pooled or {}).get("decision_curve") or {}
@@ -271,6 +324,33 @@ def build_sections(study: dict, run: Any, parent_plots: Path, fold_plots: dict[s
                         f"{tags.get('registered_model', tags.get('model_uri', 'not logged'))}.")
     secs.append(s)
     return secs
+
+
+def _variants_section(study: dict, preferred: str, others: dict[str, dict]) -> Section:
+    """How the held-out site is harmonised, and each model variant's AUC / calibration at each held-out site."""
+    s = Section("Harmonisation of the held-out site, and the unharmonised models beside it")
+    s.paragraphs.append(HELD_OUT_HARMONISATION)
+    variants = {preferred: study, **others}
+    header = ["held-out site"]
+    for name in variants:
+        header += [f"AUC, {name}", f"calibration slope, {name}"]
+    by_site: dict[str, list[str]] = {}
+    for i, (name, summary) in enumerate(variants.items()):
+        for f in summary.get("folds", []):
+            row = by_site.setdefault(f["heldout_site"], ["–"] * (2 * len(variants)))
+            b = f["before"]
+            row[2 * i] = _ci(b.get("auc") or {}, "auc")
+            row[2 * i + 1] = _ci((b.get("calibration") or {}).get("slope"), "value")
+    rows = [[site, *cells] for site, cells in sorted(by_site.items())]
+    summary_row = ["random effects"]
+    for summary in variants.values():
+        m = summary.get("meta", {})
+        summary_row += [_ci(m.get("auc"), "estimate"), _ci(m.get("cal_slope"), "estimate")]
+    rows.append(summary_row)
+    s.tables.append((header, rows))
+    if not others:
+        s.paragraphs.append("This run holds one model variant only; the unharmonised comparison was not logged.")
+    return s
 
 
 def render_markdown(title: str, sections: list[Section]) -> str:
@@ -359,8 +439,16 @@ def write_report(run_id: str, out_dir: str | os.PathLike[str], tracking_uri: str
                     fold_plots[site] = Path(client.download_artifacts(child.info.run_id, "plots", str(root / "folds" / child.info.run_id)))
                 except (MlflowException, OSError):
                     pass
+        others: dict[str, dict] = {}
+        preferred = run.data.tags.get("variant", "")
+        for variant in [v for v in run.data.tags.get("variants", "").split(",") if v and v != preferred]:
+            try:
+                path = Path(client.download_artifacts(run_id, f"summary/study_{variant}.json", str(root / "variants")))
+                others[variant] = json.loads(path.read_text())
+            except (MlflowException, OSError, ValueError):
+                pass
         title = f"External validation report: {study.get('study_name')}"
-        sections = build_sections(study, run, parent_plots, dict(sorted(fold_plots.items())))
+        sections = build_sections(study, run, parent_plots, dict(sorted(fold_plots.items())), others)
         html_path, md_path = out / "report.html", out / "report.md"
         _atomic_write(html_path, render_html(title, sections))
         _atomic_write(md_path, render_markdown(title, sections))

@@ -117,6 +117,8 @@ def site_metric_values(m: SiteMetrics | None, prefix: str = "") -> dict[str, flo
         v.update(cal_intercept=c.intercept.value, cal_intercept_ci_low=c.intercept.ci_low,
                  cal_intercept_ci_high=c.intercept.ci_high, cal_slope=c.slope.value,
                  cal_slope_ci_low=c.slope.ci_low, cal_slope_ci_high=c.slope.ci_high)
+        if c.citl:
+            v.update(cal_citl=c.citl.value, cal_citl_ci_low=c.citl.ci_low, cal_citl_ci_high=c.citl.ci_high)
     if m.decision_curve and m.threshold is not None:
         dc = m.decision_curve
         hit = [i for i, t in enumerate(dc.thresholds) if abs(t - m.threshold) < 1e-12]
@@ -154,10 +156,23 @@ def fold_values(f: FoldResult) -> dict[str, float]:
     return out
 
 
+def meta_values(study: StudyResult, prefix: str = "") -> dict[str, float]:
+    """Random-effects summaries as flat metrics: ``re_<key>`` (HKSJ CI), τ² with its Q-profile CI, I², PI."""
+    out: dict[str, float] = {}
+    for key, re_ in study.meta.items():
+        out.update({f"{prefix}re_{key}": re_.estimate, f"{prefix}re_{key}_ci_low": re_.ci_low,
+                    f"{prefix}re_{key}_ci_high": re_.ci_high})
+        for extra in ("tau2", "tau2_ci_low", "tau2_ci_high", "i2", "pi_low", "pi_high"):
+            val = getattr(re_, extra)
+            if _finite(val):
+                out[f"{prefix}re_{key}_{extra}"] = val
+    return out
+
+
 def site_table(study: StudyResult) -> dict[str, list[Any]]:
     """One row per held-out site (plus a pooled row): the parent run's table (child runs are collapsed)."""
     cols = ["site", "role", "n", "n_events", "auc", "auc_ci_low", "auc_ci_high", "auc_binning_bound",
-            "sensitivity", "specificity", "ppv", "npv", "brier", "scaled_brier", "oe_ratio", "cal_intercept",
+            "sensitivity", "specificity", "ppv", "npv", "brier", "scaled_brier", "oe_ratio", "cal_citl", "cal_intercept",
             "cal_slope", "cal_slope_ci_low", "cal_slope_ci_high", "ece", "net_benefit", "recal_cal_slope", "recal_ece",
             "recal_brier", "conformal_coverage", "conformal_coverage_ci_low", "conformal_coverage_ci_high",
             "conformal_coverage_neg", "conformal_coverage_pos", "conformal_mean_set_size", "conformal_rate_empty",
@@ -237,7 +252,8 @@ def _study_figures(client: Any, run_id: str, study: StudyResult) -> None:
            if f.auc_difference else None, 0.0, "plots/forest_delta_auc_vs_volume.png")
     forest("coverage", f"Conformal coverage per held-out site (target {1 - study.alpha:.2f})",
            lambda f: (f.conformal.coverage.value, f.conformal.coverage.ci_low, f.conformal.coverage.ci_high)
-           if f.conformal and f.conformal.coverage else None, 1 - study.alpha, "plots/forest_conformal_coverage.png")
+           if f.conformal and f.conformal.coverage and not censored_direction(f.conformal.coverage.method) else None,
+           1 - study.alpha, "plots/forest_conformal_coverage.png")  # a coverage released as a bound is no point
     per_site = [f.before for f in folds]
     _figure(client, run_id, figures.roc_figure(per_site, "ROC per held-out site"), "plots/roc_heldout_sites.png")
     _figure(client, run_id, figures.reliability_figure(per_site + ([study.pooled] if study.pooled else []),
@@ -387,12 +403,7 @@ def log_study(
                    "privacy_k": str(study.k_min_cell)})
     pooled = site_metric_values(study.pooled, "pooled_")
     pooled.update(site_metric_values(study.pooled_baseline, "pooled_baseline_"))
-    for key, re_ in study.meta.items():
-        pooled.update({f"re_{key}": re_.estimate, f"re_{key}_ci_low": re_.ci_low, f"re_{key}_ci_high": re_.ci_high})
-        for extra in ("tau2", "i2", "pi_low", "pi_high"):
-            val = getattr(re_, extra)
-            if _finite(val):
-                pooled[f"re_{key}_{extra}"] = val
+    pooled.update(meta_values(study))
     for c in study.feature_volume:
         pooled[f"volume_corr.{_key(c.feature)}"] = c.r
     _batch(client, pid, metrics=pooled, params=params)
@@ -489,6 +500,7 @@ def log_outcome(outcome: Any, tracking_uri: str) -> LoggedStudy:
             run_id = logged.fold_run_ids.get(fold.heldout_site)
             if run_id is not None:
                 _batch(client, run_id, metrics={f"{variant}_{k}": v for k, v in fold_values(fold).items()})
-        _batch(client, logged.parent_run_id, metrics=site_metric_values(other.pooled, f"{variant}_pooled_"))
+        _batch(client, logged.parent_run_id, metrics={**site_metric_values(other.pooled, f"{variant}_pooled_"),
+                                                      **meta_values(other, f"{variant}_")})
         client.log_dict(logged.parent_run_id, to_jsonable(other), f"summary/study_{variant}.json")
     return logged

@@ -43,6 +43,7 @@ class DemoResults:
     variants: list[str]              # preferred first
     sites: list[HeldOutSite]
     registered_model: str | None
+    random_effects_auc: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # variant → (est, lo, hi)
 
     def mean(self, variant: str, metric: str) -> float | None:
         """Unweighted mean over held-out sites that have the value (None when none has it)."""
@@ -111,7 +112,13 @@ def read_results(tracking_uri: str, experiment: str, protocol_id: str, started_a
                 site.variants[variant] = metrics
         sites.append(site)
     registered = parent.data.tags.get("registered_model")
-    return DemoResults(experiment, pid, variants, sites, registered)
+    pooled_re = {}
+    for variant in variants:
+        prefix = "" if variant == preferred else f"{variant}_"
+        est, lo, hi = (_metric(parent.data.metrics, f"{prefix}re_auc{s}") for s in ("", "_ci_low", "_ci_high"))
+        if est is not None and lo is not None and hi is not None:
+            pooled_re[variant] = (est, lo, hi)
+    return DemoResults(experiment, pid, variants, sites, registered, pooled_re)
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -167,6 +174,13 @@ def results_table(results: DemoResults, target_coverage: float | None = None):  
         table.add_row("mean of held-out sites" if i == 0 else "", "", VARIANT_LABELS.get(variant, variant),
                       _fmt(results.mean(variant, "auc")), _fmt(results.mean(variant, "cal_slope")),
                       mean_coverage_text(results, variant), style="bold")
+    if results.random_effects_auc:  # the headline summary: random effects over the held-out sites' exact AUCs
+        table.add_section()
+        for i, variant in enumerate(results.variants):
+            if variant in results.random_effects_auc:
+                est, lo, hi = results.random_effects_auc[variant]
+                table.add_row("random effects (REML, HKSJ)" if i == 0 else "", "", VARIANT_LABELS.get(variant, variant),
+                              f"{est:.2f} [{lo:.2f}, {hi:.2f}]", "", "", style="bold")
     return table
 
 

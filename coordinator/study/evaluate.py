@@ -16,8 +16,9 @@ import numpy as np
 from coordinator.study.calibrate import Z95, CalibrationResult, recal_vector
 from coordinator.study.design import StudyDesign
 from coordinator.study.transport import Session
+from coordinator.validation.calibration import calibration_fit_from_site as calibration_fit
 from coordinator.validation.evaluate import pooled_metrics, site_metrics
-from coordinator.validation.results import AUCEstimate, CalibrationFit, Estimate, SiteMetrics
+from coordinator.validation.results import AUCEstimate, SiteMetrics
 from protocols.payload import Payload, prefixes, unnest
 from protocols.schema import Protocol
 
@@ -52,17 +53,6 @@ def run_evaluation(protocol: Protocol, session: Session, design: StudyDesign, ca
         out.coverage[model] = {s: unnest(replies[s], f"coverage/{model}") for s in sites if f"coverage/{model}/k" in replies[s]}
         out.setsize[model] = {s: unnest(replies[s], f"setsize/{model}") for s in sites if f"setsize/{model}/k" in replies[s]}
     return out
-
-
-def calibration_fit(agg: dict | None) -> CalibrationFit | None:
-    """A held-out site's own calibration fit (θ, covariance) as C's CalibrationFit, Wald 95% CIs."""
-    if not agg or agg.get("suppressed", 0) or "theta" not in agg:
-        return None
-    theta = np.asarray(agg["theta"], dtype=float)
-    cov = np.asarray(agg["cov"], dtype=float)
-    se = np.sqrt(np.maximum(np.diag(cov), 0.0))
-    est = [Estimate(float(theta[i]), float(se[i]), float(theta[i] - Z95 * se[i]), float(theta[i] + Z95 * se[i])) for i in (0, 1)]
-    return CalibrationFit(est[0], est[1], int(agg.get("iterations", 0)), bool(agg.get("converged", 0)), float("nan"))
 
 
 def site_auc(agg: dict | None) -> AUCEstimate | None:

@@ -160,7 +160,7 @@ def run_study(protocol: Protocol, protocol_id: str, transport: Transport,
                     baseline=metrics_at(site, cal.before.get(vol, {}).get(site), v.decision_threshold),
                     training_history={"loss": training.history.get(rad, []),
                                       "baseline_loss": training.history.get(vol, [])},
-                )))
+                ), paired=(cal.before.get(rad, {}).get(site) or {}).get("paired")))
         loco = [f for f in design.folds if f != ALL_SITES]
         before_rad = {f: cal.before[model_key(f, variant, "radiomic")][f] for f in loco
                       if f in cal.before.get(model_key(f, variant, "radiomic"), {})}

@@ -20,6 +20,9 @@ from scipy import stats
 from coordinator.validation.results import AUCDifference, AUCEstimate
 
 Z95 = float(stats.norm.ppf(0.975))
+#: A histogram AUC whose binning bound exceeds this is flagged, never printed as a result (the held-out sites'
+#: exact AUCs and their random-effects summary are the figures to read).
+BINNING_BOUND_LIMIT = 0.02
 Aggregate = dict[str, "np.ndarray | float | int"]
 
 
@@ -103,6 +106,14 @@ def auc_from_site_histograms(site_aggs: Sequence[Aggregate], level: float = 0.95
     overlap = ~(above | below)
     psi = above + 0.5 * overlap
     return _delong(psi, CP, CN, overlap.astype(float), level)
+
+
+def binning_flag(est: AUCEstimate | None) -> str | None:
+    """Why a histogram AUC must not be read as a result (bound above :data:`BINNING_BOUND_LIMIT`), else None."""
+    if est is None or est.binning_bound <= BINNING_BOUND_LIMIT:
+        return None
+    return (f"AUC from k-merged histograms {est.auc:.3f} has binning bound ±{est.binning_bound:.3f} > "
+            f"{BINNING_BOUND_LIMIT}: not a result; read the random-effects AUC of the held-out sites' exact AUCs")
 
 
 def roc_from_histograms(edges: object, h_neg: object, h_pos: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -15,6 +15,7 @@ import numpy as np
 from scipy import stats
 
 from coordinator.validation.intervals import wilson_ci
+from fedmath.calibration import newton_fit
 from coordinator.validation.results import CalibrationFit, Estimate, Recalibration, ReliabilityPoint
 
 Aggregate = dict[str, "np.ndarray | float | int"]
@@ -62,10 +63,7 @@ def reliability(agg: Aggregate) -> tuple[float, list[ReliabilityPoint]]:
 
 
 def _sum(aggs: Sequence[Aggregate], key: str) -> np.ndarray:
-    for a in aggs:
-        if a.get("suppressed", 0):
-            raise ValueError("a site's Newton terms were suppressed (fewer than k patients); the fit cannot use it")
-    return np.sum([np.asarray(a[key], dtype=float) for a in aggs], axis=0)
+    return np.sum([np.asarray(a[key], dtype=float) for a in _checked(aggs)], axis=0)
 
 
 def fit_logistic_calibration(
@@ -74,47 +72,45 @@ def fit_logistic_calibration(
     max_rounds: int = 50,
     tol: float = 1e-10,
 ) -> CalibrationFit:
-    """Federated Newton for y ~ σ(a + b·η): θ ← θ + (ΣI)⁻¹Σg, SE = √diag((ΣI)⁻¹) at the optimum.
+    """Federated Newton for y ~ σ(a + b·η) (:func:`fedmath.calibration.newton_fit`), Wald 95% CIs from (ΣI)⁻¹.
 
-    ``evaluate(a, b)`` returns the sites' ``logistic_calibration_terms``. With ``slope_fixed`` (e.g. 1.0:
-    calibration-in-the-large) only the intercept is fitted (g₀, I₀₀). Starts at (0, 1).
+    ``evaluate(a, b)`` returns the sites' ``logistic_calibration_terms``. With ``slope_fixed`` (1.0:
+    calibration-in-the-large, η as offset) only the intercept is fitted. Starts at (0, 1).
     """
-    a, b = 0.0, 1.0 if slope_fixed is None else float(slope_fixed)
-    aggs = evaluate(a, b)
-    nll = float(_sum(aggs, "nll"))
-    converged, rounds = False, 0
-    while rounds < max_rounds:
-        g, info = _sum(aggs, "grad"), _sum(aggs, "info")
-        if slope_fixed is None:
-            try:
-                step = np.linalg.solve(info, g)
-            except np.linalg.LinAlgError as exc:
-                raise ValueError("calibration fit: the summed information matrix is singular (all logits equal?)") from exc
-        else:
-            step = np.array([g[0] / info[0, 0], 0.0])
-        if np.max(np.abs(step)) < tol:
-            converged = True
-            break
-        scale = 1.0
-        while True:
-            na, nb = a + scale * step[0], b + scale * step[1]
-            new = evaluate(na, nb)
-            rounds += 1
-            new_nll = float(_sum(new, "nll"))
-            if new_nll <= nll + 1e-12 * max(1.0, abs(nll)) or scale < 1e-6:
-                break
-            scale /= 2
-        a, b, aggs, nll = na, nb, new, new_nll
-    info = _sum(aggs, "info")
-    if slope_fixed is None:
-        cov = np.linalg.inv(info)
-        se_a, se_b = math.sqrt(cov[0, 0]), math.sqrt(cov[1, 1])
-        slope = Estimate(b, se_b, b - Z95 * se_b, b + Z95 * se_b)
-    else:
-        se_a = 1 / math.sqrt(info[0, 0])
-        slope = Estimate(b)
-    intercept = Estimate(a, se_a, a - Z95 * se_a, a + Z95 * se_a)
-    return CalibrationFit(intercept, slope, rounds, converged, nll)
+    def checked(a: float, b: float) -> Sequence[Aggregate]:  # suppressed terms must stop the fit
+        return _checked(evaluate(a, b))
+
+    fit = newton_fit(checked, slope_fixed=slope_fixed, max_rounds=max_rounds, tol=tol)
+    (a, b), cov = fit["theta"], fit["cov"]
+    intercept = _wald(a, cov[0, 0])
+    slope = _wald(b, cov[1, 1]) if slope_fixed is None else Estimate(b)
+    return CalibrationFit(intercept, slope, fit["rounds"], fit["converged"], fit["nll"])
+
+
+def _wald(value: float, var: float) -> Estimate:
+    if not (np.isfinite(value) and np.isfinite(var) and var >= 0):
+        return Estimate(float(value))
+    se = math.sqrt(var)
+    return Estimate(float(value), se, float(value) - Z95 * se, float(value) + Z95 * se)
+
+
+def _checked(aggs: Sequence[Aggregate]) -> Sequence[Aggregate]:
+    for a in aggs:
+        if a.get("suppressed", 0):
+            raise ValueError("a site's Newton terms were suppressed (fewer than k patients); the fit cannot use it")
+    return aggs
+
+
+def calibration_fit_from_site(agg: Aggregate | None) -> CalibrationFit | None:
+    """A held-out site's own fits (``local_calibration_fit``) as a CalibrationFit: slope and joint intercept from
+    (θ, covariance), CITL from (citl, citl_var); Wald 95% CIs. None when suppressed or absent."""
+    if not agg or agg.get("suppressed", 0) or "theta" not in agg:
+        return None
+    theta = np.asarray(agg["theta"], dtype=float)
+    cov = np.asarray(agg["cov"], dtype=float)
+    citl = _wald(float(agg["citl"]), float(agg["citl_var"])) if "citl" in agg and np.isfinite(float(agg["citl"])) else None
+    return CalibrationFit(_wald(theta[0], cov[0, 0]), _wald(theta[1], cov[1, 1]), int(agg.get("iterations", 0)),
+                          bool(agg.get("converged", 0)), float("nan"), citl)
 
 
 def fit_platt(evaluate: Callable[[float, float], Sequence[Aggregate]], **kw: float) -> Recalibration:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 
-from coordinator.validation.auc import auc_from_histograms, auc_from_site_histograms, roc_from_histograms
+from coordinator.validation.auc import auc_from_histograms, auc_from_site_histograms, binning_flag, roc_from_histograms
 from coordinator.validation.calibration import brier_scores, observed_expected, reliability
 from coordinator.validation.classification import threshold_metrics
 from coordinator.validation.combine import combine_aggregates
@@ -52,6 +52,7 @@ def site_metrics(
             m.auc = auc_from_histograms(hist["bin_n_neg"], hist["bin_n_pos"])
             _, fpr, tpr = roc_from_histograms(hist["edges"], hist["bin_n_neg"], hist["bin_n_pos"])
             m.roc_fpr, m.roc_tpr = fpr.tolist(), tpr.tolist()
+            m.roc_area, m.roc_bound = m.auc.auc, m.auc.binning_bound
         except ValueError as exc:
             notes.append(f"AUC: {exc}")
     conf = _usable(aggregates, "confusion", notes)
@@ -98,6 +99,9 @@ def pooled_metrics(
             m.auc = auc_from_site_histograms(hists)
         except ValueError as exc:
             notes.append(f"pooled AUC: {exc}")
+        flag = binning_flag(m.auc)
+        if flag:
+            notes.append(f"pooled AUC: {flag}")
     m.notes = notes + m.notes
     return m
 

@@ -10,14 +10,25 @@ from matplotlib.figure import Figure
 from coordinator.validation.results import HarmonisationDiagnostics, RandomEffects, SiteMetrics
 
 
+def roc_label(m: SiteMetrics) -> str:
+    """Legend text: the reported AUC (95% CI) and, when the drawn curve is coarser than that AUC, the curve's own
+    area with its bound, so that the figure never contradicts its number."""
+    if m.auc is None:
+        return m.site
+    label = f"{m.site}: AUC {m.auc.auc:.3f} ({m.auc.ci_low:.3f}-{m.auc.ci_high:.3f})"
+    if m.roc_area is not None and m.roc_bound is not None and abs(m.roc_area - m.auc.auc) > 5e-4:
+        label += f"; curve area {m.roc_area:.3f} ± {m.roc_bound:.3f} (k-merged bins)"
+    return label
+
+
 def roc_figure(metrics: Sequence[SiteMetrics], title: str = "ROC (from score histograms)") -> Figure:
-    """One ROC step curve per site/model; AUC and 95% CI in the legend."""
+    """One ROC curve per site/model through the released histogram's points (ties within a merged bin drawn as a
+    diagonal segment, so the area under the drawn curve is the histogram AUC); legend from :func:`roc_label`."""
     fig = Figure(figsize=(5.5, 5))
     ax = fig.add_subplot()
     for m in metrics:
         if m.roc_fpr:
-            label = m.site if m.auc is None else f"{m.site}: AUC {m.auc.auc:.3f} ({m.auc.ci_low:.3f}-{m.auc.ci_high:.3f})"
-            ax.plot(m.roc_fpr[::-1], m.roc_tpr[::-1], drawstyle="default", label=label)
+            ax.plot(m.roc_fpr[::-1], m.roc_tpr[::-1], drawstyle="default", label=roc_label(m))
     ax.plot([0, 1], [0, 1], ls=":", color="grey")
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1))
     ax.legend(fontsize=7, loc="lower right")

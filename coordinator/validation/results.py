@@ -66,13 +66,16 @@ class AUCDifference:
 
 @dataclass(frozen=True)
 class CalibrationFit:
-    """Logistic calibration y ~ σ(a + b·logit p) fitted by federated Newton (Wald CIs)."""
+    """Logistic calibration y ~ σ(a + b·logit p) (Wald CIs): ``slope`` b and ``intercept`` a of the joint fit, and
+    ``citl`` = calibration-in-the-large, the intercept with logit p as offset (slope fixed 1; 0 = mean risk right).
+    """
 
     intercept: Estimate
     slope: Estimate
     iterations: int
     converged: bool
     nll: float
+    citl: Estimate | None = None
 
 
 @dataclass(frozen=True)
@@ -146,9 +149,12 @@ class ConformalStats:
 
 @dataclass(frozen=True)
 class RandomEffects:
-    """DerSimonian-Laird random-effects summary on the natural scale (pooled on ``scale``).
+    """Random-effects summary on the natural scale (pooled on ``scale``; see :mod:`coordinator.validation.meta`).
 
-    ``pi_low``/``pi_high`` = 95% prediction interval for a new site; None when K < 3 (see ``note``).
+    ``method``: the τ² estimator ('REML' by default, 'DL'); ``ci_method``: 'HKSJ' (t with K-1 df on the
+    Hartung-Knapp-Sidik-Jonkman SE) or 'z' (one site). ``pi_low``/``pi_high`` = 95% prediction interval for a
+    new site; None when K < 3 (see ``note``). ``tau2_ci_*`` = Q-profile CI of τ², ``i2_ci_*`` the I² it implies.
+    ``se`` is the SE of the pooled estimate on the pooling scale (HKSJ-adjusted).
     """
 
     estimate: float
@@ -163,6 +169,15 @@ class RandomEffects:
     scale: str
     fixed_effect: float
     note: str = ""
+    method: str = "REML"
+    ci_method: str = "HKSJ"
+    se: float | None = None
+    df: int | None = None
+    tau2_ci_low: float | None = None
+    tau2_ci_high: float | None = None
+    i2_ci_low: float | None = None
+    i2_ci_high: float | None = None
+    adjusted: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -198,6 +213,8 @@ class SiteMetrics:
     decision_curve: DecisionCurve | None = None
     roc_fpr: list[float] = field(default_factory=list)
     roc_tpr: list[float] = field(default_factory=list)
+    roc_area: float | None = None   # area under the drawn (k-merged histogram) ROC curve, ties as diagonal segments
+    roc_bound: float | None = None  # |roc_area - AUC on exact scores| <= roc_bound (the histogram's binning bound)
     notes: list[str] = field(default_factory=list)
 
 

@@ -19,7 +19,7 @@ from site_client.evaluation.conformal import (
 from site_client.evaluation.correlation import feature_volume_sums
 from site_client.evaluation.counts import calibration_sums, confusion_counts
 from site_client.evaluation.paired import paired_auc_difference
-from site_client.evaluation.newton import log_temperature_terms, logistic_calibration_terms
+from site_client.evaluation.newton import local_calibration_fit, log_temperature_terms, logistic_calibration_terms
 from site_client.evaluation.privacy import emitted_count_cells, merge_groups, suppress_small_cells
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "emitted_count_cells",
     "equal_width_edges",
     "feature_volume_sums",
+    "local_calibration_fit",
     "log_temperature_terms",
     "logistic_calibration_terms",
     "merge_groups",

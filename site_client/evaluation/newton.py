@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedmath.calibration import calibration_terms, local_calibration, sigmoid
 from site_client.evaluation._checks import as_labels, as_probabilities, logit
 
 Aggregate = dict[str, "np.ndarray | float | int"]
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
 def _nll(mu_logit: np.ndarray, y: np.ndarray) -> float:
@@ -25,28 +22,23 @@ def _nll(mu_logit: np.ndarray, y: np.ndarray) -> float:
 def logistic_calibration_terms(
     p: object, y: object, intercept: float, slope: float, site: str | None = None
 ) -> Aggregate:
-    """Terms of the logistic calibration model y ~ σ(a + b·η) at (a, b).
-
-    μ = σ(a + bη); ``grad`` = Σ(y - μ)(1, η) (score of the log-likelihood), ``info`` = Σ μ(1-μ)(1, η)(1, η)ᵀ
-    (observed = expected information), ``nll`` = negative log-likelihood. Also Platt scaling when p is the
-    uncalibrated output on a calibration split.
+    """Terms of the logistic calibration model y ~ σ(a + b·η) at (a, b): :func:`fedmath.calibration.calibration_terms`
+    on η = logit(p) after the inputs are checked (``n``, ``grad``, ``info``, ``nll``). Also Platt scaling when p
+    is the uncalibrated output on a calibration split.
     """
     p = as_probabilities(p, "p", site)
     y = as_labels(y, p.size, "y", site)
     if not (np.isfinite(intercept) and np.isfinite(slope)):
         raise ValueError(f"calibration parameters must be finite, got intercept={intercept!r}, slope={slope!r}")
-    eta = logit(p)
-    w = intercept + slope * eta
-    mu = _sigmoid(w)
-    x = np.stack([np.ones_like(eta), eta], axis=1)
-    r = y - mu
-    v = mu * (1.0 - mu)
-    return {
-        "n": int(p.size),
-        "grad": x.T @ r,
-        "info": (x * v[:, None]).T @ x,
-        "nll": _nll(w, y),
-    }
+    return calibration_terms(logit(p), y, float(intercept), float(slope))
+
+
+def local_calibration_fit(p: object, y: object, site: str | None = None) -> Aggregate:
+    """A held-out site's own calibration fits (:func:`fedmath.calibration.local_calibration`): joint (a, b) with
+    covariance, and calibration-in-the-large (intercept with logit p as offset) with its variance."""
+    p = as_probabilities(p, "p", site)
+    y = as_labels(y, p.size, "y", site)
+    return local_calibration(logit(p), y)
 
 
 def log_temperature_terms(p: object, y: object, log_t: float, site: str | None = None) -> Aggregate:
@@ -60,7 +52,7 @@ def log_temperature_terms(p: object, y: object, log_t: float, site: str | None =
     if not np.isfinite(log_t):
         raise ValueError(f"log temperature must be finite, got {log_t!r}")
     w = logit(p) * np.exp(-log_t)
-    mu = _sigmoid(w)
+    mu = sigmoid(w)
     r = mu - y
     fisher = float(np.sum(mu * (1.0 - mu) * w * w))
     return {

@@ -9,9 +9,10 @@ Conventions of every site aggregate (see the other modules of this package):
 
 Rules, applied in order:
 
-1. **Histograms are merged, not dropped.** The offending bin with the fewest patients is merged into its
-   nearest non-empty neighbour (the smaller one), repeatedly, until in every ``bin_n_*`` row each merged bin
-   holds 0 or >= k patients. Sites merge independently, so their edges differ: the coordinator's
+1. **Histograms are merged, not dropped.** Adjacent bins are grouped so that in every ``bin_n_*`` row each
+   merged bin holds 0 or >= k patients, choosing among all such groupings the one that keeps the fewest
+   patient pairs of different classes in one bin (:func:`merge_groups`, dynamic programming: never worse than
+   any other grouping; the earlier greedy rule biased the pooled AUC towards 0.5). Sites merge independently, so their edges differ: the coordinator's
    ``auc_from_site_histograms`` and ``quantile_from_site_histograms`` work on each site's own edges. The merged edges are a subset of the original ones, so the result is an ordinary, coarser
    histogram: the AUC/DeLong formulas hold unchanged on the merged edges, ties are only counted within
    wider bins, and the binning bound ½·ΣH⁺H⁻/(n⁺n⁻) the coordinator reports from the merged counts grows
@@ -39,38 +40,52 @@ def _ok(counts: np.ndarray, k: int) -> bool:
 
 
 def merge_groups(counts: np.ndarray, k: int) -> list[list[int]] | None:
-    """Groups of adjacent columns of ``counts`` (rows × bins) whose row sums are each 0 or >= k.
+    """Optimal groups of adjacent columns of ``counts`` (rows × bins) whose row sums are each 0 or >= k.
 
-    Agglomerative: while some group has a row sum in 1..k-1, the offending group with the fewest patients is
-    merged up to the nearest non-empty group on the side whose non-empty neighbour holds fewer patients (left
-    on ties; empty bins in between are absorbed). Merges stay local, so bins stay as narrow as the data allow.
-    Returns None when impossible (a row's total is in 1..k-1).
+    Dynamic programming over the last group boundary: with f(0) = 0 and f(j) = min over valid groups [i, j) of
+    f(i) + cost(i, j), the partition minimises, lexicographically,
+
+    1. the within-group pairs of patients from different rows, Σ_g Σ_{r<s} C_r(g)·C_s(g) — for the class
+       histograms that is Σ_g H⁺(g)H⁻(g), the numerator of the AUC binning bound (pairs the merged histogram
+       can no longer order), and for a threshold grid the pairs a merged threshold can no longer separate;
+    2. then Σ_g n(g)² (finer groups: the single-row conformal histograms, where 1 is always 0);
+    3. then the most groups (empty bins stay apart, keeping edges fine for conformal quantiles and ROC);
+       remaining ties go to the earliest boundary, so the answer is deterministic.
+
+    The minimum is over *all* partitions into valid adjacent groups, so it is never worse than any other merge
+    (e.g. the earlier greedy smallest-offender rule). O(B²·rows). Returns None when impossible (a row's total
+    is in 1..k-1).
     """
-    counts = np.asarray(counts)
+    counts = np.asarray(counts, dtype=np.int64)
+    if counts.ndim != 2:
+        raise ValueError(f"counts must be rows × bins, got shape {counts.shape}")
     if not _ok(counts.sum(axis=1), k):
         return None
-    groups: list[list[int]] = [[b] for b in range(counts.shape[1])]
-    sums = [counts[:, b].copy() for b in range(counts.shape[1])]
-    while True:
-        bad = [i for i, sm in enumerate(sums) if not _ok(sm, k)]
-        if not bad:
-            return groups
-        i = min(bad, key=lambda j: (int(sums[j].sum()), j))
-        left = next((j for j in range(i - 1, -1, -1) if sums[j].sum() > 0), None)
-        right = next((j for j in range(i + 1, len(sums)) if sums[j].sum() > 0), None)
-        if left is None and right is None:  # impossible when the totals are valid
-            raise AssertionError("no non-empty neighbour to merge with")
-        if left is None:
-            j = right
-        elif right is None:
-            j = left
-        else:
-            j = left if sums[left].sum() <= sums[right].sum() else right
-        lo, hi = min(i, j), max(i, j)
-        merged_group = [b for g in groups[lo : hi + 1] for b in g]
-        merged_sum = np.sum(sums[lo : hi + 1], axis=0)
-        groups[lo : hi + 1] = [merged_group]
-        sums[lo : hi + 1] = [merged_sum]
+    nbins = counts.shape[1]
+    prefix = np.concatenate([np.zeros((counts.shape[0], 1), dtype=np.int64), np.cumsum(counts, axis=1)], axis=1)
+    best = np.full((nbins + 1, 3), np.inf)  # (cross pairs, Σn², -groups) of the best partition of bins [0, j)
+    best[0] = 0.0
+    back = np.zeros(nbins + 1, dtype=np.int64)
+    for j in range(1, nbins + 1):
+        group = prefix[:, j : j + 1] - prefix[:, :j]  # rows × (candidate starts i = 0..j-1)
+        valid = np.all((group == 0) | (group >= k), axis=0) & np.isfinite(best[:j, 0])
+        total = group.sum(axis=0)
+        cand = best[:j] + np.stack([(total * total - np.sum(group * group, axis=0)) // 2, total * total,
+                                    -np.ones(j)], axis=1)
+        idx = np.flatnonzero(valid)
+        if idx.size:
+            order = np.lexsort((idx, cand[idx, 2], cand[idx, 1], cand[idx, 0]))  # last key primary
+            back[j] = idx[order[0]]
+            best[j] = cand[back[j]]
+    if not np.isfinite(best[nbins, 0]):  # impossible when the totals are valid (one all-bins group is valid)
+        raise AssertionError("no valid partition although every row total is 0 or >= k")
+    groups: list[list[int]] = []
+    j = nbins
+    while j > 0:
+        i = int(back[j])
+        groups.append(list(range(i, j)))
+        j = i
+    return groups[::-1]
 
 
 def _is_count_key(key: str) -> bool:

@@ -14,23 +14,26 @@ at each of the few candidate points the coordinator sent (its line search, evalu
 Phase ``evaluate``: with each validated model's recalibration and conformal thresholds, the evaluation
 aggregates of the recalibrated probabilities ("after"), conformal coverage and set sizes.
 
-The calibration intercept and slope at a held-out site are fitted locally (Newton on the site's own terms):
-only the two estimates and their 2×2 covariance leave the site.
+The calibration slope (with its intercept) and calibration-in-the-large (intercept with logit p as offset) at a
+held-out site are fitted locally (Newton on the site's own terms): only the estimates and their variances leave.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from protocols.models import model_spec, params_from_payload, params_to_payload, parse_model_key, predict_proba
+from fedmath.auc import delong_auc
+from protocols.models import model_key, model_spec, params_from_payload, params_to_payload, parse_model_key, predict_proba
 from protocols.payload import Payload, nest
 from site_client.evaluation import (
     calibration_sums,
     class_histograms,
     conformal_histogram,
     confusion_counts,
+    local_calibration_fit,
     log_temperature_terms,
     logistic_calibration_terms,
+    paired_auc_difference,
     released_set_statistics,
     reliability_bins,
     suppress_small_cells,
@@ -61,56 +64,12 @@ def recalibrate(p: np.ndarray, method: str, params: np.ndarray) -> np.ndarray:
     raise SiteStudyError(f"unknown recalibration method {method!r}")
 
 
-def local_calibration_fit(p: np.ndarray, y: np.ndarray, max_iter: int = 50, tol: float = 1e-10) -> dict:
-    """Logistic calibration y ~ σ(a + b·logit p) fitted at the site by Newton with step halving.
-
-    Returns θ = (a, b), its covariance (ΣI)⁻¹ at the optimum, iterations and convergence: aggregates only.
-    """
-    theta = np.array([0.0, 1.0])
-    terms = logistic_calibration_terms(p, y, *theta)
-    converged = False
-    it = 0
-    for it in range(1, max_iter + 1):
-        try:
-            step = np.linalg.solve(terms["info"], terms["grad"])
-        except np.linalg.LinAlgError:
-            break
-        scale = 1.0
-        while True:
-            cand = theta + scale * step
-            new = logistic_calibration_terms(p, y, *cand)
-            if new["nll"] <= terms["nll"] + 1e-12 * max(1.0, abs(terms["nll"])) or scale < 1e-6:
-                break
-            scale /= 2
-        theta, terms = cand, new
-        if np.max(np.abs(scale * step)) < tol:
-            converged = True
-            break
-    try:
-        cov = np.linalg.inv(terms["info"])
-    except np.linalg.LinAlgError:
-        cov = np.full((2, 2), np.nan)
-    return {"n": int(p.size), "theta": theta, "cov": cov, "iterations": it, "converged": int(converged)}
-
-
 def exact_auc(p: np.ndarray, y: np.ndarray) -> dict:
-    """AUC on the raw scores with its DeLong SE, computed at the site (ties count ½).
-
-    Placements: V10_i = (#neg < p_i + ½#neg = p_i)/n⁻ for each positive, V01_j = (#pos > p_j + ½#pos = p_j)/n⁺
-    for each negative; AUC = mean V10; Var = var(V10)/n⁺ + var(V01)/n⁻ (ddof 1). Only the two numbers and
-    the class counts leave the site.
-    """
-    pos, neg = np.sort(p[y == 1]), np.sort(p[y == 0])
-    n1, n0 = pos.size, neg.size
-    if n1 < 2 or n0 < 2:
-        return {"n": int(p.size), "n_pos": int(n1), "n_neg": int(n0), "auc": float("nan"), "se": float("nan")}
-    lo, hi = np.searchsorted(neg, pos, "left"), np.searchsorted(neg, pos, "right")
-    v10 = (lo + 0.5 * (hi - lo)) / n0
-    lo, hi = np.searchsorted(pos, neg, "left"), np.searchsorted(pos, neg, "right")
-    v01 = ((n1 - hi) + 0.5 * (hi - lo)) / n1
-    auc = float(v10.mean())
-    se = float(np.sqrt(v10.var(ddof=1) / n1 + v01.var(ddof=1) / n0))
-    return {"n": int(p.size), "n_pos": int(n1), "n_neg": int(n0), "auc": auc, "se": se}
+    """AUC on the raw scores with its DeLong SE, computed at the site (:func:`fedmath.auc.delong_auc`, ties ½).
+    Only the two numbers and the class counts leave the site; NaN when a class has fewer than 2 cases."""
+    n1, n0 = int(np.sum(y == 1)), int(np.sum(y == 0))
+    auc, se = delong_auc(p, y) if n1 >= 2 and n0 >= 2 else (float("nan"), float("nan"))
+    return {"n": int(p.size), "n_pos": n1, "n_neg": n0, "auc": auc, "se": se}
 
 
 def evaluation_aggregates(p: np.ndarray, y: np.ndarray, context: SiteContext) -> dict[str, dict]:
@@ -127,7 +86,8 @@ def evaluation_aggregates(p: np.ndarray, y: np.ndarray, context: SiteContext) ->
         "calfit": local_calibration_fit(p, y),
         "auc": exact_auc(p, y),
     }
-    return {name: suppress_small_cells(agg, k) for name, agg in aggs.items()}
+    keep = {"confusion": (v.decision_threshold,)}  # kept wherever the confusion table at it passes k
+    return {name: suppress_small_cells(agg, k, keep.get(name, ())) for name, agg in aggs.items()}
 
 
 def _probabilities(context: SiteContext, store: SiteStore, cohort: Cohort, model: str, weights: dict, arrays: dict) -> np.ndarray:
@@ -161,10 +121,13 @@ def handle_calibrate(payload: Payload, context: SiteContext, store: SiteStore, c
                     reply.update(nest(f"terms/{model}/{j}", _newton_terms(context, p[cal], y[cal], point)))
             if v.recalibration == "platt":
                 reply.update(nest(f"localfit/{model}", _local_platt(p[cal], y[cal], k)))
+        scores = {}
         for model in payload.get("eval_models", []):
-            p = _probabilities(context, store, cohort, model, weights, arrays)
+            p = scores[model] = _probabilities(context, store, cohort, model, weights, arrays)
             for name, agg in evaluation_aggregates(p, cohort.y, context).items():
                 reply.update(nest(f"before/{model}/{name}", agg))
+        for model, baseline in paired_models(scores):  # ΔAUC vs volume only, paired DeLong on the same patients
+            reply.update(nest(f"before/{model}/paired", _paired(scores[model], scores[baseline], cohort.y, k)))
         return reply
     weights = _stored_weights(context, store)
     method = v.recalibration
@@ -175,6 +138,24 @@ def handle_calibrate(payload: Payload, context: SiteContext, store: SiteStore, c
         for j, point in enumerate(np.atleast_2d(payload[f"par/{model}"])):
             reply.update(nest(f"terms/{model}/{j}", _newton_terms(context, p, y, point)))
     return reply
+
+
+def paired_models(scores: dict) -> list[tuple[str, str]]:
+    """(radiomic model, its fold's volume-only model) for every pair this site validates."""
+    pairs = []
+    for model in scores:
+        fold, variant, feature_set = parse_model_key(model)
+        baseline = model_key(fold, variant, "volume")
+        if feature_set == "radiomic" and baseline in scores:
+            pairs.append((model, baseline))
+    return pairs
+
+
+def _paired(p_model: np.ndarray, p_baseline: np.ndarray, y: np.ndarray, k: int) -> dict:
+    try:
+        return suppress_small_cells(paired_auc_difference(p_model, p_baseline, y), k)
+    except ValueError:  # fewer than 2 cases of a class: nothing to release
+        return {"suppressed": 1, "k": int(k)}
 
 
 def _local_platt(p: np.ndarray, y: np.ndarray, k: int) -> dict:
