@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from protocols.console import print_version_and_exit
+
 app = typer.Typer(
     name="site-client",
     help="Hospital side of a fedradval study: check the cohort, extract features, join the federation.",
@@ -14,7 +16,10 @@ app = typer.Typer(
 
 
 @app.callback()
-def _main() -> None:
+def _main(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=print_version_and_exit,
+                                 help="Print the fedradval, Flower and Python versions and exit."),
+) -> None:
     """Keeps typer in multi-command mode even while only one command is registered."""
 
 
