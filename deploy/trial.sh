@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# One-machine trial of a whole study from the images (deploy/compose.yaml): demo cohort, certificates, site
+# keys, registration, approvals, then SuperLink + MLflow + two sites, and one study run. Results in MLflow at
+# http://127.0.0.1:5000. Stop with: docker compose -f deploy/compose.yaml down (add -v to forget everything).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+if docker compose version >/dev/null 2>&1; then compose=(docker compose -f compose.yaml)
+elif command -v docker-compose >/dev/null; then compose=(docker-compose -f compose.yaml)
+else echo "trial.sh: needs 'docker compose' (v2) or docker-compose" >&2; exit 2; fi
+
+tools=("${compose[@]}" run --rm --no-deps coordinator-tools)
+"${tools[@]}" demo-cohort /data --sites 2 --cases-per-site 40
+"${tools[@]}" certs /work/certs --host superlink
+for site in site-a site-b; do
+    "${compose[@]}" run --rm --no-deps "$site" keygen --out /keys --name "$site"
+    "${tools[@]}" register-site "$site" "/keys/$site.pub" --state-dir /work
+    "${compose[@]}" run --rm --no-deps "$site" approve /study/demo_study.yaml --work-dir /work
+done
+"${compose[@]}" up -d mlflow superlink site-a site-b
+"${compose[@]}" exec superlink coordinator run --protocol /study/demo_study.yaml --state-dir /work \
+    --wait-for 2 --mlflow-uri http://mlflow:5000
+echo "results: http://127.0.0.1:5000 (MLflow)"
