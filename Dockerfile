@@ -8,7 +8,8 @@
 # pinned by deploy/requirements-<role>.lock (regenerate with deploy/update-locks.sh). Compilers, pip's
 # caches and anything in deploy/build-support/ stay in the build stages: the final images hold Debian's
 # python3 and one virtual environment, /opt/fedradval, copied from the build stage.
-# Written for the classic builder as well as BuildKit (no RUN --mount, no heredocs).
+# Written for the classic builder as well as BuildKit (no RUN --mount, no heredocs). The classic builder
+# builds every stage above the target, so each image's build stage sits just above it.
 #
 # Build arguments:
 #   BASE_IMAGE   a Debian 12 (bookworm) image; deploy/build-images.sh --local-base makes one without a registry
@@ -22,6 +23,15 @@ ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 LC_ALL=C.UTF-8
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 ca-certificates tini \
  && rm -rf /var/lib/apt/lists/*
+
+# ---------------------------------------------------------------- the project's source, as the wheel takes it
+FROM scratch AS source
+COPY pyproject.toml README.md /src/
+COPY site_client /src/site_client
+COPY coordinator /src/coordinator
+COPY harmonisation /src/harmonisation
+COPY protocols /src/protocols
+COPY fedmath /src/fedmath
 
 # ---------------------------------------------------------------- build: compilers + pip (never shipped)
 FROM runtime AS build
@@ -45,30 +55,14 @@ COPY deploy/requirements-site.lock /tmp/requirements.lock
 # The pinned dependencies first (their own layer: a code change does not reinstall torch) ...
 RUN /opt/fedradval/bin/pip install --quiet -r /tmp/requirements.lock
 # ... then the project from its own source; -c keeps every pin, pip check proves the set is complete.
-COPY pyproject.toml README.md /src/
-COPY site_client /src/site_client
-COPY coordinator /src/coordinator
-COPY harmonisation /src/harmonisation
-COPY protocols /src/protocols
-COPY fedmath /src/fedmath
+COPY --from=source /src /src
 RUN /opt/fedradval/bin/pip install --quiet --no-build-isolation -c /tmp/requirements.lock "/src[site]" \
- && /opt/fedradval/bin/pip check
-
-FROM build AS build-coordinator
-COPY deploy/requirements-coordinator.lock /tmp/requirements.lock
-RUN /opt/fedradval/bin/pip install --quiet -r /tmp/requirements.lock
-COPY pyproject.toml README.md /src/
-COPY site_client /src/site_client
-COPY coordinator /src/coordinator
-COPY harmonisation /src/harmonisation
-COPY protocols /src/protocols
-COPY fedmath /src/fedmath
-RUN /opt/fedradval/bin/pip install --quiet --no-build-isolation -c /tmp/requirements.lock "/src[coordinator]" \
  && /opt/fedradval/bin/pip check
 
 # ---------------------------------------------------------------- common runtime settings
 FROM runtime AS app
-RUN useradd --system --uid 10001 --user-group --home-dir /work --no-create-home --shell /usr/sbin/nologin fedradval \
+RUN groupadd --system --gid 10001 fedradval \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /work --no-create-home --shell /usr/sbin/nologin fedradval \
  && mkdir -p /data /keys /work \
  && chown fedradval:fedradval /data /keys /work \
  && chmod 0700 /keys /work
@@ -92,12 +86,20 @@ ENTRYPOINT ["tini", "--", "site-client"]
 CMD ["--help"]
 
 # ---------------------------------------------------------------- coordinator: SuperLink, runs, MLflow
+FROM build AS build-coordinator
+COPY deploy/requirements-coordinator.lock /tmp/requirements.lock
+RUN /opt/fedradval/bin/pip install --quiet -r /tmp/requirements.lock
+COPY --from=source /src /src
+RUN /opt/fedradval/bin/pip install --quiet --no-build-isolation -c /tmp/requirements.lock "/src[coordinator]" \
+ && /opt/fedradval/bin/pip check
+
 FROM app AS coordinator
 COPY --from=build-coordinator /opt/fedradval /opt/fedradval
 USER fedradval
 LABEL org.opencontainers.image.title="fedradval-coordinator" \
       org.opencontainers.image.description="fedradval coordinator: SuperLink, study runs, MLflow reports" \
       org.opencontainers.image.licenses="Apache-2.0"
-EXPOSE 9092 9093 5000
+# SuperLink (coordinator start --port, default 8000) and MLflow
+EXPOSE 8000 5000
 ENTRYPOINT ["tini", "--", "coordinator"]
 CMD ["--help"]
