@@ -13,10 +13,15 @@ tools=("${compose[@]}" run --rm --no-deps coordinator-tools)
 "${tools[@]}" certs /work/certs --host superlink
 for site in site-a site-b; do
     "${compose[@]}" run --rm --no-deps "$site" keygen --out /keys --name "$site"
-    "${tools[@]}" register-site "$site" "/keys/$site.pub" --state-dir /work
     "${compose[@]}" run --rm --no-deps "$site" approve /study/demo_study.yaml --work-dir /work
 done
-"${compose[@]}" up -d mlflow superlink site-a site-b
-"${compose[@]}" exec superlink coordinator run --protocol /study/demo_study.yaml --state-dir /work \
+"${compose[@]}" up -d mlflow superlink
+# register-site talks to the running SuperLink
+for _ in $(seq 60); do "${compose[@]}" exec -T superlink coordinator status --state-dir /work >/dev/null 2>&1 && break; sleep 2; done
+for site in site-a site-b; do
+    "${compose[@]}" exec -T superlink coordinator register-site "$site" "/keys/$site.pub" --state-dir /work
+done
+"${compose[@]}" up -d site-a site-b
+"${compose[@]}" exec -T superlink coordinator run --protocol /study/demo_study.yaml --state-dir /work \
     --wait-for 2 --mlflow-uri http://mlflow:5000
 echo "results: http://127.0.0.1:5000 (MLflow)"
