@@ -18,12 +18,15 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
 from coordinator.demo.cohort import generate_cohort
 from coordinator.demo.processes import free_port
+from protocols import parse_protocol
+from protocols import protocol_id as identify
 from site_client.flower.audit import read_audit
 from tests.deployment import docker_harness as dh
-from tests.deployment.synthetic import write_protocol, write_sites
+from tests.deployment.synthetic import protocol_yaml, write_sites
 
 pytestmark = [pytest.mark.deployment, pytest.mark.timeout(5400)]
 
@@ -96,7 +99,11 @@ def test_study_between_coordinator_and_two_site_containers(images: dict[str, str
     site_image, coordinator_image = images["site"], images["coordinator"]
     study = tmp_path / "study"
     data = write_sites(study / "data", SIZES)
-    protocol_id = write_protocol(study / "study.yaml", rounds=2, min_sites=2, round_timeout_s=300)
+    # Two sites: each leave-one-site-out fold trains on one site, where ComBat has a single batch; so no ComBat.
+    text = protocol_yaml(rounds=2, min_sites=2, round_timeout_s=300).replace("combat: true", "combat: false")
+    assert "combat: false" in text
+    (study / "study.yaml").write_text(text, encoding="utf-8")
+    protocol_id = identify(parse_protocol(yaml.safe_load(text)))
     for path in [study, *study.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
     state = dh.owned_by_image_user(tmp_path / "coordinator")
