@@ -1,6 +1,8 @@
 # The two commands of the README: `make demo` and `make test`.
 # Everything is installed into .venv from the package registry; nothing is assumed on the machine
 # beyond python3 (3.11+), gcc and the Python headers (pyradiomics-bhklab builds from source).
+# .venv gets the dev extra: both roles, the simulation engine (Ray), the test oracles and `build`. A site
+# or a coordinator installs only its own extra (docs/site-guide.md) or runs the image (`make images`).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -14,7 +16,7 @@ export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: test demo venv clean
+.PHONY: test demo venv images clean
 
 venv: $(STAMP)
 
@@ -32,6 +34,10 @@ test: $(STAMP)
 # Options: make demo DEMO_ARGS='--sites 4 --cases-per-site 60 --rounds 20 --seed 20261123 --work work/demo'
 demo: $(STAMP)
 	$(VENV)/bin/coordinator demo $(DEMO_ARGS)
+
+# The site and coordinator container images (docs/containers.md); BUILD_ARGS e.g. '--local-base' without a registry.
+images:
+	deploy/build-images.sh $(BUILD_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

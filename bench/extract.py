@@ -1,6 +1,6 @@
 """Benchmark: our IBSI-mode extractor vs plain pyradiomics' default extractor, in the same run.
 
-    python bench/extract.py [--data ../shared/data] [--repeats 3] [--skip-workers]
+    python bench/extract.py [--data tests/data] [--repeats 3] [--skip-workers]
 
 Cases: the pyradiomics test cases (brain1, brain2, breast1, lung1, lung2) and the IBSI CT phantom. Per case:
 median wall seconds (file read included for both), ROI voxels per second, and the ratio pyradiomics / ours.
@@ -95,7 +95,7 @@ def _child_run(spec: str, workers: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=REPO / ".." / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=REPO / "tests" / "data")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-workers", action="store_true")
     parser.add_argument("--skip-cases", action="store_true", help="Only the 1- vs 2-worker cohort runs.")

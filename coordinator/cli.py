@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from protocols.console import print_version_and_exit
 from protocols.logs import configure_logging
 
 app = typer.Typer(
@@ -19,6 +20,8 @@ app = typer.Typer(
 def _main(
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
     log_json: bool = typer.Option(False, "--log-json", help="One JSON object per log line (for a log collector)."),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=print_version_and_exit,
+                                 help="Print the fedradval, Flower and Python versions and exit."),
 ) -> None:
     """Configures logging (protocols.logs) for every command; keeps typer in multi-command mode."""
     try:

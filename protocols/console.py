@@ -1,8 +1,10 @@
-"""Command-line helpers shared by ``site-client`` and ``coordinator``: load a protocol or exit 2."""
+"""Command-line helpers shared by ``site-client`` and ``coordinator``: load a protocol or exit 2; ``--version``."""
 
 from __future__ import annotations
 
+import platform
 import sys
+from importlib import metadata
 from pathlib import Path
 
 from protocols.errors import ProtocolError
@@ -22,3 +24,22 @@ def load_protocol_for_command(path: Path, *, announce: bool = True) -> tuple[Pro
     if announce:
         print(f"protocol {protocol.study.name} v{protocol.study.version} id {identifier}", file=sys.stderr)
     return protocol, identifier
+
+
+def version_line() -> str:
+    """``fedradval X (flwr Y, Python Z)`` from the installed packages' metadata: every site must run the same
+    fedradval release, and Flower's version decides whether its SuperNode can talk to the SuperLink."""
+    from protocols.versions import fedradval_version, flower_version
+
+    try:
+        flower = flower_version()
+    except metadata.PackageNotFoundError:
+        flower = "not installed"
+    return f"fedradval {fedradval_version()} (flwr {flower}, Python {platform.python_version()})"
+
+
+def print_version_and_exit(requested: bool) -> None:
+    """Callback of the eager ``--version`` option of both CLIs."""
+    if requested:
+        print(version_line())
+        raise SystemExit(0)

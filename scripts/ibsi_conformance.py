@@ -1,6 +1,6 @@
 """Print matched / total IBSI reference values per configuration, from NIfTI and from DICOM + RTSTRUCT.
 
-Usage: python scripts/ibsi_conformance.py [--data ../shared/data] [--source nifti|dicom|both] [--verbose]
+Usage: python scripts/ibsi_conformance.py [--data tests/data] [--source nifti|dicom|both] [--verbose]
 Exit status 1 when any value does not match.
 """
 
@@ -19,7 +19,7 @@ from site_client.extraction.ibsi_reference import CONFIGURATIONS, conformance  #
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=REPO / ".." / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=REPO / "tests" / "data")
     parser.add_argument("--source", choices=["nifti", "dicom", "both"], default="both")
     parser.add_argument("--verbose", action="store_true", help="List every unmatched value.")
     args = parser.parse_args()

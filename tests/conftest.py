@@ -1,4 +1,4 @@
-"""Shared test set-up: no phone-home, and the location of the read-only reference data."""
+"""Shared test set-up: no phone-home, and the read-only reference data (tests/data)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ import pytest
 
 from coordinator.demo.processes import free_port
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
+from tests.reference_data import REFERENCE_DATA
 
 for _name, _value in {
     "FLWR_TELEMETRY_ENABLED": "0",
@@ -29,11 +28,18 @@ for _name, _value in {
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """Root of ../shared/data; tests that need it fail loudly if it is absent (CI has it beside the clone)."""
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"reference data folder {SHARED_DATA} is missing; it must sit beside the repository")
-    return SHARED_DATA
+def reference_data() -> Path:
+    """Root of tests/data (IBSI phantoms and reference values, pyradiomics cases, NSCLC features)."""
+    if not (REFERENCE_DATA / "SHA256SUMS").is_file():
+        pytest.fail(f"reference data folder {REFERENCE_DATA} is incomplete (no SHA256SUMS); it ships with the repository")
+    return REFERENCE_DATA
+
+
+@pytest.fixture(scope="session")
+def shared_data(reference_data: Path) -> Path:
+    """Former name of :func:`reference_data` (the data used to sit in ../shared/data), kept for tests written
+    on other branches before the move."""
+    return reference_data
 
 
 # ---------------------------------------------------------------- real MLflow server (session-scoped)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from pathlib import Path
 
@@ -20,6 +21,10 @@ def simulate_command(
     cpus_per_site: float = typer.Option(1.0, "--cpus-per-site", help="CPUs Ray reserves per simulated site."),
 ) -> None:
     """Run the study's ServerApp and ClientApps for many sites on this machine (Flower simulation)."""
+    if importlib.util.find_spec("ray") is None:  # Flower's own message would point at the FAB's dependencies
+        typer.echo("error: simulation needs Flower's simulation engine (Ray), which only the simulation extra "
+                   "installs: pip install 'fedradval[simulation]'", err=True)
+        raise typer.Exit(2)
     from coordinator.flower.simulation import SimulationSetupError, simulate
 
     loaded, identifier = load_protocol_for_command(protocol, announce=False)

@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 from flwr.cli.build import build_fab_from_files
 
 from coordinator.flower.flwr_cli import APP_DIR
@@ -119,8 +120,8 @@ def test_flowers_own_loader_runs_a_shadowing_bundle_and_the_confined_one_does_no
 
 def test_the_supported_flower_range_is_the_pyproject_pin() -> None:
     dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    pin = next(d for d in dependencies if d.startswith("flwr"))
-    assert set(supported_flower_range().split(",")) == set(pin.split("]")[-1].split(","))
+    pin = Requirement(next(d for d in dependencies if d.startswith("flwr")))
+    assert set(supported_flower_range().split(",")) == {str(s) for s in pin.specifier}
 
 
 def test_a_requirement_without_an_extra_marker_sets_the_range() -> None:

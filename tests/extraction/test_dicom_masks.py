@@ -23,8 +23,8 @@ from site_client.imaging.rtstruct import fill_polygon
 
 
 @pytest.fixture(scope="module")
-def phantom(shared_data):
-    base = shared_data / "ibsi" / "ibsi_1_ct_radiomics_phantom"
+def phantom(reference_data):
+    base = reference_data / "ibsi" / "ibsi_1_ct_radiomics_phantom"
     image = read_image(base / "dicom" / "image")
     reference = sitk.GetArrayFromImage(sitk.ReadImage(str(base / "nifti" / "mask" / "mask.nii.gz"))) > 0
     return base, image, reference

@@ -21,8 +21,8 @@ extraction:
 """
 
 
-def test_dicom_rtstruct_case_equals_nifti_case(shared_data, tmp_path):
-    base = shared_data / "ibsi" / "ibsi_1_ct_radiomics_phantom"
+def test_dicom_rtstruct_case_equals_nifti_case(reference_data, tmp_path):
+    base = reference_data / "ibsi" / "ibsi_1_ct_radiomics_phantom"
     manifest = tmp_path / "manifest.csv"
     manifest.write_text(
         "case_id,image,mask,mask_roi,label\n"
@@ -45,8 +45,8 @@ def test_dicom_rtstruct_case_equals_nifti_case(shared_data, tmp_path):
     assert result.failed == [("wrong_roi", f"{base / 'dicom' / 'mask' / 'DCM_RS_00060.dcm'}: ROI 'lung' not in the RTSTRUCT; ROIs present: 'GTV-1'")]
 
 
-def test_dicom_series_too_large_is_refused_from_headers(shared_data):
-    folder = shared_data / "ibsi" / "ibsi_1_ct_radiomics_phantom" / "dicom" / "image"
+def test_dicom_series_too_large_is_refused_from_headers(reference_data):
+    folder = reference_data / "ibsi" / "ibsi_1_ct_radiomics_phantom" / "dicom" / "image"
     with pytest.raises(CaseInputError, match=r"image too large for memory: 2,460,240 voxels \(size \(204, 201, 60\)\)"):
         check_header_size(checked_input(folder, "image", 1_000_000), "image", Extraction(max_voxels=1_000_000))
     check_header_size(checked_input(folder, "image", 3_000_000), "image", Extraction(max_voxels=3_000_000))

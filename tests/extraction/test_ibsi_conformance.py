@@ -1,6 +1,6 @@
 """IBSI chapter 1 conformance: every consensus reference value of the phantom configurations.
 
-Reference: the IBSI reference manual's consensus values (``../shared/data/ibsi/reference_values``), compared with
+Reference: the IBSI reference manual's consensus values (``tests/data/ibsi/reference_values``), compared with
 the IBSI match rule (|ours - reference| <= tolerance; tolerance 0 = equal to 3 significant digits). Values we do
 not (yet) match would be listed in KNOWN_MISMATCHES with their cause, mirrored in docs/ibsi-conformance.md;
 tolerances are never loosened.
@@ -36,9 +36,9 @@ CASES = [
 
 
 @pytest.fixture(scope="module", params=CASES, ids=[f"{c}-{s}" for c, s in CASES])
-def compared(request, shared_data):
+def compared(request, reference_data):
     configuration, source = request.param
-    return configuration, source, conformance(configuration, source, shared_data, REPO / "protocols" / "examples")
+    return configuration, source, conformance(configuration, source, reference_data, REPO / "protocols" / "examples")
 
 
 def test_every_reference_value_matches(compared):

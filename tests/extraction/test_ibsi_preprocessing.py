@@ -21,13 +21,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("configuration", ["config_a", "config_b", "config_c", "config_d", "config_e"])
-def test_preprocessing_diagnostics(configuration, shared_data):
+def test_preprocessing_diagnostics(configuration, reference_data):
     csv_name, protocol_name = CONFIGURATIONS[configuration]
     extraction = load_protocol(REPO / "protocols" / "examples" / protocol_name).extraction
-    image, mask = load_case(*phantom_paths(configuration, "nifti", shared_data), extraction)
+    image, mask = load_case(*phantom_paths(configuration, "nifti", reference_data), extraction)
     ours = roi_diagnostics(image, mask, extraction)
     checked, bad = 0, []
-    with (shared_data / "ibsi" / "reference_values" / csv_name).open(encoding="utf-8") as handle:
+    with (reference_data / "ibsi" / "reference_values" / csv_name).open(encoding="utf-8") as handle:
         for row in csv.DictReader(handle, delimiter=";"):
             tag, text = row["tag"], row["reference value"].strip()
             if tag not in ours or not text:

@@ -1,4 +1,4 @@
-"""pyradiomics-compatible mode reproduces pyradiomics' own baselines (../shared/data/pyradiomics/baseline).
+"""pyradiomics-compatible mode reproduces pyradiomics' own baselines (tests/data/pyradiomics/baseline).
 
 Tolerance: relative 1e-6 for every ``original_*`` feature of brain1, brain2, breast1, lung1 and lung2 (the
 upstream tests allow 3 %). The only exceptions are listed in KNOWN_BASELINE_DRIFT with their cause; for those we
@@ -35,15 +35,15 @@ EXTRACTION = Extraction(
 
 
 @pytest.fixture(scope="module")
-def baseline(shared_data):
-    root = shared_data / "pyradiomics" / "baseline"
+def baseline(reference_data):
+    root = reference_data / "pyradiomics" / "baseline"
     frames = [pd.read_csv(root / f"baseline_{c}.csv", index_col=0) for c in CLASSES]
     return pd.concat([f[CASES] for f in frames])
 
 
 @pytest.fixture(scope="module")
-def ours(shared_data):
-    root = shared_data / "pyradiomics"
+def ours(reference_data):
+    root = reference_data / "pyradiomics"
     return {c: extract_case(root / f"{c}_image.nrrd", root / f"{c}_label.nrrd", EXTRACTION) for c in CASES}
 
 
@@ -63,12 +63,12 @@ def test_baseline_reproduced(case, baseline, ours):
 
 
 @pytest.mark.parametrize("case", ["brain1", "lung1"])
-def test_equals_plain_pyradiomics_uncropped(case, shared_data, ours):
+def test_equals_plain_pyradiomics_uncropped(case, reference_data, ours):
     """Our crop-first shortcut changes nothing: plain RadiomicsFeatureExtractor on the full image agrees."""
     from radiomics import featureextractor
 
     logging.getLogger("radiomics").setLevel(logging.ERROR)
-    root = shared_data / "pyradiomics"
+    root = reference_data / "pyradiomics"
     extractor = featureextractor.RadiomicsFeatureExtractor(**SETTINGS)
     plain = extractor.execute(str(root / f"{case}_image.nrrd"), str(root / f"{case}_label.nrrd"))
     plain = {k: float(v) for k, v in plain.items() if k.startswith("original_")}

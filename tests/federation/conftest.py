@@ -24,8 +24,8 @@ def make_contexts(root: Path, protocol, pid: str, tables: dict, approved: dict[s
 
 
 @pytest.fixture(scope="session")
-def nsclc_tables(shared_data) -> dict:
-    return load_sites(shared_data / "nsclc_radiogenomics")
+def nsclc_tables(reference_data) -> dict:
+    return load_sites(reference_data / "nsclc_radiogenomics")
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """NSCLC-Radiogenomics CaPTk features split into four sites, and a study protocol for them.
 
-Join (../shared/data/nsclc_radiogenomics/PROVENANCE.md): features.SubjectID == params.clc after stripping a
+Join (tests/data/nsclc_radiogenomics/PROVENANCE.md): features.SubjectID == params.clc after stripping a
 trailing 'L', then the clinical table by subject id. Label: EGFR mutation (``egfr-mut``), the only binary
 clinical endpoint with at least 5 cases of each class at every cohort × manufacturer site (event and
 recurrence have at most 5 events at AMC; AMC has no squamous histology); cases without an EGFR result are
@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 
 from protocols import parse_protocol, protocol_id
+from tests.reference_data import REFERENCE_DATA
 
-DATA = Path(__file__).resolve().parents[1] / ".." / ".." / "shared" / "data" / "nsclc_radiogenomics"
+DATA = REFERENCE_DATA / "nsclc_radiogenomics"
 LABEL = "egfr"
 VOLUME = "T1_ED_Volumetric_Volume"
 

@@ -171,9 +171,9 @@ def test_protocol_column_absent_from_manifest(tmp_path: Path, bad_cohort, protoc
     assert any(e["line"] is None and "column 'age' required by the protocol is absent" in e["message"] for e in report["errors"])
 
 
-def test_clean_pyradiomics_cases_pass(tmp_path: Path, shared_data: Path, protocol_file: Path) -> None:
+def test_clean_pyradiomics_cases_pass(tmp_path: Path, reference_data: Path, protocol_file: Path) -> None:
     cases = ["brain1", "brain2", "breast1", "lung1", "lung2"]
-    folder = shared_data / "pyradiomics"
+    folder = reference_data / "pyradiomics"
     lines = [HEADER]
     for number, case in enumerate(cases):
         lines.append(

@@ -77,9 +77,9 @@ def test_feature_table_missing_model_feature_column(tmp_path: Path, protocol_fil
     assert "column 'morph_volume' required by the protocol is absent" in messages
 
 
-def test_dicom_series_folder_is_read_and_checked(tmp_path: Path, shared_data: Path, protocol_file: Path) -> None:
+def test_dicom_series_folder_is_read_and_checked(tmp_path: Path, reference_data: Path, protocol_file: Path) -> None:
     """The CT phantom's DICOM series (60 slices) against its NIfTI mask: same grid, so the row is clean."""
-    phantom = shared_data / "ibsi" / "ibsi_1_ct_radiomics_phantom"
+    phantom = reference_data / "ibsi" / "ibsi_1_ct_radiomics_phantom"
     manifest = tmp_path / "m.csv"
     manifest.write_text(
         "case_id,image,mask,malignant,sex\n"

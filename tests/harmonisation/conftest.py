@@ -9,12 +9,12 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def nsclc(shared_data: Path) -> pd.DataFrame:
+def nsclc(reference_data: Path) -> pd.DataFrame:
     """NSCLC radiogenomics CaPTk features joined to CT parameters and clinical age / sex.
 
     Join as PROVENANCE.md: features.SubjectID == params.clc with a trailing 'L' stripped.
     Returns all 204 joined rows with numeric feature columns (cells such as '#NAME?' become NaN)."""
-    root = shared_data / "nsclc_radiogenomics"
+    root = reference_data / "nsclc_radiogenomics"
     feats = pd.read_csv(root / "Sandy-Captk.csv", encoding="utf-8-sig")
     params = pd.read_csv(root / "Sandy-CT-parameters.csv")
     clinical = pd.read_csv(root / "clinical-demographics.csv", index_col=0)

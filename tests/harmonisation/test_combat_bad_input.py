@@ -59,9 +59,9 @@ def test_nan_cells_name_site_feature_and_count() -> None:
         harmonise_sites(frames, feature_names(), **COVARS)
 
 
-def test_non_numeric_cells_in_the_real_table(shared_data) -> None:
+def test_non_numeric_cells_in_the_real_table(reference_data) -> None:
     """The raw NSCLC CaPTk table has '#NAME?' cells (one patient)."""
-    raw = pd.read_csv(shared_data / "nsclc_radiogenomics" / "Sandy-Captk.csv", encoding="utf-8-sig")
+    raw = pd.read_csv(reference_data / "nsclc_radiogenomics" / "Sandy-Captk.csv", encoding="utf-8-sig")
     raw = raw.set_index("SubjectID")
     feats = list(raw.columns)
     sites = {"AMC": raw[raw.index.str.startswith("AMC")], "R01": raw[raw.index.str.startswith("R01")]}
