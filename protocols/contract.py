@@ -535,20 +535,24 @@ def check_message(phase: str, direction: str, payload: dict, dims: Dims | None,
     for source in (sizes or {}, _context(request or {}), _context(payload)):
         for scope, values in source.items():
             ctx.setdefault(scope, {}).update(values)
-    matched = []
-    for k, value in payload.items():
+    hits = []
+    for k in payload:
         if not isinstance(k, str):
             raise ContractViolation("a key", "is not a string")
         hit = spec.match(k)
-        if hit is None:
+        if hit is None or (hit[1].get("cov") is not None and dims is not None
+                           and hit[1]["cov"] not in dims.categorical_levels):
             raise ContractViolation(k, "is not described by the message contract")
-        f, parts = hit
+        hits.append((k, *hit))
+    matched = []
+    for k, f, parts in hits:
         scope = {}
         for name in ("fold", "model"):
             if name in parts and parts[name] is not None:
                 scope.update(ctx.get(parts[name], {}))
         scope.update(ctx.get(k.rsplit("/", 1)[0], {}))
         parts = {**parts, **scope}
+        value = payload[k]
         for problem in (_type_ok(f, value), _shape_ok(f, value, dims, parts), _range_ok(f, value)):
             if problem:
                 raise ContractViolation(k, problem)
@@ -584,9 +588,13 @@ def _range_text(f: Field) -> str:
     return ""
 
 
+TABLE_BEGIN = "<!-- BEGIN GENERATED CONTRACT TABLE -->"
+TABLE_END = "<!-- END GENERATED CONTRACT TABLE -->"
+
+
 def contract_table() -> str:
     """The contract as a Markdown table (docs/architecture.md holds it; a test checks it is current)."""
-    rows = ["| phase | direction | key | type | shape | range | required |", "|---|---|---|---|---|---|---|"]
+    rows = ["| phase | direction | key | type | shape | range | required | meaning |", "|---|---|---|---|---|---|---|---|"]
     for (phase, direction), spec in CONTRACT.items():
         for f in spec.fields:
             kind = {"array": f"array {DTYPE_NAMES.get(f.dtype, '')}", "num": "number or array float64",
@@ -596,5 +604,15 @@ def contract_table() -> str:
             if not f.finite:
                 rng = (rng + " NaN allowed").strip()
             req = ("yes" + (f" (each of {f.each})" if f.each else "")) if f.required else ""
-            rows.append(f"| {phase} | {direction} | `{f.template}` | {kind} | {shape} | {rng} | {req} |")
+            rows.append(f"| {phase} | {direction} | `{f.template}` | {kind} | {shape} | {rng} | {req} | {f.doc} |")
     return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":  # python -m protocols.contract docs/architecture.md
+    import sys
+    from pathlib import Path
+
+    from protocols.reference import update_document
+
+    update_document(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/architecture.md"), contract_table(),
+                    TABLE_BEGIN, TABLE_END)
