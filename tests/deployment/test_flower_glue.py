@@ -3,6 +3,8 @@ the ClientApp's reply path (with the real site study code), the SuperNode superv
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import subprocess
 import sys
@@ -233,8 +235,13 @@ def test_flower_glue_client_app_answers_and_audits(one_site: tuple[SiteSettings,
     [record] = read_audit(settings.work_dir)
     assert record["phase"] == "handshake" and record["status"] == "reply" and sorted(payload) == record["keys"]
     broken = respond(_message({"phase": "no-such-phase", "protocol_id": identifier}), settings)
-    assert broken.has_error() and broken.error.code == FAILED_CODE
-    assert "site-q" in broken.error.reason and "no-such-phase" in broken.error.reason
+    assert broken.has_error() and broken.error.code == REFUSED_CODE
+    assert broken.error.reason == "site site-q refused no-such-phase (not-in-contract): the phase is not in the message contract"
+    lost = dataclasses.replace(settings, protocol_path=settings.work_dir / "moved-away.yaml")
+    failed = respond(_message({"phase": "handshake", "protocol_id": identifier}), lost)
+    assert failed.has_error() and failed.error.code == FAILED_CODE
+    assert failed.error.reason == "site site-q: phase handshake failed (internal-error); details in the site's log"
+    assert "moved-away.yaml" in (settings.work_dir / "site.log").read_text()
 
 
 def _cli(tool: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
