@@ -36,6 +36,18 @@ REQUEST, REPLY = "request", "reply"
 
 PROTOCOL_ID, PHASE, SITE = "protocol_id", "phase", "site"
 
+#: Top-level key segments (message prefixes and field names); every key is built from these with :func:`key`.
+W, N, LOSS, DIAG = "w", "n", "loss", "diag"
+PLAN, R1, FIT, R2, SCALE, STD = "plan", "r1", "fit", "r2", "scale", "std"
+CALHIST, CONFORMAL, APPARENT, BEFORE, AFTER = "calhist", "conformal", "apparent", "before", "after"
+TERMS, LOCALFIT, PAR, RECAL, RECAL_METHOD, Q = "terms", "localfit", "par", "recal", "recal_method", "q"
+COVERAGE, SETSIZE, SCHEMA, FVOL = "coverage", "setsize", "schema", "fvol"
+FEATURES, MODEL_FEATURES, VOLUME_FEATURE = "features", "model_features", "volume_feature"
+ELIGIBLE, REASON, SUPPRESSED = "eligible", "reason", "suppressed"
+TRAIN_FOLDS, HELDOUT_FOLDS = "train_folds", "heldout_folds"
+MODELS, TRAIN_MODELS, EVAL_MODELS = "models", "train_models", "eval_models"
+ROUND, STEP = "round", "step"
+
 #: Upper bounds that do not depend on patients: sites (= folds − 1), batches, candidate points, steps.
 MAX_FOLDS = 65
 MAX_BATCHES = 256
@@ -272,11 +284,7 @@ _STAMP = [Field(PROTOCOL_ID, "str", "id of the approved protocol (sha256, 64 hex
 _SIGNED = [Field(SITE, "str", "the replying site's name", required=True),
            Field(PHASE, "str", "the phase", required=True)]
 
-TRAIN_FOLDS, HELDOUT_FOLDS = "train_folds", "heldout_folds"
-MODELS, TRAIN_MODELS, EVAL_MODELS = "models", "train_models", "eval_models"
-ROUND, STEP = "round", "step"
-
-_plan = "plan/{fold}"
+_plan = PLAN + "/{fold}"
 _PLAN_FIELDS = [
     Field(f"{_plan}/kind", "str", "'plan'"),
     _names(f"{_plan}/features", "features ComBat harmonises in this fold", _features),
@@ -315,114 +323,114 @@ def _declare(phase: str, direction: str, fields: Iterable[Field]) -> None:
 _declare(HANDSHAKE, REQUEST, [])
 _declare(HANDSHAKE, REPLY, [
     *[_int(name, f"count: {name} (-1 = suppressed, 1..k-1)", lo=-1, required=True) for name in COUNT_FIELDS],
-    _names("suppressed", "names of the suppressed counts", Upto(lambda d: len(COUNT_FIELDS), "<= 9"), required=True),
-    Field("eligible", "bool", "the site can take part (>= k cases per class and batch)", required=True),
-    Field("reason", "str", "why not (generic text)", required=True),
-    _names("features", "ComBat / matrix feature columns", Upto(lambda d: 100_000, "p"), required=True),
-    _names("model_features", "inputs of the radiomic model", Upto(lambda d: 100_000, "<= p"), required=True),
-    Field("volume_feature", "str", "feature of the volume-only baseline", required=True),
-    _int("schema/n", "cases"),
-    _names("schema/features", "feature list", _features),
-    _names("schema/batches", "the site's batch labels", _batches),
-    Field("schema/batch_n", "array", "cases per batch", dtype="i", shape=_batch_rows, shape_text="(b,)", lo=0, counts=True),
-    Field("schema/mean", "array", "per-batch feature means", dtype="f",
+    _names(SUPPRESSED, "names of the suppressed counts", Upto(lambda d: len(COUNT_FIELDS), "<= 9"), required=True),
+    Field(ELIGIBLE, "bool", "the site can take part (>= k cases per class and batch)", required=True),
+    Field(REASON, "str", "why not (generic text)", required=True),
+    _names(FEATURES, "ComBat / matrix feature columns", Upto(lambda d: 100_000, "p"), required=True),
+    _names(MODEL_FEATURES, "inputs of the radiomic model", Upto(lambda d: 100_000, "<= p"), required=True),
+    Field(VOLUME_FEATURE, "str", "feature of the volume-only baseline", required=True),
+    _int(SCHEMA + "/n", "cases"),
+    _names(SCHEMA + "/features", "feature list", _features),
+    _names(SCHEMA + "/batches", "the site's batch labels", _batches),
+    Field(SCHEMA + "/batch_n", "array", "cases per batch", dtype="i", shape=_batch_rows, shape_text="(b,)", lo=0, counts=True),
+    Field(SCHEMA + "/mean", "array", "per-batch feature means", dtype="f",
           shape=lambda d, parts: (parts["b"], d.n_features), shape_text="(b, p)"),
-    Field("schema/var", "array", "per-batch feature variances", dtype="f",
+    Field(SCHEMA + "/var", "array", "per-batch feature variances", dtype="f",
           shape=lambda d, parts: (parts["b"], d.n_features), shape_text="(b, p)", lo=0.0),
-    Field("schema/constant", "array", "1 where a feature is constant in a batch", dtype="u",
+    Field(SCHEMA + "/constant", "array", "1 where a feature is constant in a batch", dtype="u",
           shape=lambda d, parts: (parts["b"], d.n_features), shape_text="(b, p)", lo=0, hi=1),
-    _names("schema/levels:{cov}", "the site's levels of a categorical covariate",
+    _names(SCHEMA + "/levels:{cov}", "the site's levels of a categorical covariate",
            Upto(lambda d: max([len(v) for v in d.categorical_levels.values()] or [0]), "<= protocol levels")),
-    _int("fvol/n", "cases", counts=True),
-    Field("fvol/sum_x", "array", "Σx per model feature", dtype="f", shape=_vec(lambda d: d.n_model_features), shape_text="(p_model,)"),
-    Field("fvol/sum_x2", "array", "Σx² per model feature", dtype="f", shape=_vec(lambda d: d.n_model_features), shape_text="(p_model,)"),
-    Field("fvol/sum_xv", "array", "Σx·v per model feature", dtype="f", shape=_vec(lambda d: d.n_model_features), shape_text="(p_model,)"),
-    _float("fvol/sum_v", "Σv (volume)"), _float("fvol/sum_v2", "Σv²"),
+    _int(FVOL + "/n", "cases", counts=True),
+    Field(FVOL + "/sum_x", "array", "Σx per model feature", dtype="f", shape=_vec(lambda d: d.n_model_features), shape_text="(p_model,)"),
+    Field(FVOL + "/sum_x2", "array", "Σx² per model feature", dtype="f", shape=_vec(lambda d: d.n_model_features), shape_text="(p_model,)"),
+    Field(FVOL + "/sum_xv", "array", "Σx·v per model feature", dtype="f", shape=_vec(lambda d: d.n_model_features), shape_text="(p_model,)"),
+    _float(FVOL + "/sum_v", "Σv (volume)"), _float(FVOL + "/sum_v2", "Σv²"),
 ])
 _declare(COMBAT1, REQUEST, [
     _names(TRAIN_FOLDS, "folds this site trains", _folds, required=True),
     *_PLAN_FIELDS,
 ])
 _declare(COMBAT1, REPLY, [
-    Field("r1/{fold}/xtx", "array", "XᵀX of the site's design", dtype="f",
+    Field(R1 + "/{fold}/xtx", "array", "XᵀX of the site's design", dtype="f",
           shape=lambda d, parts: (parts.get("q", -1), parts.get("q", -1)), shape_text="(q, q)",
           required=True, each=TRAIN_FOLDS),
-    Field("r1/{fold}/xty", "array", "XᵀY", dtype="f", shape=lambda d, parts: (parts.get("q", -1), parts.get("p", -1)),
+    Field(R1 + "/{fold}/xty", "array", "XᵀY", dtype="f", shape=lambda d, parts: (parts.get("q", -1), parts.get("p", -1)),
           shape_text="(q, p_fold)", required=True, each=TRAIN_FOLDS),
-    _int("r1/{fold}/n", "cases", lo=1, required=True, each=TRAIN_FOLDS, counts=True),
+    _int(R1 + "/{fold}/n", "cases", lo=1, required=True, each=TRAIN_FOLDS, counts=True),
 ])
 _declare(COMBAT2, REQUEST, [
     _names(TRAIN_FOLDS, "folds this site trains", _folds, required=True),
-    Field("fit/{fold}/kind", "str", "'fit'"),
-    Field("fit/{fold}/beta", "array", "B̂", dtype="f", shape=lambda d, parts: (parts.get("q", -1), parts.get("p", -1)),
+    Field(FIT + "/{fold}/kind", "str", "'fit'"),
+    Field(FIT + "/{fold}/beta", "array", "B̂", dtype="f", shape=lambda d, parts: (parts.get("q", -1), parts.get("p", -1)),
           shape_text="(q, p_fold)"),
-    Field("fit/{fold}/alpha", "array", "grand mean α̂", dtype="f", shape=lambda d, parts: (parts.get("p", -1),),
+    Field(FIT + "/{fold}/alpha", "array", "grand mean α̂", dtype="f", shape=lambda d, parts: (parts.get("p", -1),),
           shape_text="(p_fold,)"),
-    _float("fit/{fold}/cond", "cond(XᵀX)", finite=False),
-    Field("fit/{fold}/cont_mean", "array", "continuous covariates' mean", dtype="f",
+    _float(FIT + "/{fold}/cond", "cond(XᵀX)", finite=False),
+    Field(FIT + "/{fold}/cont_mean", "array", "continuous covariates' mean", dtype="f",
           shape=_vec(lambda d: d.n_continuous), shape_text="(c,)"),
-    Field("fit/{fold}/cont_sd", "array", "continuous covariates' SD", dtype="f",
+    Field(FIT + "/{fold}/cont_sd", "array", "continuous covariates' SD", dtype="f",
           shape=_vec(lambda d: d.n_continuous), shape_text="(c,)"),
 ])
 _declare(COMBAT2, REPLY, [
-    Field("r2/{fold}/ssr", "array", "residual sum of squares per feature", dtype="f",
+    Field(R2 + "/{fold}/ssr", "array", "residual sum of squares per feature", dtype="f",
           shape=lambda d, parts: (parts.get("p", -1),), shape_text="(p_fold,)", lo=0.0),
-    _int("r2/{fold}/n", "cases", lo=1, counts=True),
+    _int(R2 + "/{fold}/n", "cases", lo=1, counts=True),
 ])
 _declare(TRAIN, REQUEST, [
     _int(ROUND, "training round", lo=1, required=True),
     _names(MODELS, "models this site trains this round", _models, required=True),
     _names(HELDOUT_FOLDS, "folds this site is held out of", _folds, required=True),
     _names(TRAIN_FOLDS, "folds this site trains (first round)", _folds),
-    _params("w", "global parameters", MODELS, True),
-    Field("scale/{fold}/kind", "str", "'scale'"),
-    Field("scale/{fold}/var_pooled", "array", "σ̂²", dtype="f", shape=lambda d, parts: (parts.get("p", -1),),
+    _params(W, "global parameters", MODELS, True),
+    Field(SCALE + "/{fold}/kind", "str", "'scale'"),
+    Field(SCALE + "/{fold}/var_pooled", "array", "σ̂²", dtype="f", shape=lambda d, parts: (parts.get("p", -1),),
           shape_text="(p_fold,)", lo=0.0),
-    Field("scale/{fold}/zero_variance", "array", "1 where σ̂² was 0", dtype="u",
+    Field(SCALE + "/{fold}/zero_variance", "array", "1 where σ̂² was 0", dtype="u",
           shape=lambda d, parts: (parts.get("p", -1),), shape_text="(p_fold,)", lo=0, hi=1),
-    Field("std/{fold}/{variant}/mean", "array", "standardisation mean", dtype="f", shape=_p, shape_text="(p,)"),
-    Field("std/{fold}/{variant}/sd", "array", "standardisation SD", dtype="f", shape=_p, shape_text="(p,)", lo=0.0),
+    Field(STD + "/{fold}/{variant}/mean", "array", "standardisation mean", dtype="f", shape=_p, shape_text="(p,)"),
+    Field(STD + "/{fold}/{variant}/sd", "array", "standardisation SD", dtype="f", shape=_p, shape_text="(p,)", lo=0.0),
 ])
 _declare(TRAIN, REPLY, [
-    _params("w", "the site's updated parameters", MODELS, True),
-    _int("n/{model}", "training cases (FedAvg weight)", lo=1, required=True, each=MODELS, counts=True),
-    _float("loss/{model}", "mean training loss of the update", lo=0.0, required=True, each=MODELS),
-    _names("diag/{fold}/batches", "the site's batch labels", _batches),
-    Field("diag/{fold}/batch_n", "array", "cases per batch", dtype="i", shape=_batch_rows, shape_text="(b,)",
+    _params(W, "the site's updated parameters", MODELS, True),
+    _int(N + "/{model}", "training cases (FedAvg weight)", lo=1, required=True, each=MODELS, counts=True),
+    _float(LOSS + "/{model}", "mean training loss of the update", lo=0.0, required=True, each=MODELS),
+    _names(DIAG + "/{fold}/batches", "the site's batch labels", _batches),
+    Field(DIAG + "/{fold}/batch_n", "array", "cases per batch", dtype="i", shape=_batch_rows, shape_text="(b,)",
           lo=0, counts=True),
-    Field("diag/{fold}/mean", "array", "per-batch means after harmonisation", dtype="f",
+    Field(DIAG + "/{fold}/mean", "array", "per-batch means after harmonisation", dtype="f",
           shape=lambda d, parts: (parts["b"], d.n_features), shape_text="(b, p)"),
-    Field("diag/{fold}/var", "array", "per-batch variances after harmonisation", dtype="f",
+    Field(DIAG + "/{fold}/var", "array", "per-batch variances after harmonisation", dtype="f",
           shape=lambda d, parts: (parts["b"], d.n_features), shape_text="(b, p)", lo=0.0),
 ])
 _declare(CALIBRATE, REQUEST, [
     _int(STEP, "0: final weights and histograms; >= 1: Newton round", hi=MAX_STEPS, required=True),
     _names(TRAIN_MODELS, "models the site trained", _models, required=True),
     _names(EVAL_MODELS, "models the site validates (step 0)", _models),
-    _params("w", "final parameters (step 0)", "", False),
-    Field("par/{model}", "array", "candidate recalibration points", dtype="f",
+    _params(W, "final parameters (step 0)", "", False),
+    Field(PAR + "/{model}", "array", "candidate recalibration points", dtype="f",
           shape=lambda d, parts: (parts.get("m", -1), d.recal_dim), shape_text=f"(<= {MAX_CANDIDATES}, r)"),
 ])
 _declare(CALIBRATE, REPLY, [
-    *_aggregate("calhist/{model}", "histograms"),
-    *_aggregate("conformal/{model}/{cls}", "conformal"),
-    *[f for kind in APPARENT_KINDS for f in _aggregate(f"apparent/{{model}}/{kind}", kind)],
-    *[f for kind in EVALUATION_KINDS for f in _aggregate(f"before/{{model}}/{kind}", kind)],
-    *_aggregate("terms/{model}/{j}", "terms"),
-    *_aggregate("localfit/{model}", "localfit"),
+    *_aggregate(CALHIST + "/{model}", "histograms"),
+    *_aggregate(CONFORMAL + "/{model}/{cls}", "conformal"),
+    *[f for kind in APPARENT_KINDS for f in _aggregate(APPARENT + f"/{{model}}/{kind}", kind)],
+    *[f for kind in EVALUATION_KINDS for f in _aggregate(BEFORE + f"/{{model}}/{kind}", kind)],
+    *_aggregate(TERMS + "/{model}/{j}", "terms"),
+    *_aggregate(LOCALFIT + "/{model}", "localfit"),
 ])
 _declare(EVALUATE, REQUEST, [
     _names(EVAL_MODELS, "models the site validates", _models, required=True),
-    Field("recal_method/{model}", "str", "validation.recalibration", required=True, each=EVAL_MODELS),
-    Field("recal/{model}", "array", "recalibration parameters", dtype="f", shape=_recal, shape_text="(r,)",
+    Field(RECAL_METHOD + "/{model}", "str", "validation.recalibration", required=True, each=EVAL_MODELS),
+    Field(RECAL + "/{model}", "array", "recalibration parameters", dtype="f", shape=_recal, shape_text="(r,)",
           required=True, each=EVAL_MODELS),
-    Field("q/{model}", "array", "conformal thresholds (q_neg, q_pos)", dtype="f", shape=_two, shape_text="(2,)",
+    Field(Q + "/{model}", "array", "conformal thresholds (q_neg, q_pos)", dtype="f", shape=_two, shape_text="(2,)",
           lo=0.0, hi=1.0),
 ])
 _declare(EVALUATE, REPLY, [
-    *[f for kind in EVALUATION_KINDS for f in _aggregate(f"after/{{model}}/{kind}", kind)],
-    *_aggregate("coverage/{model}", "coverage"),
-    *_aggregate("setsize/{model}", "setsize"),
+    *[f for kind in EVALUATION_KINDS for f in _aggregate(AFTER + f"/{{model}}/{kind}", kind)],
+    *_aggregate(COVERAGE + "/{model}", "coverage"),
+    *_aggregate(SETSIZE + "/{model}", "setsize"),
 ])
 
 DTYPE_NAMES = {"f": "float64", "i": "int64", "u": "uint8"}
@@ -435,6 +443,13 @@ _PATTERNS = {id(f): f.pattern() for m in CONTRACT.values() for f in m.fields}
 def key(*parts: object) -> str:
     """A message key from its segments (``key("w", model, 0)`` → ``"w/<model>/0"``)."""
     return "/".join(str(p) for p in parts)
+
+
+def plan_fields() -> list[str]:
+    """Names of the fields of one fold's ComBat plan (without the per-covariate ``levels:{cov}``)."""
+    prefix = PLAN + "/{fold}/"
+    return [f.template[len(prefix):] for f in CONTRACT[(COMBAT1, REQUEST)].fields
+            if f.template.startswith(prefix) and "{cov}" not in f.template]
 
 
 def message(phase: str, direction: str) -> Message:
@@ -458,14 +473,14 @@ def _context(payload: dict) -> dict[str, dict]:
     ctx: dict[str, dict] = {}
     for k, v in payload.items():
         parts = k.split("/")
-        if len(parts) == 3 and parts[0] == "plan":
+        if len(parts) == 3 and parts[0] == PLAN:
             if parts[2] == "design_columns" and isinstance(v, list):
                 ctx.setdefault(parts[1], {})["q"] = len(v)
             if parts[2] == "features" and isinstance(v, list):
                 ctx.setdefault(parts[1], {})["p"] = len(v)
         if len(parts) >= 2 and parts[-1] == "batches" and isinstance(v, list):
             ctx.setdefault("/".join(parts[:-1]), {})["b"] = len(v)
-        if parts[0] == "par" and isinstance(v, np.ndarray) and v.ndim == 2:
+        if parts[0] == PAR and isinstance(v, np.ndarray) and v.ndim == 2:
             ctx.setdefault("/".join(parts[1:]), {})["m"] = min(int(v.shape[0]), MAX_CANDIDATES)
     return ctx
 

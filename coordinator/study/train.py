@@ -15,6 +15,7 @@ import numpy as np
 from protocols.models import init_params, model_spec, params_from_payload, params_to_payload, parse_model_key, weighted_average
 from protocols.payload import Payload, prefixes, unnest
 from protocols.schema import Protocol
+from protocols.contract import DIAG, HELDOUT_FOLDS, LOSS, MODELS, N, ROUND, W, key
 from coordinator.study.design import StudyDesign
 from coordinator.study.transport import Session
 
@@ -55,9 +56,9 @@ def run_training(
             models = design.models_trained_by(site)
             if not models and round_no > 1:
                 continue  # an external site only needs the first message (its harmonisation)
-            req: Payload = {"round": round_no, "models": models, "heldout_folds": design.heldout_folds(site)}
+            req: Payload = {ROUND: round_no, MODELS: models, HELDOUT_FOLDS: design.heldout_folds(site)}
             for model in models:
-                req.update(params_to_payload(f"w/{model}", result.weights[model]))
+                req.update(params_to_payload(key(W, model), result.weights[model]))
             if round_no == 1:
                 req.update(first_extras(site, design))
             requests[site] = req
@@ -67,18 +68,18 @@ def run_training(
             design = on_drop(site)
         if round_no == 1:
             for site, reply in replies.items():
-                for fold in prefixes(reply, "diag"):
-                    result.diagnostics.setdefault(fold, {})[site] = unnest(reply, f"diag/{fold}")
+                for fold in prefixes(reply, DIAG):
+                    result.diagnostics.setdefault(fold, {})[site] = unnest(reply, key(DIAG, fold))
         for model in design.all_models():
             fold, _, _ = parse_model_key(model)
             updates, losses = [], []
             for site in design.training_sites(fold):
                 reply = replies.get(site)
-                if reply is None or f"n/{model}" not in reply:
+                if reply is None or key(N, model) not in reply:
                     continue
-                n = int(reply[f"n/{model}"])
-                updates.append((params_from_payload(reply, f"w/{model}"), float(n)))
-                losses.append((float(reply[f"loss/{model}"]), n))
+                n = int(reply[key(N, model)])
+                updates.append((params_from_payload(reply, key(W, model)), float(n)))
+                losses.append((float(reply[key(LOSS, model)]), n))
             if not updates:
                 continue
             result.weights[model] = weighted_average(updates)

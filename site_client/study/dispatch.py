@@ -13,8 +13,10 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 from harmonisation.schema import batch_labels, categorical_labels, sort_levels
-from protocols.contract import CALIBRATE, COMBAT1, EVAL_MODELS, HANDSHAKE, STEP, TRAIN, TRAIN_FOLDS, TRAIN_MODELS
-from protocols.contract import fold_sizes, key
+from protocols.contract import (
+    CALIBRATE, COMBAT1, ELIGIBLE, EVAL_MODELS, HANDSHAKE, PLAN, STD, STEP, TRAIN, TRAIN_FOLDS, TRAIN_MODELS,
+    fold_sizes, key,
+)
 from protocols.payload import Payload, plain, prefixes, unnest
 from site_client.study.cohort import Cohort, load_cohort
 from site_client.study.context import ProtocolNotApproved, SiteContext, SiteStudyError
@@ -55,7 +57,7 @@ def _handshake_state(context: SiteContext, store: SiteStore, reply: Payload) -> 
     """What the site announced, taken from its own cohort (not from the reply it is about to check)."""
     cohort = load_cohort(context, store)
     state = SiteRunState(features=list(cohort.features), model_features=list(cohort.model_features),
-                         volume_feature=cohort.volume_feature, eligible=bool(reply.get("eligible")))
+                         volume_feature=cohort.volume_feature, eligible=bool(reply.get(ELIGIBLE)))
     state.batches = sort_levels(set(batch_labels(context.site_name, cohort.table, batch_column(context)).tolist()))
     for cov in context.protocol.covariates.categorical:
         state.levels[cov.name] = sort_levels(set(categorical_labels(context.site_name, cohort.table, cov.name).tolist()))
@@ -65,11 +67,11 @@ def _handshake_state(context: SiteContext, store: SiteStore, reply: Payload) -> 
 def _record(phase: str, request: Payload, state: SiteRunState) -> None:
     """What this request introduced into the run (after it was served)."""
     if phase == COMBAT1:
-        folds = prefixes(request, "plan")
+        folds = prefixes(request, PLAN)
         state.folds = list(folds)
         state.train_folds = list(request[TRAIN_FOLDS])
-        state.fold_sizes = fold_sizes({f: unnest(request, key("plan", f)) for f in folds})
-    elif phase == TRAIN and prefixes(request, "std"):
+        state.fold_sizes = fold_sizes({f: unnest(request, key(PLAN, f)) for f in folds})
+    elif phase == TRAIN and prefixes(request, STD):
         state.standardised = True
     elif phase == CALIBRATE and request[STEP] == 0:
         state.calibrated_models = list(request[TRAIN_MODELS])

@@ -8,6 +8,7 @@ import numpy as np
 
 from harmonisation.schema import site_schema
 from protocols.payload import Payload, nest
+from protocols.contract import ELIGIBLE, FEATURES, FVOL, MODEL_FEATURES, REASON, SCHEMA
 from site_client.evaluation import feature_volume_sums
 from site_client.study.cohort import Cohort, build_cohort
 from site_client.study.context import SiteContext
@@ -53,7 +54,7 @@ def handle_handshake(payload: Payload, context: SiteContext, store: SiteStore) -
     k = protocol.privacy.min_cell_count
     cohort = build_cohort(context, store)
     counts = class_counts(cohort)
-    reply: Payload = {"features": cohort.features, "model_features": cohort.model_features,
+    reply: Payload = {FEATURES: cohort.features, MODEL_FEATURES: cohort.model_features,
                       "volume_feature": cohort.volume_feature}
     need = max(k, 2)
     problems = [f"{cls} class has fewer than k={k} cases" for cls, key in (("positive", "n_pos"), ("negative", "n_neg"))
@@ -69,12 +70,12 @@ def handle_handshake(payload: Payload, context: SiteContext, store: SiteStore) -
     shown, hidden = suppress_counts(counts, k)
     reply.update(shown)
     reply["suppressed"] = hidden
-    reply["eligible"] = not problems
-    reply["reason"] = "; ".join(problems)
+    reply[ELIGIBLE] = not problems
+    reply[REASON] = "; ".join(problems)
     if problems:  # an ineligible site sends no statistics at all
         return reply
-    reply.update(nest("schema", {k_: v for k_, v in schema.items() if k_ not in ("kind", "site")}))
+    reply.update(nest(SCHEMA, {k_: v for k_, v in schema.items() if k_ not in ("kind", "site")}))
     x = cohort.table[cohort.model_features].to_numpy(dtype=np.float64)
     v = cohort.table[cohort.volume_feature].to_numpy(dtype=np.float64)
-    reply.update(nest("fvol", feature_volume_sums(x, v, context.site_name)))
+    reply.update(nest(FVOL, feature_volume_sums(x, v, context.site_name)))
     return reply

@@ -23,9 +23,9 @@ from collections.abc import Callable
 from harmonisation.schema import design_columns, sort_levels
 from harmonisation.schema import ComBatOptions
 from protocols.contract import (
-    CALIBRATE, COMBAT1, COMBAT2, COUNT_FIELDS, EVAL_MODELS, EVALUATE, HANDSHAKE, HELDOUT_FOLDS, MAX_FOLDS, MODELS,
-    PHASE, REPLY, REQUEST, ROUND, SITE, STEP, TRAIN, TRAIN_FOLDS, TRAIN_MODELS, ContractViolation, Dims,
-    check_message, key,
+    CALIBRATE, COMBAT1, COMBAT2, COUNT_FIELDS, ContractViolation, Dims, EVALUATE, EVAL_MODELS, FIT, HANDSHAKE,
+    HELDOUT_FOLDS, MAX_FOLDS, MODELS, PAR, PHASE, PLAN, RECAL_METHOD, REPLY, REQUEST, ROUND, SCALE, SITE, STD,
+    STEP, TRAIN, TRAIN_FOLDS, TRAIN_MODELS, W, check_message, key, plan_fields,
 )
 from protocols.models import ALL_SITES, parse_model_key
 from protocols.payload import SITE_NAME, prefixes, unnest
@@ -74,7 +74,7 @@ def _check_names(request: dict, context: SiteContext, state: SiteRunState, match
     listed = {m for name in (MODELS, TRAIN_MODELS, EVAL_MODELS) for m in request.get(name, [])}
     for f, parts, k in matched:
         model = parts.get("model")
-        if model is not None and f.template.split("/")[0] not in ("plan",) and model not in listed:
+        if model is not None and f.template.split("/")[0] != PLAN and model not in listed:
             raise _not_allowed(context, phase, k, "names a model the request does not list")
     for name in (MODELS, TRAIN_MODELS, EVAL_MODELS):
         for model in request.get(name, []):
@@ -125,7 +125,7 @@ def _expected_options(context: SiteContext) -> dict:
 def check_plan(fold: str, plan: dict, training: bool, context: SiteContext, state: SiteRunState, phase: str) -> None:
     """One fold's ComBat plan against the protocol and this site's handshake (raises :class:`Refusal`)."""
     p = context.protocol
-    where = key("plan", fold)
+    where = key(PLAN, fold)
 
     def refuse(name: str, why: str = "differs from the protocol") -> Refusal:
         return _not_allowed(context, phase, key(where, name), why)
@@ -134,9 +134,7 @@ def check_plan(fold: str, plan: dict, training: bool, context: SiteContext, stat
     continuous = [c.name for c in p.covariates.continuous]
     declared = {c.name: c.levels for c in p.covariates.categorical}
     batch_col = p.batch.column if p.batch.by == "column" else ""
-    required = {"kind", "features", "all_features", "excluded", "excluded_reason", "batches", "batch_n",
-                "spanning", "sites", "categorical", "continuous", "batch_col", "design_columns",
-                *_expected_options(context), *[f"levels:{c}" for c in categorical]}
+    required = {*plan_fields(), *[f"levels:{c}" for c in categorical]}
     missing = sorted(required - set(plan))
     if missing:
         raise refuse(missing[0], "is required and missing")
@@ -190,12 +188,12 @@ def check_plan(fold: str, plan: dict, training: bool, context: SiteContext, stat
 def _check_combat1(request: dict, context: SiteContext, state: SiteRunState, matched: list, phase: str) -> None:
     if not context.protocol.harmonisation.combat:
         raise _not_allowed(context, phase, PHASE, "is not part of the protocol (harmonisation.combat is false)")
-    folds = prefixes(request, "plan")
+    folds = prefixes(request, PLAN)
     if len(folds) > MAX_FOLDS or not all(_valid_fold(f) for f in folds):
-        raise _not_allowed(context, phase, "plan", "names too many folds or an invalid fold")
+        raise _not_allowed(context, phase, PLAN, "names too many folds or an invalid fold")
     _check_fold_lists(request, context, state, phase, set(folds))
     for fold in folds:
-        check_plan(fold, unnest(request, key("plan", fold)), fold in request[TRAIN_FOLDS], context, state, phase)
+        check_plan(fold, unnest(request, key(PLAN, fold)), fold in request[TRAIN_FOLDS], context, state, phase)
 
 
 def _check_combat2(request: dict, context: SiteContext, state: SiteRunState, matched: list, phase: str) -> None:
@@ -205,16 +203,16 @@ def _check_combat2(request: dict, context: SiteContext, state: SiteRunState, mat
         raise Refusal(context.site_name, phase, OUT_OF_ORDER, "ComBat round 1 has not been served in this run")
     if not set(request[TRAIN_FOLDS]) <= set(state.train_folds):
         raise _not_allowed(context, phase, TRAIN_FOLDS, "names a fold the site does not train in this run")
-    for fold in prefixes(request, "fit"):
+    for fold in prefixes(request, FIT):
         if fold not in state.folds:
-            raise _not_allowed(context, phase, key("fit", fold), "names a fold this run did not introduce")
+            raise _not_allowed(context, phase, key(FIT, fold), "names a fold this run did not introduce")
 
 
 def _check_train(request: dict, context: SiteContext, state: SiteRunState, matched: list, phase: str) -> None:
     p = context.protocol
     if request[ROUND] > p.model.rounds:
         raise _not_allowed(context, phase, ROUND, "is beyond the protocol's model.rounds")
-    first = bool(prefixes(request, "std"))
+    first = bool(prefixes(request, STD))
     if first:
         introduced = set(state.folds) if p.harmonisation.combat else (
             set(request.get(TRAIN_FOLDS, [])) | set(request.get(HELDOUT_FOLDS, [])))
@@ -226,7 +224,7 @@ def _check_train(request: dict, context: SiteContext, state: SiteRunState, match
         if p.harmonisation.combat and not set(request.get(TRAIN_FOLDS, [])) <= set(state.train_folds):
             raise _not_allowed(context, phase, TRAIN_FOLDS, "names a fold the site does not train in this run")
         mine = set(request.get(TRAIN_FOLDS, [])) | set(request.get(HELDOUT_FOLDS, []))
-        for name in ("std", "scale"):
+        for name in (STD, SCALE):
             for fold in prefixes(request, name):
                 if fold not in mine:
                     raise _not_allowed(context, phase, key(name, fold), "names a fold the site neither trains nor is held out of")
@@ -235,7 +233,7 @@ def _check_train(request: dict, context: SiteContext, state: SiteRunState, match
             state.train_folds = sorted(request.get(TRAIN_FOLDS, []))
     elif not state.standardised:
         raise Refusal(context.site_name, phase, OUT_OF_ORDER, "the first training message has not been served")
-    elif TRAIN_FOLDS in request or prefixes(request, "scale"):
+    elif TRAIN_FOLDS in request or prefixes(request, SCALE):
         raise _not_allowed(context, phase, TRAIN_FOLDS, "is only allowed in the first training message")
     _check_names(request, context, state, matched, phase)
     _check_trained_models(request[MODELS], state, context, phase, MODELS)
@@ -251,20 +249,20 @@ def _check_calibrate(request: dict, context: SiteContext, state: SiteRunState, m
         if parse_model_key(model)[0] not in heldout:
             raise _not_allowed(context, phase, EVAL_MODELS, "names a model of a fold the site is not held out of")
     if request[STEP] == 0:
-        has_weights = {parse for parse in prefixes(request, "w", depth=3)}
+        has_weights = {parse for parse in prefixes(request, W, depth=3)}
         wanted = set(request[TRAIN_MODELS]) | set(request.get(EVAL_MODELS, []))
         if has_weights != wanted:
-            raise _not_allowed(context, phase, "w", "does not carry exactly the listed models' parameters")
+            raise _not_allowed(context, phase, W, "does not carry exactly the listed models' parameters")
     else:
-        if EVAL_MODELS in request or prefixes(request, "w"):
+        if EVAL_MODELS in request or prefixes(request, W):
             raise _not_allowed(context, phase, EVAL_MODELS, "is only allowed in calibration step 0")
         if not set(request[TRAIN_MODELS]) <= set(state.calibrated_models):
             raise _not_allowed(context, phase, TRAIN_MODELS, "names a model calibration step 0 did not introduce")
-        missing = [m for m in request[TRAIN_MODELS] if key("par", m) not in request]
+        missing = [m for m in request[TRAIN_MODELS] if key(PAR, m) not in request]
         if missing:
             raise _not_allowed(context, phase, TRAIN_MODELS, "lists a model without candidate points")
     for f, parts, k in matched:
-        if k.startswith("par/") and parts["model"] not in request[TRAIN_MODELS]:
+        if k.startswith(PAR + "/") and parts["model"] not in request[TRAIN_MODELS]:
             raise _not_allowed(context, phase, k, "names a model the site does not calibrate")
 
 
@@ -275,8 +273,8 @@ def _check_evaluate(request: dict, context: SiteContext, state: SiteRunState, ma
         raise _not_allowed(context, phase, EVAL_MODELS, "names a model calibration step 0 did not introduce")
     method = context.protocol.validation.recalibration
     for model in request[EVAL_MODELS]:
-        if request[key("recal_method", model)] != method:
-            raise _not_allowed(context, phase, key("recal_method", model), "differs from the protocol")
+        if request[key(RECAL_METHOD, model)] != method:
+            raise _not_allowed(context, phase, key(RECAL_METHOD, model), "differs from the protocol")
     _check_names(request, context, state, matched, phase)
 
 

@@ -95,8 +95,8 @@ def test_a_plan_with_the_id_as_categorical_covariate_is_refused_without_listing_
     request = _request(study[2], "combat-round1")
     request["plan/_all/categorical"] = ["case_id"]
     request["plan/_all/levels:case_id"] = ["H2-000", "H2-001"]
-    assert _refused(study, "combat-round1", request) == _not_allowed(
-        study, "combat-round1", "plan/_all/levels:case_id is not a field of a plan for this protocol")
+    assert _refused(study, "combat-round1", request) == _not_in_contract(
+        study, "combat-round1", "plan/_all/levels:case_id is not described by the message contract")
 
 
 @pytest.mark.parametrize("name,value", [
