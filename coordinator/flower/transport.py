@@ -13,7 +13,8 @@ from typing import Any
 from flwr.app import Message, MessageType
 from flwr.serverapp import Grid
 
-from protocols.wire import from_record, payload_nbytes, to_record
+from flowerglue.wire import from_record, to_record
+from protocols.payload import payload_nbytes
 
 IDENTIFY = "identify"  # answered by the site's glue with its node_config site-name
 POLL_S = 1.0  # one pull per second: gentle on the SuperLink's SQLite state ("database is locked" under load)

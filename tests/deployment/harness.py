@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from protocols.runtime_env import flower_env
+from flowerglue.runtime_env import flower_env
 from coordinator.flower.flwr_cli import list_runs, list_supernodes
 from coordinator.flower.state import flwr_home, runs_dir
 from coordinator.flower.status import read_status, status_path

@@ -21,7 +21,7 @@ from flwr.app import Message, Metadata
 
 from coordinator.flower.certs import check_certificate_folder, create_certificates
 from coordinator.flower.superlink import superlink_command
-from protocols.wire import PayloadError, from_record, to_record
+from flowerglue.wire import PayloadError, from_record, to_record
 from site_client.flower.approvals import ApprovalsError, approve, approved_ids
 from site_client.flower.audit import AuditLogError, append_audit, audit_record, read_audit
 from site_client.flower.client_app import FAILED_CODE, REFUSED_CODE, SiteSettings, respond
