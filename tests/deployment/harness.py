@@ -24,7 +24,7 @@ from coordinator.flower.state import flwr_home, runs_dir
 from coordinator.flower.status import read_status, status_path
 from protocols import load_protocol, protocol_id
 from site_client.flower.approvals import approve
-from coordinator.demo.processes import free_port, process_table
+from demo.processes import free_port, process_table
 from site_client.flower.keys import generate_keypair
 from site_client.flower.state import approvals_path
 
