@@ -202,7 +202,10 @@ class GridTransport:
         if reply.has_error():
             reason = reply.error.reason or f"error code {reply.error.code}"
             return _failure(site, reason if site in reason else f"site {site}: {reason}")
-        payload = from_record(reply.content)
+        try:
+            payload = from_record(reply.content)
+        except Exception as exc:  # noqa: BLE001 - a malformed reply drops its site, it never ends the ServerApp
+            return _failure(site, f"site {site} sent a {phase} reply that cannot be decoded: {type(exc).__name__}: {exc}")
         self.bytes_received[site] = self.bytes_received.get(site, 0) + payload_nbytes(payload)
         claimed = payload.get("site")
         if phase != IDENTIFY and claimed is not None and claimed != site:
