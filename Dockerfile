@@ -32,6 +32,8 @@ COPY coordinator /src/coordinator
 COPY harmonisation /src/harmonisation
 COPY protocols /src/protocols
 COPY fedmath /src/fedmath
+COPY flowerglue /src/flowerglue
+COPY demo /src/demo
 
 # ---------------------------------------------------------------- build: compilers + pip (never shipped)
 FROM runtime AS build

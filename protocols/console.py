@@ -29,7 +29,7 @@ def load_protocol_for_command(path: Path, *, announce: bool = True) -> tuple[Pro
 def version_line() -> str:
     """``fedradval X (flwr Y, Python Z)`` from the installed packages' metadata: every site must run the same
     fedradval release, and Flower's version decides whether its SuperNode can talk to the SuperLink."""
-    from protocols.versions import fedradval_version, flower_version
+    from flowerglue.versions import fedradval_version, flower_version
 
     try:
         flower = flower_version()

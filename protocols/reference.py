@@ -103,11 +103,13 @@ def render_table() -> str:
     return "\n".join(lines)
 
 
-def update_document(path: Path) -> None:
+def update_document(path: Path, table: str | None = None, begin: str = BEGIN, end: str = END) -> None:
+    """Replace what lies between the ``begin`` and ``end`` markers of ``path`` by ``table`` (default: the
+    protocol field table)."""
     text = path.read_text(encoding="utf-8")
-    head, _, rest = text.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    path.write_text(f"{head}{BEGIN}\n{render_table()}\n{END}{tail}", encoding="utf-8")
+    head, _, rest = text.partition(begin)
+    _, _, tail = rest.partition(end)
+    path.write_text(f"{head}{begin}\n{render_table() if table is None else table.rstrip()}\n{end}{tail}", encoding="utf-8")
 
 
 if __name__ == "__main__":

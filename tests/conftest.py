@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.demo.processes import free_port
+from demo.processes import free_port
 
 from tests.reference_data import REFERENCE_DATA
 

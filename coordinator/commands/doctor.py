@@ -22,8 +22,8 @@ from coordinator.flower.certs import CERT_FILES
 from coordinator.flower.flwr_cli import FlwrCommandError, list_runs, list_supernodes
 from coordinator.flower.registry import load_registry
 from coordinator.flower.state import DEFAULT_STATE_DIR, flwr_home
-from protocols.preflight import FIX, INFO, OK, WARN, Check, clock, disk_space, exit_code, reach, resolve, split_address, tls
-from protocols.versions import fedradval_version, flower_version, flower_version_problem
+from flowerglue.preflight import FIX, INFO, OK, WARN, Check, clock, disk_space, exit_code, reach, resolve, split_address, tls
+from flowerglue.versions import fedradval_version, flower_version, flower_version_problem
 
 
 def software() -> Check:

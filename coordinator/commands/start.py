@@ -8,12 +8,12 @@ from pathlib import Path
 import typer
 
 from coordinator.cli import app
-from protocols.runtime_env import flower_env
+from flowerglue.runtime_env import flower_env
 from coordinator.flower.flwr_cli import flwr_executable, write_profile
 from coordinator.flower.state import DEFAULT_STATE_DIR, default_database, flwr_home
 from coordinator.flower.superlink import INSECURE_WARNING, superlink_command
 from protocols.logs import get_logger
-from protocols.versions import fedradval_version, flower_version, flower_version_problem
+from flowerglue.versions import fedradval_version, flower_version, flower_version_problem
 
 log = get_logger("coordinator.start")
 EXIT_UNSUPPORTED_FLOWER = 78  # EX_CONFIG: a service manager should not restart this

@@ -32,6 +32,7 @@ from coordinator.validation.results import Recalibration
 from protocols.models import params_to_payload
 from protocols.payload import Payload, prefixes, unnest
 from protocols.schema import Protocol
+from protocols.contract import APPARENT, BEFORE, CALHIST, CONFORMAL, EVAL_MODELS, LOCALFIT, PAR, STEP, TERMS, TRAIN_MODELS, W, key
 from coordinator.study.design import StudyDesign
 from coordinator.study.transport import Session
 
@@ -156,7 +157,7 @@ def _to_recalibration(method: str, state: NewtonState) -> Recalibration:
     if method == "platt":
         return Recalibration("platt", {"a": float(state.theta[0]), "b": float(state.theta[1])},
                              {"a": float(se_vec[0]), "b": float(se_vec[1])}, state.iterations, state.converged)
-    t = math.exp(float(state.theta[0]))
+    t = _exp(float(state.theta[0]))
     return Recalibration("temperature", {"temperature": t}, {"temperature": t * float(se_vec[0])},
                          state.iterations, state.converged)
 
@@ -177,12 +178,12 @@ def run_calibration(protocol: Protocol, session: Session, design: StudyDesign, w
     requests: dict[str, Payload] = {}
     for site in session.active:
         train_models, eval_models = design.models_trained_by(site), design.models_validated_by(site)
-        req: Payload = {"step": 0, "train_models": train_models, "eval_models": eval_models}
+        req: Payload = {STEP: 0, TRAIN_MODELS: train_models, EVAL_MODELS: eval_models}
         for model in train_models + eval_models:
-            req.update(params_to_payload(f"w/{model}", weights[model]))
+            req.update(params_to_payload(key(W, model), weights[model]))
         if method != "none":
             for model in train_models:
-                req[f"par/{model}"] = _identity(method)[None, :]
+                req[key(PAR, model)] = _identity(method)[None, :]
         requests[site] = req
     replies = session.exchange("calibrate", requests)
     models = design.all_models()
@@ -190,14 +191,14 @@ def run_calibration(protocol: Protocol, session: Session, design: StudyDesign, w
     for model in models:
         fold = model.split("/")[0]
         trainers = [s for s in design.training_sites(fold) if s in replies]
-        out.before[model] = {s: {kind: unnest(replies[s], f"before/{model}/{kind}") for kind in prefixes(replies[s], f"before/{model}")}
+        out.before[model] = {s: {kind: unnest(replies[s], key(BEFORE, model, kind)) for kind in prefixes(replies[s], key(BEFORE, model))}
                              for s in design.heldout_sites(fold) if s in replies}
-        out.apparent[model] = {s: {kind: unnest(replies[s], f"apparent/{model}/{kind}") for kind in ("histograms", "calibration")}
+        out.apparent[model] = {s: {kind: unnest(replies[s], key(APPARENT, model, kind)) for kind in ("histograms", "calibration")}
                                for s in trainers}
-        cal = _usable([(s, unnest(replies[s], f"calhist/{model}")) for s in trainers], "calibration histogram", model, out.notes)
+        cal = _usable([(s, unnest(replies[s], key(CALHIST, model))) for s in trainers], "calibration histogram", model, out.notes)
         conf = {}
         for cls in ("neg", "pos"):
-            conf[cls] = _usable([(s, unnest(replies[s], f"conformal/{model}/{cls}")) for s in trainers],
+            conf[cls] = _usable([(s, unnest(replies[s], key(CONFORMAL, model, cls))) for s in trainers],
                                 f"conformal {cls} histogram", model, out.notes)
         # Class-conditional: each class's threshold pools the sites that released that class's histogram. Each
         # site keeps its own (possibly small-cell-merged) edges: pooling onto common edges would coarsen every
@@ -222,7 +223,7 @@ def run_calibration(protocol: Protocol, session: Session, design: StudyDesign, w
             if np.all(np.isfinite(warm)):  # a candidate only: kept if its exact NLL is the lowest
                 state.candidates = np.vstack([warm[None, :], state.candidates])
         if method == "platt" and not state.converged:
-            local = combined_local_fits([unnest(replies[s], f"localfit/{model}") for s in trainers])
+            local = combined_local_fits([unnest(replies[s], key(LOCALFIT, model)) for s in trainers])
             if local is not None:  # another candidate: usually the closest, from where Newton needs 1-2 steps
                 state.candidates = np.vstack([local[None, :], state.candidates])
     # Newton rounds, all models together
@@ -232,9 +233,9 @@ def run_calibration(protocol: Protocol, session: Session, design: StudyDesign, w
         for site in session.active:
             mine = [m for m in design.models_trained_by(site) if m in pending]
             if mine:
-                req = {"step": out.newton_rounds + 1, "train_models": mine}
+                req = {STEP: out.newton_rounds + 1, TRAIN_MODELS: mine}
                 for m in mine:
-                    req[f"par/{m}"] = pending[m].candidates
+                    req[key(PAR, m)] = pending[m].candidates
                 requests[site] = req
         replies = session.exchange("calibrate", requests)
         out.newton_rounds += 1
@@ -248,6 +249,12 @@ def run_calibration(protocol: Protocol, session: Session, design: StudyDesign, w
     return out
 
 
+def _exp(u: float) -> float:
+    """e^u with u capped at 709 (e^709 ≈ 8e307, the largest finite power): a degenerate temperature fit that ran
+    off to log T ≈ 10³ ends in a note and a finite T (probabilities ≈ ½ at the sites), not an OverflowError."""
+    return math.exp(min(u, 709.0))
+
+
 def _identity(method: str) -> np.ndarray:
     return np.array([0.0, 1.0]) if method == "platt" else np.array([0.0])
 
@@ -257,7 +264,7 @@ def _newton_update(method: str, model: str, state: NewtonState, replies: dict, s
     plan the next candidates θ + s·step (s in LINE_SEARCH) so a step that overshoots costs no extra round."""
     evaluated = []
     for j, point in enumerate(state.candidates):
-        terms = [(s, unnest(replies[s], f"terms/{model}/{j}")) for s in sites if s in replies]
+        terms = [(s, unnest(replies[s], key(TERMS, model, j))) for s in sites if s in replies]
         terms = _usable([(s, a) for s, a in terms if a], "Newton terms", model, notes)
         if not terms:
             state.converged = True
@@ -288,7 +295,7 @@ def _newton_update(method: str, model: str, state: NewtonState, replies: dict, s
     state.iterations += 1
     if method == "temperature" and abs(float(state.theta[0])) > MAX_LOG_T:
         state.converged = True
-        notes.append(f"{model}: temperature scaling has no finite optimum (T = {math.exp(state.theta[0]):.3g}: the "
+        notes.append(f"{model}: temperature scaling has no finite optimum (T = {_exp(float(state.theta[0])):.3g}: the "
                      "scores do not rank the classes the right way round on the calibration parts); stopped there")
         return
     try:

@@ -21,6 +21,7 @@ from coordinator.validation.evaluate import pooled_metrics, site_metrics
 from coordinator.validation.results import AUCEstimate, SiteMetrics
 from protocols.payload import Payload, prefixes, unnest
 from protocols.schema import Protocol
+from protocols.contract import AFTER, COVERAGE, EVAL_MODELS, Q, RECAL, RECAL_METHOD, SETSIZE, key
 
 
 @dataclass
@@ -30,29 +31,39 @@ class EvaluationResult:
     setsize: dict[str, dict[str, dict]] = field(default_factory=dict)
 
 
-def run_evaluation(protocol: Protocol, session: Session, design: StudyDesign, cal: CalibrationResult) -> EvaluationResult:
-    out = EvaluationResult()
+def configure_evaluate(design: StudyDesign, cal: CalibrationResult, active: list[str]) -> dict[str, Payload]:
+    """Each validating site gets, per model it validates, the recalibration map and the conformal thresholds."""
     requests: dict[str, Payload] = {}
-    for site in session.active:
+    for site in active:
         models = design.models_validated_by(site)
         if not models:
             continue
-        req: Payload = {"eval_models": models}
+        req: Payload = {EVAL_MODELS: models}
         for model in models:
             rec = cal.recalibration[model]
-            req[f"recal_method/{model}"] = rec.method
-            req[f"recal/{model}"] = recal_vector(rec)
+            req[key(RECAL_METHOD, model)] = rec.method
+            req[key(RECAL, model)] = recal_vector(rec)
             if model in cal.conformal:
-                req[f"q/{model}"] = np.array(cal.conformal[model], dtype=np.float64)
+                req[key(Q, model)] = np.array(cal.conformal[model], dtype=np.float64)
         requests[site] = req
-    replies = session.exchange("evaluate", requests)
+    return requests
+
+
+def aggregate_evaluate(design: StudyDesign, replies: dict[str, Payload]) -> EvaluationResult:
+    """The held-out sites' "after" aggregates, coverage and set sizes, per model."""
+    out = EvaluationResult()
     for model in design.all_models():
         fold = model.split("/")[0]
         sites = [s for s in design.heldout_sites(fold) if s in replies]
-        out.after[model] = {s: {k: unnest(replies[s], f"after/{model}/{k}") for k in prefixes(replies[s], f"after/{model}")} for s in sites}
-        out.coverage[model] = {s: unnest(replies[s], f"coverage/{model}") for s in sites if f"coverage/{model}/k" in replies[s]}
-        out.setsize[model] = {s: unnest(replies[s], f"setsize/{model}") for s in sites if f"setsize/{model}/k" in replies[s]}
+        out.after[model] = {s: {k: unnest(replies[s], key(AFTER, model, k)) for k in prefixes(replies[s], key(AFTER, model))} for s in sites}
+        out.coverage[model] = {s: unnest(replies[s], key(COVERAGE, model)) for s in sites if key(COVERAGE, model, "k") in replies[s]}
+        out.setsize[model] = {s: unnest(replies[s], key(SETSIZE, model)) for s in sites if key(SETSIZE, model, "k") in replies[s]}
     return out
+
+
+def run_evaluation(protocol: Protocol, session: Session, design: StudyDesign, cal: CalibrationResult) -> EvaluationResult:
+    replies = session.exchange("evaluate", configure_evaluate(design, cal, list(session.active)))
+    return aggregate_evaluate(design, replies)
 
 
 def site_auc(agg: dict | None) -> AUCEstimate | None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from protocols.payload import Payload, unnest
+from protocols.contract import COUNT_FIELDS, ELIGIBLE, FEATURES, FVOL, MODEL_FEATURES, REASON, SCHEMA, VOLUME_FEATURE
 from coordinator.study.transport import Session
 
-COUNT_KEYS = ("n", "n_pos", "n_neg", "n_train", "n_cal", "n_train_pos", "n_train_neg", "n_cal_pos", "n_cal_neg")
 
 
 @dataclass
@@ -28,21 +28,22 @@ def run_handshake(session: Session) -> HandshakeResult:
     replies = session.exchange("handshake", {site: {} for site in list(session.active)})
     result: HandshakeResult | None = None
     for site, reply in sorted(replies.items()):
-        if not reply.get("eligible", False):
-            session.drop(site, f"site {site} cannot take part: {reply.get('reason') or 'not eligible'}")
+        if not reply.get(ELIGIBLE, False):
+            session.drop(site, f"site {site} cannot take part: {reply.get(REASON) or 'not eligible'}")
             continue
         if result is None:
-            result = HandshakeResult(list(reply["features"]), list(reply["model_features"]), str(reply["volume_feature"]))
-        elif list(reply["features"]) != result.features or str(reply["volume_feature"]) != result.volume_feature:
-            theirs, ours = list(reply["features"]), result.features
+            result = HandshakeResult(list(reply[FEATURES]), list(reply[MODEL_FEATURES]), str(reply[VOLUME_FEATURE]))
+        elif (list(reply[FEATURES]) != result.features or str(reply[VOLUME_FEATURE]) != result.volume_feature
+              or list(reply[MODEL_FEATURES]) != result.model_features):
+            theirs, ours = list(reply[FEATURES]), result.features
             diff = sorted(set(theirs) ^ set(ours))[:5] or ["(same names, different order)"]
             session.drop(site, f"site {site} reports a different feature list than the other sites (differences: {diff})")
             continue
-        result.counts[site] = {k: int(reply[k]) for k in COUNT_KEYS}
-        schema = unnest(reply, "schema")
+        result.counts[site] = {k: int(reply[k]) for k in COUNT_FIELDS}
+        schema = unnest(reply, SCHEMA)
         schema["site"], schema["kind"] = site, "schema"
         result.schemas[site] = schema
-        result.feature_volume[site] = unnest(reply, "fvol")
+        result.feature_volume[site] = unnest(reply, FVOL)
     if result is None:
         raise RuntimeError("no site is eligible")  # unreachable: Session raises StudyFailed first
     return result

@@ -22,8 +22,10 @@ from harmonisation.combine import combine_round1, combine_round2
 from harmonisation.diagnostics import pool_moments
 from harmonisation.model import ComBatModel
 from harmonisation.schema import ComBatOptions, build_plan
+from protocols.contract import fold_sizes
 from protocols.payload import Payload, nest, unnest
 from protocols.schema import Protocol
+from protocols.contract import FIT, HELDOUT_FOLDS, PLAN, R1, R2, SCALE, STD, TRAIN_FOLDS, key
 from coordinator.study.design import StudyDesign
 from coordinator.study.handshake import HandshakeResult
 from coordinator.study.transport import Session
@@ -55,7 +57,8 @@ def _plans(protocol: Protocol, design: StudyDesign, hs: HandshakeResult, notes: 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             plan = build_plan(schemas, [c.name for c in cov.categorical], [c.name for c in cov.continuous],
-                              options(protocol), batch_column(protocol))
+                              options(protocol), batch_column(protocol),
+                              protocol.harmonisation.min_batch_size, protocol.harmonisation.warn_batch_size)
         notes += [f"ComBat fold {fold}: {w.message}" for w in caught]
         if plan["spanning"]:
             raise ValueError(
@@ -69,25 +72,27 @@ def run_harmonisation(protocol: Protocol, session: Session, design: StudyDesign,
     """Two rounds (XᵀX/XᵀY, then SSR) for every fold; fails (ValueError) on an impossible design."""
     out = HarmonisationResult()
     out.plans = _plans(protocol, design, hs, out.notes)
+    if session.checker is not None:
+        session.checker.sizes = fold_sizes(out.plans)
     requests: dict[str, Payload] = {}
     for site in session.active:
-        req: Payload = {"train_folds": design.train_folds(site)}
+        req: Payload = {TRAIN_FOLDS: design.train_folds(site)}
         for fold, plan in out.plans.items():
-            req.update(nest(f"plan/{fold}", plan))
+            req.update(nest(key(PLAN, fold), plan))
         requests[site] = req
     replies = session.exchange("combat-round1", requests)
     for fold, plan in out.plans.items():
-        msgs = [unnest(replies[s], f"r1/{fold}") for s in design.training_sites(fold) if s in replies]
+        msgs = [unnest(replies[s], key(R1, fold)) for s in design.training_sites(fold) if s in replies]
         out.fits[fold] = combine_round1(plan, msgs)
     requests = {}
     for site in session.active:
-        req = {"train_folds": design.train_folds(site)}
+        req = {TRAIN_FOLDS: design.train_folds(site)}
         for fold, fit in out.fits.items():
-            req.update(nest(f"fit/{fold}", fit))
+            req.update(nest(key(FIT, fold), fit))
         requests[site] = req
     replies = session.exchange("combat-round2", requests)
     for fold, plan in out.plans.items():
-        msgs = [unnest(replies[s], f"r2/{fold}") for s in design.training_sites(fold) if f"r2/{fold}/n" in replies.get(s, {})]
+        msgs = [unnest(replies[s], key(R2, fold)) for s in design.training_sites(fold) if key(R2, fold, "n") in replies.get(s, {})]
         out.scales[fold] = combine_round2(plan, msgs)
         out.models[fold] = ComBatModel.from_messages(plan, out.fits[fold], out.scales[fold])
     return out
@@ -131,10 +136,10 @@ def first_round_extras(site: str, design: StudyDesign, harm: HarmonisationResult
                        std: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]) -> Payload:
     """What the first training message adds for ``site``: σ̂² of its folds and their standardisation."""
     folds = design.train_folds(site) + design.heldout_folds(site)
-    extra: Payload = {"train_folds": design.train_folds(site), "heldout_folds": design.heldout_folds(site)}
+    extra: Payload = {TRAIN_FOLDS: design.train_folds(site), HELDOUT_FOLDS: design.heldout_folds(site)}
     for fold in folds:
         if harm is not None and fold in harm.scales:
-            extra.update(nest(f"scale/{fold}", harm.scales[fold]))
+            extra.update(nest(key(SCALE, fold), harm.scales[fold]))
         for variant, (mean, sd) in std[fold].items():
-            extra.update(nest(f"std/{fold}/{variant}", {"mean": mean, "sd": sd}))
+            extra.update(nest(key(STD, fold, variant), {"mean": mean, "sd": sd}))
     return extra

@@ -10,8 +10,8 @@ from pathlib import Path
 import typer
 
 from protocols import load_protocol, protocol_id
-from protocols.preflight import FIX, INFO, OK, Check, clock, disk_space, exit_code, proxy_settings, reach, resolve, split_address, tls
-from protocols.versions import fedradval_version
+from flowerglue.preflight import FIX, INFO, OK, Check, clock, disk_space, exit_code, proxy_settings, reach, resolve, split_address, tls
+from flowerglue.versions import fedradval_version
 from site_client.cli import app
 from site_client.flower.approvals import ApprovalsError, approved_ids
 from site_client.flower.flower_internals import FlowerInternalsError, check_flower_internals, probe_node_key
@@ -23,7 +23,7 @@ def software() -> Check:
         check_flower_internals()
     except FlowerInternalsError as exc:
         return Check("software", FIX, str(exc))
-    from protocols.versions import flower_version
+    from flowerglue.versions import flower_version
 
     return Check("software", OK, f"fedradval {fedradval_version()}, Flower {flower_version()}")
 

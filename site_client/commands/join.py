@@ -10,8 +10,8 @@ from protocols.console import load_protocol_for_command
 from site_client.cli import app
 from site_client.flower.approvals import ApprovalsError, approved_ids
 from protocols.logs import get_logger
-from protocols.runtime_env import flower_env
-from protocols.versions import fedradval_version
+from flowerglue.runtime_env import flower_env
+from flowerglue.versions import fedradval_version
 from site_client.flower.client_app import SiteSettings
 from site_client.flower.flower_internals import FlowerInternalsError, check_flower_internals
 from site_client.flower.state import DEFAULT_WORK_DIR, approvals_path, prepare_work_dir, superexec_secret

@@ -22,7 +22,7 @@ from flwr.app import Context, Error, Message
 from flwr.clientapp import ClientApp
 
 from protocols import load_protocol, protocol_id
-from protocols.wire import from_record, to_record
+from flowerglue.wire import from_record, to_record
 from site_client.flower.approvals import approved_ids
 from site_client.flower.audit import append_audit, audit_record
 
@@ -133,8 +133,11 @@ def respond(message: Message, settings: SiteSettings) -> Message:
         content = to_record(reply)
     except ProtocolNotApproved as exc:
         return _error(message, settings, run_id, phase, REFUSED_CODE, f"refused: {exc}")
-    except Exception as exc:  # the study must learn which site failed and why, not a bare traceback
-        text = f"site {settings.site_name}: phase {phase} failed: {type(exc).__name__}: {exc}"
+    except study.SiteStudyError as exc:  # the site's gate: a code and a generic reason (details in its log)
+        return _error(message, settings, run_id, phase, REFUSED_CODE, str(exc))
+    except Exception as exc:  # outside the gate: only a generic reason leaves, the detail stays in the site log
+        site_log(settings, f"run {run_id} phase {phase}: {type(exc).__name__}: {exc}")
+        text = f"site {settings.site_name}: phase {phase} failed (internal-error); details in the site's log"
         return _error(message, settings, run_id, phase, FAILED_CODE, text)
     append_audit(settings.work_dir, audit_record(run_id, phase, reply))
     return Message(content, reply_to=message)

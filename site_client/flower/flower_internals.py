@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from protocols.versions import UnsupportedFlowerError, require_supported_flower
+from flowerglue.versions import UnsupportedFlowerError, require_supported_flower
 
 log = logging.getLogger("fedradval.site.flower")
 

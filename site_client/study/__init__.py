@@ -6,5 +6,6 @@ tests call it directly. State between phases lives in ``context.work_dir``.
 
 from site_client.study.context import ProtocolNotApproved, SiteContext, SiteStudyError
 from site_client.study.dispatch import PHASES, handle
+from site_client.study.validator import Refusal
 
-__all__ = ["PHASES", "ProtocolNotApproved", "SiteContext", "SiteStudyError", "handle"]
+__all__ = ["PHASES", "ProtocolNotApproved", "Refusal", "SiteContext", "SiteStudyError", "handle"]

@@ -25,6 +25,7 @@ import numpy as np
 from fedmath.auc import delong_auc
 from protocols.models import model_key, model_spec, params_from_payload, params_to_payload, parse_model_key, predict_proba
 from protocols.payload import Payload, nest
+from protocols.contract import AFTER, APPARENT, BEFORE, CALHIST, CONFORMAL, COVERAGE, EVAL_MODELS, LOCALFIT, PAR, Q, RECAL, RECAL_METHOD, SETSIZE, STEP, TERMS, TRAIN_MODELS, W, key
 from site_client.evaluation import (
     calibration_sums,
     class_histograms,
@@ -92,51 +93,51 @@ def evaluation_aggregates(p: np.ndarray, y: np.ndarray, context: SiteContext) ->
 
 def _probabilities(context: SiteContext, store: SiteStore, cohort: Cohort, model: str, weights: dict, arrays: dict) -> np.ndarray:
     _, _, feature_set = parse_model_key(model)
-    params = params_from_payload(weights, f"w/{model}")
+    params = params_from_payload(weights, key(W, model))
     x = design(store, cohort, model, arrays)
     return predict_proba(params, x)
 
 
 def handle_calibrate(payload: Payload, context: SiteContext, store: SiteStore, cohort: Cohort) -> Payload:
-    step = int(payload.get("step", 0))
+    step = int(payload.get(STEP, 0))
     arrays = store.read_arrays(MATRICES)
     k = context.protocol.privacy.min_cell_count
     v = context.protocol.validation
     reply: Payload = {}
     if step == 0:
-        weights = {key: value for key, value in payload.items() if key.startswith("w/")}
-        store.write_arrays(FINAL_WEIGHTS, {key.replace("/", "|"): value for key, value in weights.items()})
+        weights = {name: value for name, value in payload.items() if name.startswith(W + "/")}
+        store.write_arrays(FINAL_WEIGHTS, {name.replace("/", "|"): value for name, value in weights.items()})
         cal, train = ~cohort.train, cohort.train
-        for model in payload.get("train_models", []):
+        for model in payload.get(TRAIN_MODELS, []):
             p = _probabilities(context, store, cohort, model, weights, arrays)
             y = cohort.y
-            reply.update(nest(f"calhist/{model}", suppress_small_cells(class_histograms(p[cal], y[cal], v.histogram_bins), k)))
+            reply.update(nest(key(CALHIST, model), suppress_small_cells(class_histograms(p[cal], y[cal], v.histogram_bins), k)))
             for label, name in ((0, "neg"), (1, "pos")):
                 hist = conformal_histogram(p[cal], y[cal], v.histogram_bins, label, context.site_name)
-                reply.update(nest(f"conformal/{model}/{name}", suppress_small_cells(hist, k)))
-            reply.update(nest(f"apparent/{model}/histograms", suppress_small_cells(class_histograms(p[train], y[train], v.histogram_bins), k)))
-            reply.update(nest(f"apparent/{model}/calibration", suppress_small_cells(calibration_sums(p[train], y[train]), k)))
-            if f"par/{model}" in payload:
-                for j, point in enumerate(np.atleast_2d(payload[f"par/{model}"])):
-                    reply.update(nest(f"terms/{model}/{j}", _newton_terms(context, p[cal], y[cal], point)))
+                reply.update(nest(key(CONFORMAL, model, name), suppress_small_cells(hist, k)))
+            reply.update(nest(key(APPARENT, model, "histograms"), suppress_small_cells(class_histograms(p[train], y[train], v.histogram_bins), k)))
+            reply.update(nest(key(APPARENT, model, "calibration"), suppress_small_cells(calibration_sums(p[train], y[train]), k)))
+            if key(PAR, model) in payload:
+                for j, point in enumerate(np.atleast_2d(payload[key(PAR, model)])):
+                    reply.update(nest(key(TERMS, model, j), _newton_terms(context, p[cal], y[cal], point)))
             if v.recalibration == "platt":
-                reply.update(nest(f"localfit/{model}", _local_platt(p[cal], y[cal], k)))
+                reply.update(nest(key(LOCALFIT, model), _local_platt(p[cal], y[cal], k)))
         scores = {}
-        for model in payload.get("eval_models", []):
+        for model in payload.get(EVAL_MODELS, []):
             p = scores[model] = _probabilities(context, store, cohort, model, weights, arrays)
             for name, agg in evaluation_aggregates(p, cohort.y, context).items():
-                reply.update(nest(f"before/{model}/{name}", agg))
+                reply.update(nest(key(BEFORE, model, name), agg))
         for model, baseline in paired_models(scores):  # ΔAUC vs volume only, paired DeLong on the same patients
-            reply.update(nest(f"before/{model}/paired", _paired(scores[model], scores[baseline], cohort.y, k)))
+            reply.update(nest(key(BEFORE, model, "paired"), _paired(scores[model], scores[baseline], cohort.y, k)))
         return reply
     weights = _stored_weights(context, store)
     method = v.recalibration
     cal = ~cohort.train
-    for model in payload.get("train_models", []):
+    for model in payload.get(TRAIN_MODELS, []):
         p = _probabilities(context, store, cohort, model, weights, arrays)[cal]
         y = cohort.y[cal]
-        for j, point in enumerate(np.atleast_2d(payload[f"par/{model}"])):
-            reply.update(nest(f"terms/{model}/{j}", _newton_terms(context, p, y, point)))
+        for j, point in enumerate(np.atleast_2d(payload[key(PAR, model)])):
+            reply.update(nest(key(TERMS, model, j), _newton_terms(context, p, y, point)))
     return reply
 
 
@@ -186,7 +187,7 @@ def _newton_terms(context: SiteContext, p: np.ndarray, y: np.ndarray, par: objec
 def _stored_weights(context: SiteContext, store: SiteStore) -> dict:
     if not store.exists(FINAL_WEIGHTS):
         raise SiteStudyError(f"site {context.site_name}: no final model weights stored; calibration step 0 missed")
-    return {key.replace("|", "/"): value for key, value in store.read_arrays(FINAL_WEIGHTS).items()}
+    return {name.replace("|", "/"): value for name, value in store.read_arrays(FINAL_WEIGHTS).items()}
 
 
 def handle_evaluate(payload: Payload, context: SiteContext, store: SiteStore, cohort: Cohort) -> Payload:
@@ -194,16 +195,16 @@ def handle_evaluate(payload: Payload, context: SiteContext, store: SiteStore, co
     weights = _stored_weights(context, store)
     k = context.protocol.privacy.min_cell_count
     reply: Payload = {}
-    for model in payload.get("eval_models", []):
+    for model in payload.get(EVAL_MODELS, []):
         p = _probabilities(context, store, cohort, model, weights, arrays)
-        method = str(payload[f"recal_method/{model}"])
-        p_after = recalibrate(p, method, np.asarray(payload[f"recal/{model}"], dtype=np.float64))
+        method = str(payload[key(RECAL_METHOD, model)])
+        p_after = recalibrate(p, method, np.asarray(payload[key(RECAL, model)], dtype=np.float64))
         for name, agg in evaluation_aggregates(p_after, cohort.y, context).items():
-            reply.update(nest(f"after/{model}/{name}", agg))
-        if f"q/{model}" in payload:
-            q_neg, q_pos = (float(t) for t in np.asarray(payload[f"q/{model}"], dtype=np.float64))
+            reply.update(nest(key(AFTER, model, name), agg))
+        if key(Q, model) in payload:
+            q_neg, q_pos = (float(t) for t in np.asarray(payload[key(Q, model)], dtype=np.float64))
             # small cells: per-class → overall → "<k missed" coverage; split → unsplit set sizes (one version leaves)
             coverage, sizes = released_set_statistics(p, cohort.y, q_neg, q_pos, k, context.site_name)
-            reply.update(nest(f"coverage/{model}", coverage))
-            reply.update(nest(f"setsize/{model}", sizes))
+            reply.update(nest(key(COVERAGE, model), coverage))
+            reply.update(nest(key(SETSIZE, model), sizes))
     return reply

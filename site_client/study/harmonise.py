@@ -23,6 +23,7 @@ from harmonisation.schema import batch_labels
 from harmonisation.site_stats import site_round1, site_round2
 from protocols.models import ALL_SITES
 from protocols.payload import Payload, nest, prefixes, unnest
+from protocols.contract import DIAG, FIT, HELDOUT_FOLDS, PLAN, R1, R2, SCALE, STD, TRAIN_FOLDS, key
 from site_client.study.cohort import Cohort
 from site_client.study.context import SiteContext, SiteStudyError
 from site_client.study.store import SiteStore
@@ -36,29 +37,29 @@ def _fold_file(kind: str, fold: str) -> str:
 
 def handle_round1(payload: Payload, context: SiteContext, store: SiteStore, cohort: Cohort) -> Payload:
     reply: Payload = {}
-    train_folds = list(payload.get("train_folds", []))
-    for fold in prefixes(payload, "plan"):
-        plan = unnest(payload, f"plan/{fold}")
+    train_folds = list(payload.get(TRAIN_FOLDS, []))
+    for fold in prefixes(payload, PLAN):
+        plan = unnest(payload, key(PLAN, fold))
         store.write_message(_fold_file("plan", fold), plan)
         if fold in train_folds:
             sd = prepare_site(context.site_name, cohort.table, plan)
             msg = site_round1(sd)
-            reply.update(nest(f"r1/{fold}", {k: msg[k] for k in ("xtx", "xty", "n")}))
+            reply.update(nest(key(R1, fold), {k: msg[k] for k in ("xtx", "xty", "n")}))
     return reply
 
 
 def handle_round2(payload: Payload, context: SiteContext, store: SiteStore, cohort: Cohort) -> Payload:
     reply: Payload = {}
-    train_folds = list(payload.get("train_folds", []))
-    for fold in prefixes(payload, "fit"):
-        fit = unnest(payload, f"fit/{fold}")
+    train_folds = list(payload.get(TRAIN_FOLDS, []))
+    for fold in prefixes(payload, FIT):
+        fit = unnest(payload, key(FIT, fold))
         store.write_message(_fold_file("fit", fold), fit)
         if fold in train_folds:
             plan = store.read_message(_fold_file("plan", fold))
             sd = prepare_site(context.site_name, cohort.table, plan)
             msg = site_round2(sd, plan, fit)
             if msg is not None:
-                reply.update(nest(f"r2/{fold}", {"ssr": msg["ssr"], "n": msg["n"]}))
+                reply.update(nest(key(R2, fold), {"ssr": msg["ssr"], "n": msg["n"]}))
     return reply
 
 
@@ -70,14 +71,14 @@ def finalise(payload: Payload, context: SiteContext, store: SiteStore, cohort: C
     as the handshake schema) for the final model's fold and the folds this site is held out of.
     """
     site = context.site_name
-    train_folds = set(payload.get("train_folds", []))
-    heldout_folds = set(payload.get("heldout_folds", []))
+    train_folds = set(payload.get(TRAIN_FOLDS, []))
+    heldout_folds = set(payload.get(HELDOUT_FOLDS, []))
     arrays: dict[str, np.ndarray] = {}
     notes: list[str] = []
-    for fold in prefixes(payload, "scale"):
+    for fold in prefixes(payload, SCALE):
         if fold not in train_folds | heldout_folds:
             continue
-        scale = unnest(payload, f"scale/{fold}")
+        scale = unnest(payload, key(SCALE, fold))
         plan = store.read_message(_fold_file("plan", fold))
         fit = store.read_message(_fold_file("fit", fold))
         cols = [cohort.features.index(f) for f in plan["features"]]
@@ -98,9 +99,9 @@ def finalise(payload: Payload, context: SiteContext, store: SiteStore, cohort: C
         x = cohort.matrix().copy()
         x[:, cols] = adjusted
         arrays[f"{fold}|harmonised"] = x
-    for fold in prefixes(payload, "std"):
-        for variant in prefixes(payload, f"std/{fold}"):
-            std = unnest(payload, f"std/{fold}/{variant}")
+    for fold in prefixes(payload, STD):
+        for variant in prefixes(payload, key(STD, fold)):
+            std = unnest(payload, key(STD, fold, variant))
             arrays[f"{fold}|{variant}|mean"] = np.asarray(std["mean"], dtype=np.float64)
             arrays[f"{fold}|{variant}|sd"] = np.asarray(std["sd"], dtype=np.float64)
     if not arrays:
@@ -111,15 +112,15 @@ def finalise(payload: Payload, context: SiteContext, store: SiteStore, cohort: C
     for fold in sorted((heldout_folds | {ALL_SITES}) & (train_folds | heldout_folds)):
         if f"{fold}|harmonised" in arrays:
             diag = site_diagnostics(site, arrays[f"{fold}|harmonised"], labels)
-            diagnostics.update(nest(f"diag/{fold}", {k: diag[k] for k in ("batches", "batch_n", "mean", "var")}))
+            diagnostics.update(nest(key(DIAG, fold), {k: diag[k] for k in ("batches", "batch_n", "mean", "var")}))
     return notes, diagnostics
 
 
 def standardised(store: SiteStore, cohort: Cohort, fold: str, variant: str, _cache: dict | None = None) -> np.ndarray:
     """(X − mean) / sd of the fold's variant (harmonised or raw), all cases, columns = ``cohort.features``."""
     arrays = _cache if _cache is not None else store.read_arrays(MATRICES)
-    key = f"{fold}|{variant}"
-    if f"{key}|mean" not in arrays:
+    stored = f"{fold}|{variant}"
+    if f"{stored}|mean" not in arrays:
         raise SiteStudyError(f"no standardisation for fold {fold}, variant {variant} at this site")
-    x = arrays[key] if variant == "harmonised" else cohort.matrix()
-    return (x - arrays[f"{key}|mean"]) / arrays[f"{key}|sd"]
+    x = arrays[stored] if variant == "harmonised" else cohort.matrix()
+    return (x - arrays[f"{stored}|mean"]) / arrays[f"{stored}|sd"]

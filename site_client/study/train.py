@@ -14,6 +14,7 @@ import numpy as np
 
 from protocols.models import model_spec, params_from_payload, params_to_payload, parse_model_key
 from protocols.payload import Payload, prefixes
+from protocols.contract import HELDOUT_FOLDS, LOSS, MODELS, N, ROUND, STD, W, key
 from site_client.study.cohort import Cohort
 from site_client.study.context import SiteContext, SiteStudyError
 from site_client.study.harmonise import MATRICES, finalise
@@ -31,37 +32,37 @@ def inputs(cohort: Cohort, x_std: np.ndarray, feature_set: str) -> np.ndarray:
 def design(store: SiteStore, cohort: Cohort, model: str, arrays: dict) -> np.ndarray:
     """Standardised inputs of ``model`` for all the site's cases."""
     fold, variant, feature_set = parse_model_key(model)
-    key = f"{fold}|{variant}"
-    if f"{key}|mean" not in arrays:
+    stored = f"{fold}|{variant}"
+    if f"{stored}|mean" not in arrays:
         raise SiteStudyError(f"no standardisation for model {model} at this site (first training round missed?)")
-    x = arrays[key] if variant == "harmonised" else cohort.matrix()
-    return inputs(cohort, (x - arrays[f"{key}|mean"]) / arrays[f"{key}|sd"], feature_set)
+    x = arrays[stored] if variant == "harmonised" else cohort.matrix()
+    return inputs(cohort, (x - arrays[f"{stored}|mean"]) / arrays[f"{stored}|sd"], feature_set)
 
 
 def handle_train(payload: Payload, context: SiteContext, store: SiteStore, cohort: Cohort) -> Payload:
     site, protocol = context.site_name, context.protocol
     notes: list[str] = []
     reply: Payload = {}
-    if prefixes(payload, "std"):
+    if prefixes(payload, STD):
         notes, reply = finalise(payload, context, store, cohort)
     arrays = store.read_arrays(MATRICES)
-    round_no = int(payload["round"])
+    round_no = int(payload[ROUND])
     config = TrainConfig.from_protocol(protocol.model)
-    heldout = set(payload.get("heldout_folds", []))
-    for model in payload["models"]:
+    heldout = set(payload.get(HELDOUT_FOLDS, []))
+    for model in payload[MODELS]:
         fold, _, feature_set = parse_model_key(model)
         if fold == site or fold in heldout:
             raise SiteStudyError(
                 f"site {site}: asked to train model {model} of the fold it is held out of; refusing")
         spec = model_spec(protocol.model.type, protocol.model.hidden_sizes, feature_set, len(cohort.model_features))
-        params = params_from_payload(payload, f"w/{model}")
+        params = params_from_payload(payload, key(W, model))
         x = design(store, cohort, model, arrays)[cohort.train]
         y = cohort.y[cohort.train]
         seed = derived_seed(protocol.model.seed, round_no, site, model)
         new, loss = train_local(spec, params, x, y, config, seed)
-        reply.update(params_to_payload(f"w/{model}", new))
-        reply[f"n/{model}"] = int(y.size)
-        reply[f"loss/{model}"] = float(loss)
+        reply.update(params_to_payload(key(W, model), new))
+        reply[key(N, model)] = int(y.size)
+        reply[key(LOSS, model)] = float(loss)
     if notes:  # warnings may hold small counts: they stay in the site's own log
         store.append_log(notes)
     return reply

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from coordinator.demo.cohort import generate_cohort
-from coordinator.demo.processes import free_port
+from demo.cohort import generate_cohort
+from demo.processes import free_port
 from protocols import parse_protocol
 from protocols import protocol_id as identify
 from site_client.flower.audit import read_audit

@@ -83,7 +83,7 @@ def test_a_host_name_the_certificate_does_not_list_is_named(deployment: Deployme
 
 
 def test_nothing_listening_is_a_reach_problem(deployment: Deployment) -> None:
-    from coordinator.demo.processes import free_port
+    from demo.processes import free_port
 
     code, lines = _doctor(deployment, "--coordinator", f"127.0.0.1:{free_port()}", "--root-certificates",
                           str(deployment.certs / "ca.crt"))

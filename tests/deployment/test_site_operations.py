@@ -22,7 +22,7 @@ from flwr.cli.build import build_fab_from_files
 
 from coordinator.flower.flwr_cli import APP_DIR
 from protocols.logs import configure_logging
-from protocols.versions import flower_version_problem, supported_flower_range
+from flowerglue.versions import flower_version_problem, supported_flower_range
 from site_client.flower import flower_internals
 from site_client.flower.flower_internals import (
     INSTALLED_COMPONENTS,
@@ -139,7 +139,7 @@ def test_join_refuses_to_start_with_an_unsupported_flower(tmp_path: Path) -> Non
     """The real `site-client join`, with only the version that the metadata reports replaced."""
     script = textwrap.dedent("""
         import sys
-        import protocols.versions as versions
+        import flowerglue.versions as versions
         versions.flower_version = lambda: "1.40.2"
         from site_client.cli import app
         sys.argv = ["site-client", *sys.argv[1:]]
@@ -332,7 +332,7 @@ def test_extraction_reports_progress_in_the_service_log(tmp_path: Path) -> None:
 
 def test_the_site_superexec_refuses_to_start_with_an_unsupported_flower(tmp_path: Path) -> None:
     script = textwrap.dedent("""
-        import protocols.versions as versions
+        import flowerglue.versions as versions
         versions.flower_version = lambda: "1.42.1"
         from site_client.flower.warm_exec import main
         main(["--runtime-api-address", "127.0.0.1:1"])

@@ -43,7 +43,7 @@ def test_cells_a_spreadsheet_would_evaluate_get_a_leading_quote_and_read_back_un
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    from coordinator.demo.cohort import generate_cohort
+    from demo.cohort import generate_cohort
 
     root = tmp_path_factory.mktemp("demo")
     manifests = generate_cohort(root / "cohort", sites=2, cases_per_site=14, progress=lambda s: None)

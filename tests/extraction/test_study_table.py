@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def demo_site(tmp_path_factory) -> Path:
-    from coordinator.demo.cohort import generate_cohort
+    from demo.cohort import generate_cohort
 
     manifests = generate_cohort(tmp_path_factory.mktemp("demo"), sites=2, cases_per_site=14, progress=lambda s: None)
     return manifests[0].parent

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from lifelines import CoxPHFitter, WeibullFitter
 
-from coordinator.survival_outcomes import LOG_HAZARD_RATIOS, SHAPE, survival_columns, survival_outcome
+from demo.survival_outcomes import LOG_HAZARD_RATIOS, SHAPE, survival_columns, survival_outcome
 
 
 def _lesions(n: int, rng: np.random.Generator) -> pd.DataFrame:

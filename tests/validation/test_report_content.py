@@ -90,7 +90,7 @@ def test_held_out_harmonisation_is_explained_with_the_unharmonised_variant_besid
 def test_demo_table_prints_the_random_effects_auc_as_its_own_row():
     from rich.console import Console
 
-    from coordinator.demo.results import DemoResults, HeldOutSite, VariantMetrics, results_table
+    from demo.results import DemoResults, HeldOutSite, VariantMetrics, results_table
 
     m = VariantMetrics(auc=0.8, auc_ci_low=0.7, auc_ci_high=0.9, cal_slope=1.0, conformal_coverage=0.9)
     results = DemoResults("exp", "run", ["harmonised", "raw"], [HeldOutSite("a", 60, 20, {"harmonised": m, "raw": m})],
