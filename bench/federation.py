@@ -46,6 +46,37 @@ def machine() -> str:
     return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}, load avg {load:.1f} at start"
 
 
+def site_training_compute(n_folds: int, cases: int, repeats: int = 5) -> dict[str, float]:
+    """CPU seconds of one site's training message at the tests' sizes (logistic, SGD, batch 16, 1 epoch, 7
+    radiomic features, ``cases`` training cases): 4·K models (K folds × raw/harmonised × radiomic/volume) in one
+    batched call, the same models one call each (the per-model cost), and one model. Medians of ``repeats``."""
+    import numpy as np
+
+    from protocols.models import init_params, model_spec
+    from site_client.study.learning import LocalModel, TrainConfig, train_models
+
+    rng = np.random.default_rng(0)
+    config = TrainConfig("sgd", 0.1, 0.0, batch_size=16, local_epochs=1, proximal_mu=0.0)
+    y = (rng.random(cases) < 0.45).astype(float)
+    models = []
+    for i in range(4 * n_folds):
+        spec = model_spec("logistic", [], "volume" if i % 2 else "radiomic", 7)
+        models.append(LocalModel(spec, init_params(spec, 5), rng.normal(size=(cases, spec.n_inputs)), y, i))
+
+    def cpu(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            started = time.process_time()
+            fn()
+            times.append(time.process_time() - started)
+        return sorted(times)[len(times) // 2]
+
+    train_models(models[:1], config)  # warm-up: torch's first optimiser imports its compiler stack
+    return {"one": cpu(lambda: train_models(models[:1], config)),
+            "batched": cpu(lambda: train_models(models, config)),
+            "one_by_one": cpu(lambda: [train_models([m], config) for m in models])}
+
+
 def deployment_study(root: Path, n_sites: int, rounds: int, cases: int) -> dict[str, object]:
     names = [f"site-{i + 1}" for i in range(n_sites)]
     data = write_sites(root / "data", {n: cases + 4 * i for i, n in enumerate(names)})
@@ -127,6 +158,15 @@ def main() -> None:
     parser.add_argument("--skip-simulation", action="store_true")
     args = parser.parse_args()
     print(f"machine: {machine()}")
+    print()
+    print("| folds K (sites) | models 4·K | one model (ms CPU) | 4·K batched (ms CPU) | batched / one model "
+          "| 4·K one at a time (ms CPU) |")
+    print("|---|---|---|---|---|---|")
+    for n_sites in sorted({args.sites, *args.sim_sites}):
+        t = site_training_compute(n_sites, args.cases)
+        print(f"| {n_sites} | {4 * n_sites} | {1000 * t['one']:.1f} | {1000 * t['batched']:.1f} | "
+              f"**{t['batched'] / t['one']:.2f}x** | {1000 * t['one_by_one']:.0f} |", flush=True)
+    print()
     rows = []
     with tempfile.TemporaryDirectory(prefix="fedradval-bench-") as tmp:
         if not args.skip_deployment:

@@ -17,7 +17,7 @@ from protocols.payload import Payload, prefixes
 from site_client.study.cohort import Cohort
 from site_client.study.context import SiteContext, SiteStudyError
 from site_client.study.harmonise import MATRICES, finalise
-from site_client.study.learning import TrainConfig, derived_seed, train_local
+from site_client.study.learning import LocalModel, TrainConfig, derived_seed, train_models
 from site_client.study.store import SiteStore
 
 
@@ -48,19 +48,20 @@ def handle_train(payload: Payload, context: SiteContext, store: SiteStore, cohor
     round_no = int(payload["round"])
     config = TrainConfig.from_protocol(protocol.model)
     heldout = set(payload.get("heldout_folds", []))
+    local = []
     for model in payload["models"]:
         fold, _, feature_set = parse_model_key(model)
         if fold == site or fold in heldout:
             raise SiteStudyError(
                 f"site {site}: asked to train model {model} of the fold it is held out of; refusing")
         spec = model_spec(protocol.model.type, protocol.model.hidden_sizes, feature_set, len(cohort.model_features))
-        params = params_from_payload(payload, f"w/{model}")
-        x = design(store, cohort, model, arrays)[cohort.train]
-        y = cohort.y[cohort.train]
-        seed = derived_seed(protocol.model.seed, round_no, site, model)
-        new, loss = train_local(spec, params, x, y, config, seed)
+        local.append(LocalModel(spec, params_from_payload(payload, f"w/{model}"),
+                                design(store, cohort, model, arrays)[cohort.train], cohort.y[cohort.train],
+                                derived_seed(protocol.model.seed, round_no, site, model)))
+    # all the message's models in one batched computation (same results as one at a time)
+    for model, entry, (new, loss) in zip(payload["models"], local, train_models(local, config, names=payload["models"])):
         reply.update(params_to_payload(f"w/{model}", new))
-        reply[f"n/{model}"] = int(y.size)
+        reply[f"n/{model}"] = int(entry.y.size)
         reply[f"loss/{model}"] = float(loss)
     if notes:  # warnings may hold small counts: they stay in the site's own log
         store.append_log(notes)
