@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol as TypingProtocol
 from typing import runtime_checkable
 
-from protocols.payload import Payload, payload_nbytes
+from protocols.payload import Payload, ReceivedPayload, payload_nbytes
 
 
 @dataclass
@@ -99,7 +99,7 @@ class Session:
                 failures.append((site, f"phase {phase}: {reply.message}"))
             else:
                 self.bytes_received[site] = self.bytes_received.get(site, 0) + payload_nbytes(reply)
-                good[site] = reply
+                good[site] = ReceivedPayload(reply)  # read-only, indexed: reading it per model stays linear
         for site, why in failures:
             self.drop(site, why)
         return good
