@@ -23,11 +23,11 @@ from tests.deployment.synthetic import write_protocol, write_sites
 BIN = Path(sys.executable).parent
 
 
-def _wait_for_head(address: str, env: dict[str, str], timeout_s: float = 180.0) -> None:
+def _wait_for_head(address: str, env: dict[str, str], timeout_s: float = 400.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         probe = subprocess.run([str(BIN / "ray"), "status", "--address", address], env=env, capture_output=True,
-                               text=True, timeout=120)
+                               text=True, timeout=90)
         if probe.returncode == 0:
             return
         time.sleep(2)
@@ -44,7 +44,7 @@ def test_simulation_on_a_ray_cluster_carries_the_site_settings_with_the_run(tmp_
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     port = free_port()
-    address = f"127.0.0.1:{port}"
+    address = f"127.0.0.1:{port}"  # Ray itself may rewrite loopback to the node address
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--port", str(port), "--num-cpus", "2",
          "--include-dashboard", "false", "--temp-dir", str(tmp_path / "ray")],
