@@ -46,10 +46,11 @@ def machine() -> str:
     return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}, load avg {load:.1f} at start"
 
 
-def site_training_compute(n_folds: int, cases: int, repeats: int = 5) -> dict[str, float]:
+def site_training_compute(n_folds: int, cases: int, repeats: int = 15) -> dict[str, float]:
     """CPU seconds of one site's training message at the tests' sizes (logistic, SGD, batch 16, 1 epoch, 7
     radiomic features, ``cases`` training cases): 4·K models (K folds × raw/harmonised × radiomic/volume) in one
-    batched call, the same models one call each (the per-model cost), and one model. Medians of ``repeats``."""
+    batched call, the same models one call each (the per-model cost), and one model. Medians of ``repeats``
+    (CPU time of this process: what transfers from a loaded machine)."""
     import numpy as np
 
     from protocols.models import init_params, model_spec
