@@ -8,9 +8,11 @@ travel with the run itself (pickled with the ClientApp). A real ``ray start --he
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,10 +46,11 @@ def test_simulation_on_a_ray_cluster_carries_the_site_settings_with_the_run(tmp_
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     port = free_port()
+    ray_temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     address = f"127.0.0.1:{port}"  # Ray itself may rewrite loopback to the node address
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--port", str(port), "--num-cpus", "2",
-         "--include-dashboard", "false", "--temp-dir", str(tmp_path / "ray")],
+         "--include-dashboard", "false", "--temp-dir", ray_temp],
         env=env, stdout=open(tmp_path / "ray-head.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
@@ -68,3 +71,4 @@ def test_simulation_on_a_ray_cluster_carries_the_site_settings_with_the_run(tmp_
             head.wait(timeout=60)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             os.killpg(head.pid, signal.SIGKILL)
+        shutil.rmtree(ray_temp, ignore_errors=True)
