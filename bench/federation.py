@@ -46,6 +46,38 @@ def machine() -> str:
     return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}, load avg {load:.1f} at start"
 
 
+def site_training_compute(n_folds: int, cases: int, repeats: int = 15) -> dict[str, float]:
+    """CPU seconds of one site's training message at the tests' sizes (logistic, SGD, batch 16, 1 epoch, 7
+    radiomic features, ``cases`` training cases): 4·K models (K folds × raw/harmonised × radiomic/volume) in one
+    batched call, the same models one call each (the per-model cost), and one model. Medians of ``repeats``
+    (CPU time of this process: what transfers from a loaded machine)."""
+    import numpy as np
+
+    from protocols.models import init_params, model_spec
+    from site_client.study.learning import LocalModel, TrainConfig, train_models
+
+    rng = np.random.default_rng(0)
+    config = TrainConfig("sgd", 0.1, 0.0, batch_size=16, local_epochs=1, proximal_mu=0.0)
+    y = (rng.random(cases) < 0.45).astype(float)
+    models = []
+    for i in range(4 * n_folds):
+        spec = model_spec("logistic", [], "volume" if i % 2 else "radiomic", 7)
+        models.append(LocalModel(spec, init_params(spec, 5), rng.normal(size=(cases, spec.n_inputs)), y, i))
+
+    def cpu(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            started = time.process_time()
+            fn()
+            times.append(time.process_time() - started)
+        return sorted(times)[len(times) // 2]
+
+    train_models(models[:1], config)  # warm-up: torch's first optimiser imports its compiler stack
+    return {"one": cpu(lambda: train_models(models[:1], config)),
+            "batched": cpu(lambda: train_models(models, config)),
+            "one_by_one": cpu(lambda: [train_models([m], config) for m in models])}
+
+
 def deployment_study(root: Path, n_sites: int, rounds: int, cases: int) -> dict[str, object]:
     names = [f"site-{i + 1}" for i in range(n_sites)]
     data = write_sites(root / "data", {n: cases + 4 * i for i, n in enumerate(names)})
@@ -98,23 +130,94 @@ def in_process_study(root: Path, n_sites: int, rounds: int, cases: int) -> dict[
     return {"wall": time.monotonic() - started, "rounds": outcome.rounds}
 
 
-def simulation_study(root: Path, n_sites: int, rounds: int, cases: int) -> dict[str, object]:
+def _tree_usage(root_pid: int, cpu_seen: dict[int, float]) -> int:
+    """Proportional set size (bytes) of a process and all its descendants (Ray's GCS, raylet, workers): PSS
+    splits shared pages between the processes, so the sum is the memory the whole simulation holds. Updates
+    ``cpu_seen`` (pid -> user + system CPU seconds so far) for every process of the tree."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    cpu: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            pid = int(stat.parent.name)
+            children.setdefault(int(fields[1]), []).append(pid)
+            cpu[pid] = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        except (OSError, IndexError, ValueError):
+            continue
+    total, todo = 0, [root_pid]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        cpu_seen[pid] = max(cpu_seen.get(pid, 0.0), cpu.get(pid, 0.0))
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
+                    break
+        except OSError:
+            continue
+    return total
+
+
+def simulation_study(root: Path, n_sites: int, rounds: int, cases: int, cases_max: int) -> dict[str, object]:
+    """``coordinator simulate`` on ``n_sites`` generated sites of ``cases``..``cases_max`` cases; wall time,
+    message rounds, median bytes sent per site and the peak memory (PSS, sampled every 0.5 s) of all its
+    processes, and their CPU time (user + system, summed over every process seen; sampled, so a process that
+    lives under 0.5 s is missed): CPU time is what transfers from a shared, loaded machine to an idle one."""
+    import threading
+
     names = [f"site-{i + 1:02d}" for i in range(n_sites)]
-    write_sites(root / "sites", {n: cases + (i % 5) * 4 for i, n in enumerate(names)}, file_name="features.csv")
+    spread = max(cases_max - cases, 0)
+    write_sites(root / "sites", {n: cases + (i * 7919) % (spread + 1) for i, n in enumerate(names)},
+                file_name="features.csv")
     protocol = root / "study.yaml"
     write_protocol(protocol, rounds=rounds, min_sites=max(2, n_sites - 1), round_timeout_s=1200)
     started = time.monotonic()
-    result = subprocess.run(
-        [str(Path(sys.executable).with_name("coordinator")), "simulate", "--protocol", str(protocol),
-         "--sites-dir", str(root / "sites"), "--work-dir", str(root / "work")],
-        capture_output=True, text=True, cwd=root, timeout=7200,
-    )
+    with open(root / "simulate.log", "w") as log:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("coordinator")), "simulate", "--protocol", str(protocol),
+             "--sites-dir", str(root / "sites"), "--work-dir", str(root / "work")],
+            stdout=log, stderr=subprocess.STDOUT, text=True, cwd=root, start_new_session=True,
+        )
+        peak = [0]
+        cpu_seen: dict[int, float] = {}
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.5):
+                peak[0] = max(peak[0], _tree_usage(proc.pid, cpu_seen))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            code = proc.wait(timeout=7200)
+        finally:
+            done.set()
+            sampler.join()
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
     wall = time.monotonic() - started
-    found = re.search(r"(\d+) message rounds", result.stdout)
-    if result.returncode != 0 or not found:
-        raise SystemExit(f"simulation with {n_sites} sites failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    output = (root / "simulate.log").read_text(errors="replace")
+    found = re.search(r"(\d+) message rounds", output)
+    if code != 0 or not found:
+        raise SystemExit(f"simulation with {n_sites} sites failed:\n{output[-4000:]}")
     sent = [sum(r["bytes"] for r in read_audit(root / "work" / n)) for n in names]
-    return {"wall": wall, "rounds": int(found.group(1)), "bytes_median": sorted(sent)[len(sent) // 2]}
+    return {"wall": wall, "rounds": int(found.group(1)), "bytes_median": sorted(sent)[len(sent) // 2],
+            "bytes_max": max(sent), "peak_pss": peak[0], "cpu": sum(cpu_seen.values()), "phases": phase_times(root / "work")}
+
+
+def phase_times(work: Path) -> dict[str, float]:
+    """Seconds from the first to the last reply of each phase, over all sites' audit logs."""
+    from datetime import datetime
+
+    spans: dict[str, list[float]] = {}
+    for audit in work.glob("*/audit.jsonl"):
+        for record in read_audit(audit.parent):
+            t = datetime.fromisoformat(record["time"]).timestamp()
+            lo, hi = spans.get(record["phase"], [t, t])
+            spans[record["phase"]] = [min(lo, t), max(hi, t)]
+    return {phase: hi - lo for phase, (lo, hi) in spans.items()}
 
 
 def main() -> None:
@@ -122,11 +225,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20, help="training rounds")
     parser.add_argument("--sites", type=int, default=4, help="sites in the loopback deployment")
     parser.add_argument("--sim-sites", type=int, nargs="*", default=[4, 20, 50])
-    parser.add_argument("--cases", type=int, default=60, help="cases per site (generated)")
+    parser.add_argument("--cases", type=int, default=60, help="cases per site (generated; loopback and training rows)")
+    parser.add_argument("--sim-cases", type=int, nargs=2, default=[30, 80], metavar=("MIN", "MAX"),
+                        help="cases per simulated site, spread over this range")
     parser.add_argument("--skip-deployment", action="store_true")
     parser.add_argument("--skip-simulation", action="store_true")
     args = parser.parse_args()
     print(f"machine: {machine()}")
+    print()
+    print("| folds K (sites) | models 4·K | one model (ms CPU) | 4·K batched (ms CPU) | batched / one model "
+          "| 4·K one at a time (ms CPU) |")
+    print("|---|---|---|---|---|---|")
+    for n_sites in sorted({args.sites, *args.sim_sites}):
+        t = site_training_compute(n_sites, args.cases)
+        print(f"| {n_sites} | {4 * n_sites} | {1000 * t['one']:.1f} | {1000 * t['batched']:.1f} | "
+              f"**{t['batched'] / t['one']:.2f}x** | {1000 * t['one_by_one']:.0f} |", flush=True)
+    print()
     rows = []
     with tempfile.TemporaryDirectory(prefix="fedradval-bench-") as tmp:
         if not args.skip_deployment:
@@ -142,10 +256,13 @@ def main() -> None:
             print(f"loopback / in-process wall time: {r['wall'] / anchor['wall']:.1f}x", flush=True)
         if not args.skip_simulation:
             for n in args.sim_sites:
-                r = simulation_study(Path(tmp) / f"sim-{n}", n, args.rounds, args.cases)
-                rows.append(f"| simulation (Ray) | {n} | {args.rounds} | {r['rounds']} | {r['wall']:.0f} | "
-                            f"{r['wall'] / r['rounds']:.1f} | median {r['bytes_median'] / 1024:.1f} KiB |")
+                r = simulation_study(Path(tmp) / f"sim-{n}", n, args.rounds, *args.sim_cases)
+                rows.append(f"| simulation (Ray), peak memory {r['peak_pss'] / 2**30:.2f} GiB, CPU {r['cpu']:.0f} s | {n} | "
+                            f"{args.rounds} | {r['rounds']} | {r['wall']:.0f} | {r['wall'] / r['rounds']:.1f} | "
+                            f"median {r['bytes_median'] / 1024:.1f} KiB, max {r['bytes_max'] / 1024:.1f} KiB |")
                 print(rows[-1], flush=True)
+                print("  phase spans (s, first to last reply): " +
+                      ", ".join(f"{k} {v:.0f}" for k, v in r["phases"].items()), flush=True)
     print()
     print("| engine | sites | training rounds | message rounds | wall (s) | s / round | bytes sent per site |")
     print("|---|---|---|---|---|---|---|")

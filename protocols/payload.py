@@ -53,21 +53,55 @@ def nest(prefix: str, message: dict[str, Any]) -> Payload:
     return {f"{prefix}/{key}": plain(value) for key, value in message.items()}
 
 
+class ReceivedPayload(dict):
+    """A payload as received (read-only), with its keys indexed once by every ``/``-prefix, so that
+    :func:`unnest` and :func:`prefixes` cost O(keys under the prefix) instead of O(all keys). The coordinator
+    reads each reply once per model and candidate: a 50-site calibration reply holds ~10⁴ keys for ~200
+    models, and scanning all keys on every read made recalibration quadratic (minutes per round)."""
+
+    def __init__(self, payload: dict[str, Any]) -> None:
+        super().__init__(payload)
+        under: dict[str, list[str]] = {}
+        for key in self:
+            parts = key.split("/")
+            for i in range(1, len(parts)):
+                under.setdefault("/".join(parts[:i]), []).append(key)
+        self._under = under
+
+    def keys_under(self, prefix: str) -> list[str]:
+        """The keys that start with ``prefix + "/"``, in payload order."""
+        return self._under.get(prefix, [])
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("a received payload is read-only (copy it with dict(...) to change it)")
+
+    __setitem__ = __delitem__ = pop = popitem = clear = update = setdefault = __ior__ = _read_only  # type: ignore[assignment]
+
+    def __reduce__(self) -> Any:
+        return (ReceivedPayload, (dict(self),))
+
+
+def _keys_under(payload: dict[str, Any], prefix: str) -> Any:
+    if isinstance(payload, ReceivedPayload):
+        return payload.keys_under(prefix)
+    start = prefix + "/"
+    return (key for key in payload if key.startswith(start))
+
+
 def unnest(payload: dict[str, Any], prefix: str) -> dict[str, Any]:
     """Inverse of :func:`nest`: the keys under ``prefix/`` with the prefix removed."""
-    start = prefix + "/"
-    return {key[len(start):]: value for key, value in payload.items() if key.startswith(start)}
+    cut = len(prefix) + 1
+    return {key[cut:]: payload[key] for key in _keys_under(payload, prefix)}
 
 
 def prefixes(payload: dict[str, Any], prefix: str, depth: int = 1) -> list[str]:
     """Distinct key segments directly below ``prefix/`` (e.g. the fold names under ``combat/``), sorted."""
     start = prefix + "/"
     seen = set()
-    for key in payload:
-        if key.startswith(start):
-            parts = key[len(start):].split("/")
-            if len(parts) > depth:
-                seen.add("/".join(parts[:depth]))
+    for key in _keys_under(payload, prefix):
+        parts = key[len(start):].split("/")
+        if len(parts) > depth:
+            seen.add("/".join(parts[:depth]))
     return sorted(seen)
 
 

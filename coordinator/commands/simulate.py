@@ -19,6 +19,10 @@ def simulate_command(
     work_dir: Path = typer.Option(Path("fedradval-simulation"), "--work-dir", help="Per-site state folders go here."),
     mlflow_uri: str = typer.Option("", "--mlflow-uri", help="MLflow tracking URI for the results (empty: none)."),
     cpus_per_site: float = typer.Option(1.0, "--cpus-per-site", help="CPUs Ray reserves per simulated site."),
+    ray_address: str = typer.Option(
+        "", "--ray-address",
+        help="Run the sites on this existing Ray cluster (e.g. 10.0.0.5:6379, or 'auto' on a cluster node); "
+             "default: a local Ray instance. Data and --work-dir must be at the same paths on every node."),
 ) -> None:
     """Run the study's ServerApp and ClientApps for many sites on this machine (Flower simulation)."""
     if importlib.util.find_spec("ray") is None:  # Flower's own message would point at the FAB's dependencies
@@ -32,7 +36,7 @@ def simulate_command(
     started = time.monotonic()
     try:
         result = simulate(protocol, sites_dir, work_dir, mlflow_uri=mlflow_uri, cpus_per_site=cpus_per_site,
-                          status_dir=work_dir.resolve() / "runs", echo=typer.echo)
+                          status_dir=work_dir.resolve() / "runs", echo=typer.echo, ray_address=ray_address)
     except SimulationSetupError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -1,18 +1,20 @@
 """``coordinator simulate``: the study's ServerApp and ClientApp on Flower's simulation engine (Ray).
 
 One folder per site under ``sites_dir`` (the folder name is the site name) holding ``manifest.csv`` or
-``features.csv`` / ``features.parquet``. The ClientApp is the FAB's component (loaded by its reference in
-``app/pyproject.toml``, as Flower does, so the coordinator package never imports the site package); it
-finds its site from the simulation's ``partition-id`` and a JSON list of site settings named by the
-environment variable FEDRADVAL_SIMULATION_SITES (Python ``run_simulation`` passes no run_config). Every
-simulated site is marked as having approved the protocol: the person simulating holds all the data.
+``features.csv`` / ``features.parquet``. The ClientApp is built by the FAB's component module (found by its
+reference in ``app/pyproject.toml``, as Flower does, so the coordinator package never imports the site
+package) with a resolver that maps the simulation's ``partition-id`` to that site's settings. The resolver
+holds the site table itself and is pickled with the ClientApp into every Ray task, so the settings travel
+with the run: no environment variable or file of the head node is read by a worker, and the same run works
+on a Ray cluster (``ray_address``) as long as the data and work folders are at the same paths on every
+node (a shared file system). Every simulated site is marked as having approved the protocol: the person
+simulating holds all the data.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +24,6 @@ from coordinator.flower.flwr_cli import APP_DIR
 from coordinator.flower.server_app import RunSettings, run_server
 from protocols import load_protocol, protocol_id
 
-SIMULATION_ENV = "FEDRADVAL_SIMULATION_SITES"
 DATA_FILES = (("manifest.csv", "manifest"), ("features.csv", "features"), ("features.parquet", "features"))
 
 
@@ -57,14 +58,24 @@ def discover_sites(sites_dir: Path) -> list[tuple[str, Path, str]]:
     return found
 
 
-def _component(name: str) -> Any:
+def _component_module(name: str) -> Any:
     config = tomllib.loads((APP_DIR / "pyproject.toml").read_text(encoding="utf-8"))
-    module, _, attribute = config["tool"]["flwr"]["app"]["components"][name].partition(":")
-    return getattr(importlib.import_module(module), attribute)
+    return importlib.import_module(config["tool"]["flwr"]["app"]["components"][name].partition(":")[0])
 
 
-def write_site_table(sites: list[tuple[str, Path, str]], protocol_path: Path, work_root: Path) -> Path:
-    """The JSON list of node_configs (one per partition) and each site's approval of the protocol."""
+def simulated_client_app(entries: list[dict[str, str]]) -> Any:
+    """The site ClientApp whose site is ``entries[partition-id]`` (the table travels pickled with the app)."""
+    module = _component_module("clientapp")
+
+    def resolve(context: Any) -> Any:
+        return module.settings_from_node_config(entries[int(context.node_config["partition-id"])])
+
+    return module.make_client_app(resolve)
+
+
+def write_site_table(sites: list[tuple[str, Path, str]], protocol_path: Path, work_root: Path) -> list[dict[str, str]]:
+    """The node_configs (one per partition; also written to ``simulation-sites.json`` for the person
+    simulating) and each site's approval of the protocol."""
     protocol = load_protocol(protocol_path)
     identifier = protocol_id(protocol)
     entries = []
@@ -78,7 +89,7 @@ def write_site_table(sites: list[tuple[str, Path, str]], protocol_path: Path, wo
                         "protocol-path": str(protocol_path.resolve()), "approvals-path": str(approvals)})
     path = work_root.resolve() / "simulation-sites.json"
     path.write_text(json.dumps(entries, indent=1), encoding="utf-8")
-    return path
+    return entries
 
 
 def simulate(
@@ -89,8 +100,10 @@ def simulate(
     cpus_per_site: float = 1.0,
     status_dir: Path | None = None,
     echo: Any = print,
+    ray_address: str = "",
 ) -> SimulationResult:
-    """Run the whole study in simulation; returns the outcome (or the error that ended it)."""
+    """Run the whole study in simulation; returns the outcome (or the error that ended it). ``ray_address``:
+    an existing Ray cluster to run the sites on ("" starts a local Ray instance)."""
     from flwr.app import Context
     from flwr.serverapp import Grid, ServerApp
     from flwr.simulation import run_simulation
@@ -98,8 +111,7 @@ def simulate(
     sites = discover_sites(sites_dir)
     protocol = load_protocol(protocol_path)
     work_root.mkdir(parents=True, exist_ok=True)
-    table = write_site_table(sites, protocol_path, work_root)
-    os.environ[SIMULATION_ENV] = str(table)
+    entries = write_site_table(sites, protocol_path, work_root)
     result = SimulationResult(sites=[s[0] for s in sites])
     settings = RunSettings(protocol=protocol, protocol_id=protocol_id(protocol), mlflow_uri=mlflow_uri,
                            status_dir=status_dir, wait_for=len(sites), wait_timeout_s=600.0)
@@ -116,11 +128,11 @@ def simulate(
 
     run_simulation(
         server_app=server,
-        client_app=_component("clientapp"),
+        client_app=simulated_client_app(entries),
         num_supernodes=len(sites),
         backend_config={
             "client_resources": {"num_cpus": cpus_per_site, "num_gpus": 0.0},
-            "init_args": {"include_dashboard": False},  # Ray workers inherit os.environ (SIMULATION_ENV)
+            "init_args": {"include_dashboard": False, **({"address": ray_address} if ray_address else {})},
         },
     )
     return result

@@ -14,7 +14,7 @@ from typing import Protocol as TypingProtocol
 from typing import runtime_checkable
 
 from coordinator.study.replies import ReplyCheck
-from protocols.payload import Payload, payload_nbytes
+from protocols.payload import Payload, ReceivedPayload, payload_nbytes
 
 
 @dataclass
@@ -106,7 +106,7 @@ class Session:
                 if problem:
                     failures.append((site, problem))
                 else:
-                    good[site] = reply
+                    good[site] = ReceivedPayload(reply)  # read-only, indexed: reading it per model stays linear
         for site, why in failures:
             self.drop(site, why)
         return good

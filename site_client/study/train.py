@@ -18,7 +18,7 @@ from protocols.contract import HELDOUT_FOLDS, LOSS, MODELS, N, ROUND, STD, W, ke
 from site_client.study.cohort import Cohort
 from site_client.study.context import SiteContext, SiteStudyError
 from site_client.study.harmonise import MATRICES, finalise
-from site_client.study.learning import TrainConfig, derived_seed, train_local
+from site_client.study.learning import LocalModel, TrainConfig, derived_seed, train_models
 from site_client.study.store import SiteStore
 
 
@@ -49,19 +49,20 @@ def handle_train(payload: Payload, context: SiteContext, store: SiteStore, cohor
     round_no = int(payload[ROUND])
     config = TrainConfig.from_protocol(protocol.model)
     heldout = set(payload.get(HELDOUT_FOLDS, []))
+    local = []
     for model in payload[MODELS]:
         fold, _, feature_set = parse_model_key(model)
         if fold == site or fold in heldout:
             raise SiteStudyError(
                 f"site {site}: asked to train model {model} of the fold it is held out of; refusing")
         spec = model_spec(protocol.model.type, protocol.model.hidden_sizes, feature_set, len(cohort.model_features))
-        params = params_from_payload(payload, key(W, model))
-        x = design(store, cohort, model, arrays)[cohort.train]
-        y = cohort.y[cohort.train]
-        seed = derived_seed(protocol.model.seed, round_no, site, model)
-        new, loss = train_local(spec, params, x, y, config, seed)
+        local.append(LocalModel(spec, params_from_payload(payload, key(W, model)),
+                                design(store, cohort, model, arrays)[cohort.train], cohort.y[cohort.train],
+                                derived_seed(protocol.model.seed, round_no, site, model)))
+    # all the message's models in one batched computation (same results as one at a time)
+    for model, entry, (new, loss) in zip(payload[MODELS], local, train_models(local, config, names=payload[MODELS])):
         reply.update(params_to_payload(key(W, model), new))
-        reply[key(N, model)] = int(y.size)
+        reply[key(N, model)] = int(entry.y.size)
         reply[key(LOSS, model)] = float(loss)
     if notes:  # warnings may hold small counts: they stay in the site's own log
         store.append_log(notes)
