@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from protocols.payload import Payload, plain
+from site_client.privacy import charge_request, register_release
 from site_client.study.cohort import Cohort, load_cohort
 from site_client.study.context import ProtocolNotApproved, SiteContext, SiteStudyError
 from site_client.study.evaluate import handle_calibrate, handle_evaluate
@@ -43,13 +44,17 @@ def handle(phase: str, payload: Payload, context: SiteContext) -> Payload:
     pid = check_protocol(payload, context)
     store = SiteStore(context.work_dir, pid)
     if phase == "handshake":
+        charge_request(phase, payload, context)
         reply = handle_handshake(payload, context, store)
     elif phase in PHASES:
-        reply = PHASES[phase](payload, context, store, load_cohort(context, store))
+        cohort = load_cohort(context, store)
+        charge_request(phase, payload, context, cohort)  # refuses a request beyond the privacy budget
+        reply = PHASES[phase](payload, context, store, cohort)
     else:
         raise SiteStudyError(
             f"site {context.site_name}: unknown phase {phase!r}; expected handshake or {', '.join(PHASES)}")
     out = {key: plain(value) for key, value in reply.items()}
     out["site"] = context.site_name
     out["phase"] = phase
+    register_release(phase, out, payload, context)
     return out
