@@ -23,8 +23,7 @@ def audit(
     as_json: bool = typer.Option(False, "--json", help="Print the raw records, one JSON object a line."),
     verify: bool = typer.Option(False, "--verify", help="Check the hash chain: exit 1 naming every edited, removed or inserted record."),
 ) -> None:
-    """List every request this site received and every reply it sent: time, run, phase, direction, keys, array
-    shapes and bytes."""
+    """List every request this site received and every reply it sent; --verify checks the hash chain."""
     if verify:
         verdict = verify_audit(work_dir)
         for problem in verdict.problems:
