@@ -22,6 +22,7 @@ from harmonisation.combine import combine_round1, combine_round2
 from harmonisation.diagnostics import pool_moments
 from harmonisation.model import ComBatModel
 from harmonisation.schema import ComBatOptions, build_plan
+from protocols.contract import fold_sizes
 from protocols.payload import Payload, nest, unnest
 from protocols.schema import Protocol
 from coordinator.study.design import StudyDesign
@@ -69,6 +70,8 @@ def run_harmonisation(protocol: Protocol, session: Session, design: StudyDesign,
     """Two rounds (XᵀX/XᵀY, then SSR) for every fold; fails (ValueError) on an impossible design."""
     out = HarmonisationResult()
     out.plans = _plans(protocol, design, hs, out.notes)
+    if session.checker is not None:
+        session.checker.sizes = fold_sizes(out.plans)
     requests: dict[str, Payload] = {}
     for site in session.active:
         req: Payload = {"train_folds": design.train_folds(site)}

@@ -17,6 +17,7 @@ from coordinator.study.evaluate import metrics_at, pooled, run_evaluation
 from coordinator.study.handshake import HandshakeResult, run_handshake
 from coordinator.study.harmonise import HarmonisationResult, first_round_extras, run_harmonisation, standardisation
 from coordinator.study.outcome import StudyOutcome
+from coordinator.study.replies import ReplyCheck
 from coordinator.study.train import run_training
 from coordinator.study.transport import Session, StudyFailed, Transport
 from coordinator.validation.combine import combine_aggregates
@@ -26,6 +27,7 @@ from coordinator.validation.results import (FinalModel, FoldResult, Harmonisatio
                                             StudyResult)
 from coordinator.validation.study import add_meta_analyses, complete_fold
 from harmonisation.diagnostics import batch_effect_table, pool_moments, pooled_batch_moments
+from protocols.contract import Dims
 from protocols.models import ALL_SITES, model_key
 from protocols.payload import check_site_name
 from protocols.schema import Protocol
@@ -38,7 +40,7 @@ def _start(protocol: Protocol, protocol_id: str, transport: Transport, progress:
     if len(set(sites)) != len(sites):
         raise StudyFailed(f"two connected sites share a name: {sorted(sites)}")
     session = Session(transport, protocol_id, protocol.federation.min_sites, protocol.federation.round_timeout_s,
-                      progress, active=sorted(sites))
+                      progress, active=sorted(sites), checker=ReplyCheck(protocol))
     if len(sites) < protocol.federation.min_sites:
         raise StudyFailed(
             f"study needs at least {protocol.federation.min_sites} sites (federation.min_sites), "
@@ -105,6 +107,8 @@ def run_study(protocol: Protocol, protocol_id: str, transport: Transport,
     session = _start(protocol, protocol_id, transport, progress)
     progress(f"handshake with {len(session.active)} site(s): {', '.join(session.active)}")
     hs = run_handshake(session)
+    session.checker.dims = Dims.of(protocol, len(hs.features), len(hs.model_features))
+    session.checker.counts = dict(hs.counts)
     harm: HarmonisationResult | None = None
     if protocol.harmonisation.combat:
         progress("federated ComBat for every fold (2 rounds)")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol as TypingProtocol
 from typing import runtime_checkable
 
+from coordinator.study.replies import ReplyCheck
 from protocols.payload import Payload, payload_nbytes
 
 
@@ -58,6 +59,7 @@ class Session:
     rounds_by_phase: dict[str, int] = field(default_factory=dict)
     bytes_sent: dict[str, int] = field(default_factory=dict)
     bytes_received: dict[str, int] = field(default_factory=dict)
+    checker: ReplyCheck | None = None
 
     def drop(self, site: str, why: str) -> None:
         """Remove a site; raise StudyFailed when too few remain."""
@@ -74,7 +76,8 @@ class Session:
             )
 
     def exchange(self, phase: str, requests: dict[str, Payload]) -> dict[str, Payload]:
-        """One message round: returns the replies of the sites that answered; failed sites are dropped."""
+        """One message round: returns the replies of the sites that answered with a reply that passes the
+        contract check (:class:`ReplyCheck`); failed sites and sites with a malformed reply are dropped."""
         stamped = {}
         for site, payload in requests.items():
             if site not in self.active:
@@ -99,7 +102,11 @@ class Session:
                 failures.append((site, f"phase {phase}: {reply.message}"))
             else:
                 self.bytes_received[site] = self.bytes_received.get(site, 0) + payload_nbytes(reply)
-                good[site] = reply
+                problem = self.checker.problem(site, phase, stamped[site], reply) if self.checker else None
+                if problem:
+                    failures.append((site, problem))
+                else:
+                    good[site] = reply
         for site, why in failures:
             self.drop(site, why)
         return good

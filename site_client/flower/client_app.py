@@ -24,7 +24,6 @@ from flwr.clientapp import ClientApp
 from protocols import load_protocol, protocol_id
 from protocols.wire import from_record, to_record
 from site_client.flower.approvals import approval, approved_ids
-from site_client.privacy.ledger import BudgetExceeded
 from site_client.flower.audit import PRIVATE_FILE, append_audit, audit_record, private_dir
 
 # Phase answered by the glue itself: lets the coordinator map node ids to site names when the SuperLink
@@ -148,9 +147,6 @@ def respond(message: Message, settings: SiteSettings) -> Message:
             reply.setdefault("site", settings.site_name)
             reply.setdefault("phase", phase)
         content = to_record(reply)
-    except BudgetExceeded as exc:  # the coordinator learns the budget, the site log also what was asked
-        site_log(settings, f"run {run_id} phase {phase}: refused by the privacy budget: {exc.detail}")
-        return _error(message, settings, run_id, phase, REFUSED_CODE, f"refused: {exc}", status="refused")
     except ProtocolNotApproved as exc:
         return _error(message, settings, run_id, phase, REFUSED_CODE, f"refused: {exc}", status="refused")
     except Exception as exc:  # the study must learn which site failed and why, not a bare traceback

@@ -1,18 +1,33 @@
-"""Route a coordinator message to its phase handler after the protocol check."""
+"""Route a coordinator message to its phase handler, behind the site's gate.
+
+Order for every message: the protocol id (approved, the site's own) → the request against the contract, the
+protocol and this run's state (:mod:`site_client.study.validator`) → the phase's computation → the reply
+against the contract and the site's allowed strings → the run state is updated. Anything that goes wrong
+leaves the site as a code and a generic reason; the detail (case ids, values, paths) is written to the
+site's own log (``notes.log`` in the run's work folder) and never sent.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timezone
 
-from protocols.payload import Payload, plain
-from site_client.privacy import charge_request, register_release
+from harmonisation.schema import batch_labels, categorical_labels, sort_levels
+from protocols.contract import CALIBRATE, COMBAT1, EVAL_MODELS, HANDSHAKE, STEP, TRAIN, TRAIN_FOLDS, TRAIN_MODELS
+from protocols.contract import fold_sizes, key
+from protocols.payload import Payload, plain, prefixes, unnest
+from site_client.privacy import BudgetExceeded, charge_request, register_release
 from site_client.study.cohort import Cohort, load_cohort
 from site_client.study.context import ProtocolNotApproved, SiteContext, SiteStudyError
 from site_client.study.evaluate import handle_calibrate, handle_evaluate
-from site_client.study.handshake import handle_handshake
+from site_client.study.handshake import batch_column, handle_handshake
 from site_client.study.harmonise import handle_round1, handle_round2
+from site_client.study.run_state import SiteRunState
 from site_client.study.store import SiteStore
 from site_client.study.train import handle_train
+from site_client.study.validator import DATA_ERROR, INTERNAL_ERROR, Refusal, check_reply, check_request
+
+OVER_BUDGET = "over-budget"  # refusal code of a request beyond the protocol's privacy budget (site_client.privacy)
 
 Handler = Callable[[Payload, SiteContext, SiteStore, Cohort], Payload]
 
@@ -39,22 +54,75 @@ def check_protocol(payload: Payload, context: SiteContext) -> str:
     return pid
 
 
+def _handshake_state(context: SiteContext, store: SiteStore, reply: Payload) -> SiteRunState:
+    """What the site announced, taken from its own cohort (not from the reply it is about to check)."""
+    cohort = load_cohort(context, store)
+    state = SiteRunState(features=list(cohort.features), model_features=list(cohort.model_features),
+                         volume_feature=cohort.volume_feature, eligible=bool(reply.get("eligible")))
+    state.batches = sort_levels(set(batch_labels(context.site_name, cohort.table, batch_column(context)).tolist()))
+    for cov in context.protocol.covariates.categorical:
+        state.levels[cov.name] = sort_levels(set(categorical_labels(context.site_name, cohort.table, cov.name).tolist()))
+    return state
+
+
+def _record(phase: str, request: Payload, state: SiteRunState) -> None:
+    """What this request introduced into the run (after it was served)."""
+    if phase == COMBAT1:
+        folds = prefixes(request, "plan")
+        state.folds = list(folds)
+        state.train_folds = list(request[TRAIN_FOLDS])
+        state.fold_sizes = fold_sizes({f: unnest(request, key("plan", f)) for f in folds})
+    elif phase == TRAIN and prefixes(request, "std"):
+        state.standardised = True
+    elif phase == CALIBRATE and request[STEP] == 0:
+        state.calibrated_models = list(request[TRAIN_MODELS])
+        state.validated_models = list(request.get(EVAL_MODELS, []))
+    state.served[phase] = state.served.get(phase, 0) + 1
+
+
+def _log(store: SiteStore, phase: str, text: str) -> None:
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    store.append_log([f"{stamp} phase {phase}: {text}"])
+
+
 def handle(phase: str, payload: Payload, context: SiteContext) -> Payload:
-    """Serve one message: check the protocol id, run the phase, return the reply (``site`` and ``phase`` set)."""
+    """Serve one message: check it, run the phase, check the reply, return it (``site`` and ``phase`` set).
+
+    Raises :class:`ProtocolNotApproved` or :class:`Refusal`; both texts are safe to send (no data)."""
     pid = check_protocol(payload, context)
     store = SiteStore(context.work_dir, pid)
-    if phase == "handshake":
-        charge_request(phase, payload, context)
-        reply = handle_handshake(payload, context, store)
-    elif phase in PHASES:
-        cohort = load_cohort(context, store)
-        charge_request(phase, payload, context, cohort)  # refuses a request beyond the privacy budget
-        reply = PHASES[phase](payload, context, store, cohort)
-    else:
-        raise SiteStudyError(
-            f"site {context.site_name}: unknown phase {phase!r}; expected handshake or {', '.join(PHASES)}")
-    out = {key: plain(value) for key, value in reply.items()}
-    out["site"] = context.site_name
-    out["phase"] = phase
-    register_release(phase, out, payload, context)
-    return out
+    try:
+        state = SiteRunState.load(store)
+        check_request(phase, payload, context, state)
+        if phase == HANDSHAKE:
+            charge_request(phase, payload, context)
+            reply = handle_handshake(payload, context, store)
+        else:
+            cohort = load_cohort(context, store)
+            charge_request(phase, payload, context, cohort)  # the privacy budget, before anything is computed
+            reply = PHASES[phase](payload, context, store, cohort)
+        out = {k: plain(value) for k, value in reply.items()}
+        out["site"] = context.site_name
+        out["phase"] = phase
+        if phase == HANDSHAKE:
+            state = _handshake_state(context, store, out)
+        assert state is not None
+        _record(phase, payload, state)
+        check_reply(phase, out, payload, context, state)
+        state.save(store)
+        register_release(phase, out, payload, context)
+        return out
+    except BudgetExceeded as exc:  # the ledger recorded it; the coordinator learns the budget's name only
+        _log(store, phase, f"refused ({OVER_BUDGET}): {exc}; {exc.detail}")
+        raise Refusal(context.site_name, phase, OVER_BUDGET, str(exc), exc.detail) from None
+    except Refusal as exc:
+        _log(store, phase, f"refused ({exc.code}): {exc.reason}{'; ' + exc.detail if exc.detail else ''}")
+        raise
+    except SiteStudyError as exc:
+        _log(store, phase, f"{type(exc).__name__}: {exc}")
+        raise Refusal(context.site_name, phase, DATA_ERROR,
+                      f"the site's data does not meet protocol {pid[:12]}; details in the site's log") from None
+    except Exception as exc:  # noqa: BLE001 - whatever failed, only a generic reason leaves the site
+        _log(store, phase, f"{type(exc).__name__}: {exc}")
+        raise Refusal(context.site_name, phase, INTERNAL_ERROR,
+                      "the site could not compute the reply; details in the site's log") from None

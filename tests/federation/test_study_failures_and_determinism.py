@@ -11,6 +11,7 @@ import pytest
 from coordinator.study import StudyFailed, run_study
 from federation.nsclc import protocol
 from site_client.study import ProtocolNotApproved, SiteContext, handle
+from site_client.study.validator import Refusal
 
 
 def _short(**extra):
@@ -101,15 +102,20 @@ def test_ineligible_site_is_dropped_with_its_reason(transport_for):
         run_study(p, pid, transport_for(p, pid), progress=lambda s: None)
 
 
-def test_a_bad_manifest_fails_the_handshake_naming_the_manifest(tmp_path):
-    """Manifest data goes through feature extraction (or, where it is not installed, a clear refusal)."""
+def test_a_bad_manifest_fails_the_handshake_generically_and_names_the_manifest_in_the_site_log(tmp_path):
+    """Manifest data goes through feature extraction; a failure leaves the site as a code and a generic reason,
+    the manifest's path (and whatever else the error said) only in the site's own log."""
     p, pid = _short()
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("case_id,image,mask\nc1,a.nii,b.nii\n")
     ctx = SiteContext("H1", p, pid, {pid}, manifest, "manifest", tmp_path / "work")
-    with pytest.raises(Exception) as err:
+    with pytest.raises(Refusal) as err:
         handle("handshake", {"protocol_id": pid, "phase": "handshake"}, ctx)
-    assert str(manifest) in str(err.value)
+    assert str(err.value) in (
+        f"site H1 refused handshake (data-error): the site's data does not meet protocol {pid[:12]}; details in the site's log",
+        "site H1 refused handshake (internal-error): the site could not compute the reply; details in the site's log")
+    log = next((tmp_path / "work").glob("study/*/notes.log")).read_text()
+    assert str(manifest) in log
 
 
 def test_site_lost_during_combat_refits_combat_without_it(transport_for):

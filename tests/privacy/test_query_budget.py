@@ -8,8 +8,9 @@ import copy
 import numpy as np
 import pytest
 
-from site_client.privacy import BudgetExceeded, Ledger
+from site_client.privacy import Ledger
 from site_client.study import handle
+from site_client.study.validator import Refusal
 
 SITE = "site-a"
 
@@ -26,7 +27,8 @@ def _replay(study, context, upto: str | None = None) -> dict:
 
 
 def _refusal(exc: pytest.ExceptionInfo, pid: str, budget: str, limit) -> None:
-    assert str(exc.value) == f"request not allowed by the privacy budget of protocol {pid[:12]}: {budget} (limit {limit})"
+    assert exc.value.code == "over-budget"
+    assert exc.value.reason == f"request not allowed by the privacy budget of protocol {pid[:12]}: {budget} (limit {limit})"
 
 
 def test_the_default_budget_lets_a_whole_study_run_and_the_ledger_shows_it(study) -> None:
@@ -44,22 +46,22 @@ def test_repeated_rounds_and_evaluations_are_refused(study) -> None:
     context = study.fresh_context(SITE, "repeat")
     last = _replay(study, context)
     pid = study.pid
-    with pytest.raises(BudgetExceeded) as exc:
+    with pytest.raises(Refusal) as exc:
         handle("train", copy.deepcopy(last[("train", 2)]), context)
     _refusal(exc, pid, "training rounds (each of 1..model.rounds once)", 2)
     beyond = copy.deepcopy(last[("train", 2)])
     beyond["round"] = 3
-    with pytest.raises(BudgetExceeded):
+    with pytest.raises(Refusal):  # beyond model.rounds: the message contract refuses it before the budget does
         handle("train", beyond, context)
-    with pytest.raises(BudgetExceeded) as exc:
+    with pytest.raises(Refusal) as exc:
         handle("calibrate", copy.deepcopy(last[("calibrate", 0)]), context)
     _refusal(exc, pid, "evaluations per model", 1)
     evaluate = [r for p, r in study.requests(SITE) if p == "evaluate"][0]
-    with pytest.raises(BudgetExceeded) as exc:
+    with pytest.raises(Refusal) as exc:
         handle("evaluate", copy.deepcopy(evaluate), context)
     _refusal(exc, pid, "evaluations per model", 1)
     refusals = Ledger.read(context.work_dir, pid)["refusals"]
-    assert [r["budget"] for r in refusals] == ["training rounds (each of 1..model.rounds once)"] * 2 + ["evaluations per model"] * 2
+    assert [r["budget"] for r in refusals] == ["training rounds (each of 1..model.rounds once)"] + ["evaluations per model"] * 2
     assert "already evaluated 1 time(s)" in refusals[-1]["detail"]
 
 
@@ -69,7 +71,7 @@ def test_a_second_study_needs_a_renewed_approval(study) -> None:
     handshake = study.requests(SITE)[0][1]
     again = study.fresh_context(SITE, "runs", run_id=8)
     again.work_dir = context.work_dir
-    with pytest.raises(BudgetExceeded) as exc:
+    with pytest.raises(Refusal) as exc:
         handle("handshake", copy.deepcopy(handshake), again)
     _refusal(exc, study.pid, "studies per approval", 1)
     renewed = study.fresh_context(SITE, "runs", run_id=8, **{"approval-grant": "g2", "approval-runs": "2"})
@@ -92,7 +94,7 @@ def test_steep_models_tiny_standardisation_and_many_points_are_refused_before_co
                 request[key] = request[key] * 1e4
             if change == "std" and key.startswith("std/") and key.endswith("/sd"):
                 request[key] = request[key] * 1e-4
-        with pytest.raises(BudgetExceeded) as exc:
+        with pytest.raises(Refusal) as exc:
             handle("train", request, ctx)
         _refusal(exc, pid, "model steepness (privacy.max_steepness)", 100.0)
         assert not (ctx.work_dir / "study" / pid[:16] / "matrices.npz").exists(), "computed before refusing"
@@ -105,7 +107,7 @@ def test_steep_models_tiny_standardisation_and_many_points_are_refused_before_co
     crowded = copy.deepcopy(calibrate)
     model = crowded["train_models"][0]
     crowded[f"par/{model}"] = np.tile([[0.0, 1.0]], (11, 1))
-    with pytest.raises(BudgetExceeded) as exc:
+    with pytest.raises(Refusal) as exc:
         handle("calibrate", crowded, ctx)
     _refusal(exc, pid, "recalibration candidate points per model and round", 10)
 
@@ -122,6 +124,6 @@ def test_recalibration_outside_the_box_is_not_evaluated_or_applied(study) -> Non
     evaluate = copy.deepcopy([r for p, r in study.requests(SITE) if p == "evaluate"][0])
     victim = evaluate["eval_models"][0]
     evaluate[f"recal/{victim}"] = np.array([-2000.0, 1e3])
-    with pytest.raises(BudgetExceeded) as exc:
+    with pytest.raises(Refusal) as exc:
         handle("evaluate", evaluate, study.fresh_context(SITE, "box", run_id=7) if False else context)
     _refusal(exc, study.pid, "recalibration parameters in the protocol's box", "privacy.platt_bound / max_abs_log_temperature")
