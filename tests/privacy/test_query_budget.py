@@ -125,5 +125,5 @@ def test_recalibration_outside_the_box_is_not_evaluated_or_applied(study) -> Non
     victim = evaluate["eval_models"][0]
     evaluate[f"recal/{victim}"] = np.array([-2000.0, 1e3])
     with pytest.raises(Refusal) as exc:
-        handle("evaluate", evaluate, study.fresh_context(SITE, "box", run_id=7) if False else context)
+        handle("evaluate", evaluate, context)
     _refusal(exc, study.pid, "recalibration parameters in the protocol's box", "privacy.platt_bound / max_abs_log_temperature")
