@@ -378,9 +378,34 @@ class Federation(_Strict):
 
 
 class Privacy(_Strict):
-    """Disclosure control: no aggregate cell from fewer than k patients leaves a site."""
+    """Disclosure control and the site's query budget (docs/privacy.md derives what these bounds allow).
+
+    No aggregate cell from fewer than k patients leaves a site; every request beyond a budget below is refused
+    by the site before its data is touched, logged there, and answered with a generic refusal.
+    """
 
     min_cell_count: int = Field(default=5, ge=1, description="k: smallest patient count any released cell may hold.")
+    studies_per_approval: int = Field(
+        default=1, ge=1,
+        description="Studies (Flower runs) one `site-client approve` allows; `approve --runs N` sets another number.")
+    max_sites: int = Field(
+        default=12, ge=2,
+        description="Most sites a study may have: bounds the folds, hence the models a site trains or evaluates in one run.")
+    recalibration_rounds: int = Field(
+        default=12, ge=0, description="Recalibration (Newton) rounds a site answers per run, after the first calibration message.")
+    candidate_points: int = Field(
+        default=10, ge=1, description="Recalibration candidate points a site evaluates per model and round.")
+    evaluations_per_model: int = Field(
+        default=1, ge=1,
+        description="Times a site evaluates one model per run in each of the phases calibrate (first message) and evaluate.")
+    max_steepness: float = Field(
+        default=100.0, gt=0,
+        description="Largest change of a model's logit per SD of the site's own data (weights × standardisation) a site accepts.")
+    platt_bound: float = Field(
+        default=25.0, gt=0,
+        description="Platt parameters (a, b) a site evaluates or applies lie in [-bound, bound]² (bounds the steepness of recalibration).")
+    max_abs_log_temperature: float = Field(
+        default=10.0, gt=0, description="Temperature scaling parameters a site evaluates or applies: |log T| at most this.")
 
 
 class Tracking(_Strict):

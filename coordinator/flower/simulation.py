@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import secrets
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,7 +85,8 @@ def write_site_table(sites: list[tuple[str, Path, str]], protocol_path: Path, wo
         work.mkdir(parents=True, exist_ok=True)
         approvals = work / "approvals.json"
         approvals.write_text(json.dumps({"approved": [{"protocol_id": identifier, "study": protocol.study.name,
-                                                      "version": protocol.study.version, "approved_at": "simulation"}]}))
+                                                      "version": protocol.study.version, "approved_at": "simulation",
+                                                      "runs": 1, "grant": secrets.token_hex(8)}]}))  # a fresh privacy budget per simulation
         entries.append({"site-name": name, "data": str(data.resolve()), "data-kind": kind, "work-dir": str(work),
                         "protocol-path": str(protocol_path.resolve()), "approvals-path": str(approvals)})
     path = work_root.resolve() / "simulation-sites.json"

@@ -266,10 +266,8 @@ def _newton_update(method: str, model: str, state: NewtonState, replies: dict, s
     for j, point in enumerate(state.candidates):
         terms = [(s, unnest(replies[s], key(TERMS, model, j))) for s in sites if s in replies]
         terms = _usable([(s, a) for s, a in terms if a], "Newton terms", model, notes)
-        if not terms:
-            state.converged = True
-            notes.append(f"{model}: no Newton terms; recalibration left at {state.theta.tolist()}")
-            return
+        if not terms:  # e.g. a candidate outside the sites' recalibration box (privacy.platt_bound): not evaluated
+            continue
         g = np.sum([np.atleast_1d(np.asarray(a["grad"], dtype=float)) for _, a in terms], axis=0)
         nll = float(np.sum([float(a["nll"]) for _, a in terms]))
         if method == "platt":
@@ -281,6 +279,10 @@ def _newton_update(method: str, model: str, state: NewtonState, replies: dict, s
                 h = float(np.sum([float(a["hess_fisher"]) for _, a in terms]))
             info = np.array([[h]])
         evaluated.append((nll, j, point, g, info))
+    if not evaluated:
+        state.converged = True
+        notes.append(f"{model}: no Newton terms; recalibration left at {state.theta.tolist()}")
+        return
     nll, _, point, g, info = min(evaluated, key=lambda e: (e[0], e[1]))
     if state.nll is not None and nll > state.nll + 1e-12 * max(1.0, abs(state.nll)):
         shrink = float(np.min(np.abs(state.candidates - state.theta).max(axis=1)))

@@ -1,4 +1,4 @@
-"""``site-client audit``: every message that left this site."""
+"""``site-client audit``: every message that reached or left this site; ``--verify`` checks the hash chain."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from site_client.cli import app
-from site_client.flower.audit import AuditLogError, read_audit
+from site_client.flower.audit import AUDIT_FILE, AuditLogError, read_audit, verify_audit
 from site_client.flower.state import DEFAULT_WORK_DIR
 
 
@@ -21,15 +21,25 @@ def _shapes(record: dict) -> str:
 def audit(
     work_dir: Path = typer.Option(DEFAULT_WORK_DIR, "--work-dir", help="Site state folder (as given to join)."),
     as_json: bool = typer.Option(False, "--json", help="Print the raw records, one JSON object a line."),
+    verify: bool = typer.Option(False, "--verify", help="Check the hash chain: exit 1 naming every edited, removed or inserted record."),
 ) -> None:
-    """List every message this site sent: time, run, phase, keys, array shapes and bytes."""
+    """List every request this site received and every reply it sent; --verify checks the hash chain."""
+    if verify:
+        verdict = verify_audit(work_dir)
+        for problem in verdict.problems:
+            typer.echo(f"TAMPERED: {work_dir / AUDIT_FILE}: {problem}", err=True)
+        if not verdict.intact:
+            raise typer.Exit(1)
+        typer.echo(f"audit log intact: {verdict.count} record(s), head hash {verdict.head} "
+                   "(keep this hash elsewhere to detect a rewrite of the whole log)")
+        return
     try:
         records = read_audit(work_dir)
     except AuditLogError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     if not records:
-        typer.echo(f"no messages have left this site ({work_dir.resolve() / 'audit.jsonl'} is empty or missing)")
+        typer.echo(f"no messages have left this site ({work_dir.resolve() / AUDIT_FILE} is empty or missing)")
         return
     total = 0
     for record in records:
@@ -39,7 +49,7 @@ def audit(
             continue
         scalars = [k for k in record.get("keys", []) if k not in record.get("arrays", {})]
         typer.echo(
-            f"{record['time']}  run {record['run_id']}  {record['phase']:<12} {record.get('status', 'reply'):<5} "
+            f"{record['time']}  run {record['run_id']}  {record['phase']:<12} {record.get('status', 'reply'):<7} "
             f"{record.get('bytes', 0):>9} B  arrays: {_shapes(record)}  values: {', '.join(scalars) or '-'}"
         )
     if not as_json:

@@ -23,8 +23,8 @@ from flwr.clientapp import ClientApp
 
 from protocols import load_protocol, protocol_id
 from flowerglue.wire import from_record, to_record
-from site_client.flower.approvals import approved_ids
-from site_client.flower.audit import append_audit, audit_record
+from site_client.flower.approvals import approval, approved_ids
+from site_client.flower.audit import PRIVATE_FILE, append_audit, audit_record, private_dir
 
 # Phase answered by the glue itself: lets the coordinator map node ids to site names when the SuperLink
 # does not know them (simulation, or SuperNodes joined without authentication).
@@ -89,10 +89,15 @@ def resolve_site(context: Context) -> SiteSettings:
 def site_log(settings: SiteSettings, text: str) -> None:
     """One line in the site's own log (``<work-dir>/site.log``) and on the SuperNode's stderr."""
     log.error(text)
-    settings.work_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.work_dir)
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    with open(settings.work_dir / SITE_LOG, "a", encoding="utf-8") as handle:
-        handle.write(f"{stamp} {text}\n")
+    fd = os.open(settings.work_dir / SITE_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE)
+    try:
+        os.fchmod(fd, PRIVATE_FILE)
+        os.write(fd, f"{stamp} {text}\n".encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def study_module() -> Any:
@@ -101,17 +106,22 @@ def study_module() -> Any:
     return importlib.import_module(os.environ.get("FEDRADVAL_SITE_STUDY_MODULE", "site_client.study"))
 
 
-def _site_context(settings: SiteSettings) -> Any:
+def _site_context(settings: SiteSettings, run_id: int) -> Any:
     SiteContext = study_module().SiteContext
     protocol = load_protocol(settings.protocol_path)
+    identifier = protocol_id(protocol)
+    entry = approval(settings.approvals_path, identifier)
+    extra = {"approval-grant": str(entry["grant"]), "approval-runs": str(entry["runs"])} if entry else {}
     return SiteContext(
         site_name=settings.site_name,
         protocol=protocol,
-        protocol_id=protocol_id(protocol),
+        protocol_id=identifier,
         approved_ids=approved_ids(settings.approvals_path),
         data=settings.data,
         data_kind=settings.data_kind,  # type: ignore[arg-type]
         work_dir=settings.work_dir,
+        run_id=run_id,
+        extra=extra,
     )
 
 
@@ -123,18 +133,24 @@ def respond(message: Message, settings: SiteSettings) -> Message:
     phase = "?"
     try:
         payload = from_record(message.content)
-        phase = str(payload.get("phase", "?"))
+    except Exception as exc:
+        append_audit(settings.work_dir, audit_record(run_id, phase, {}, status="request"))
+        return _error(message, settings, run_id, phase, FAILED_CODE,
+                      f"site {settings.site_name}: unreadable message: {type(exc).__name__}")
+    phase = str(payload.get("phase", "?"))
+    append_audit(settings.work_dir, audit_record(run_id, phase, payload, status="request"))
+    try:
         if phase == IDENTIFY:
             reply = {"site": settings.site_name, "phase": IDENTIFY}
         else:
-            reply = dict(handle(phase, payload, _site_context(settings)))
+            reply = dict(handle(phase, payload, _site_context(settings, run_id)))
             reply.setdefault("site", settings.site_name)
             reply.setdefault("phase", phase)
         content = to_record(reply)
     except ProtocolNotApproved as exc:
-        return _error(message, settings, run_id, phase, REFUSED_CODE, f"refused: {exc}")
+        return _error(message, settings, run_id, phase, REFUSED_CODE, f"refused: {exc}", status="refused")
     except study.SiteStudyError as exc:  # the site's gate: a code and a generic reason (details in its log)
-        return _error(message, settings, run_id, phase, REFUSED_CODE, str(exc))
+        return _error(message, settings, run_id, phase, REFUSED_CODE, str(exc), status="refused")
     except Exception as exc:  # outside the gate: only a generic reason leaves, the detail stays in the site log
         site_log(settings, f"run {run_id} phase {phase}: {type(exc).__name__}: {exc}")
         text = f"site {settings.site_name}: phase {phase} failed (internal-error); details in the site's log"
@@ -143,9 +159,10 @@ def respond(message: Message, settings: SiteSettings) -> Message:
     return Message(content, reply_to=message)
 
 
-def _error(message: Message, settings: SiteSettings, run_id: int, phase: str, code: int, text: str) -> Message:
+def _error(message: Message, settings: SiteSettings, run_id: int, phase: str, code: int, text: str,
+           status: str = "error") -> Message:
     site_log(settings, f"run {run_id} phase {phase}: {text}")
-    append_audit(settings.work_dir, audit_record(run_id, phase, {"error": text}, status="error"))
+    append_audit(settings.work_dir, audit_record(run_id, phase, {"error": text}, status=status))
     return Message(Error(code=code, reason=text), reply_to=message)
 
 

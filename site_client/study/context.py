@@ -42,3 +42,4 @@ class SiteContext:
     data_kind: Literal["manifest", "features"]
     work_dir: Path
     extra: dict[str, str] = field(default_factory=dict)
+    run_id: int | None = None  # the Flower run this message belongs to (None: one in-process study)

@@ -18,6 +18,7 @@ from protocols.contract import (
     fold_sizes, key,
 )
 from protocols.payload import Payload, plain, prefixes, unnest
+from site_client.privacy import BudgetExceeded, charge_request, register_release
 from site_client.study.cohort import Cohort, load_cohort
 from site_client.study.context import ProtocolNotApproved, SiteContext, SiteStudyError
 from site_client.study.evaluate import handle_calibrate, handle_evaluate
@@ -27,6 +28,8 @@ from site_client.study.run_state import SiteRunState
 from site_client.study.store import SiteStore
 from site_client.study.train import handle_train
 from site_client.study.validator import DATA_ERROR, INTERNAL_ERROR, Refusal, check_reply, check_request
+
+OVER_BUDGET = "over-budget"  # refusal code of a request beyond the protocol's privacy budget (site_client.privacy)
 
 Handler = Callable[[Payload, SiteContext, SiteStore, Cohort], Payload]
 
@@ -94,9 +97,12 @@ def handle(phase: str, payload: Payload, context: SiteContext) -> Payload:
         state = SiteRunState.load(store)
         check_request(phase, payload, context, state)
         if phase == HANDSHAKE:
+            charge_request(phase, payload, context)
             reply = handle_handshake(payload, context, store)
         else:
-            reply = PHASES[phase](payload, context, store, load_cohort(context, store))
+            cohort = load_cohort(context, store)
+            charge_request(phase, payload, context, cohort)  # the privacy budget, before anything is computed
+            reply = PHASES[phase](payload, context, store, cohort)
         out = {k: plain(value) for k, value in reply.items()}
         out["site"] = context.site_name
         out["phase"] = phase
@@ -106,7 +112,11 @@ def handle(phase: str, payload: Payload, context: SiteContext) -> Payload:
         _record(phase, payload, state)
         check_reply(phase, out, payload, context, state)
         state.save(store)
+        register_release(phase, out, payload, context)
         return out
+    except BudgetExceeded as exc:  # the ledger recorded it; the coordinator learns the budget's name only
+        _log(store, phase, f"refused ({OVER_BUDGET}): {exc}; {exc.detail}")
+        raise Refusal(context.site_name, phase, OVER_BUDGET, str(exc), exc.detail) from None
     except Refusal as exc:
         _log(store, phase, f"refused ({exc.code}): {exc.reason}{'; ' + exc.detail if exc.detail else ''}")
         raise

@@ -39,6 +39,7 @@ from site_client.evaluation import (
     reliability_bins,
     suppress_small_cells,
 )
+from site_client.privacy import in_recalibration_box
 from site_client.study.cohort import Cohort
 from site_client.study.context import SiteContext, SiteStudyError
 from site_client.study.harmonise import MATRICES
@@ -175,8 +176,11 @@ def _local_platt(p: np.ndarray, y: np.ndarray, k: int) -> dict:
 
 
 def _newton_terms(context: SiteContext, p: np.ndarray, y: np.ndarray, par: object) -> dict:
-    """Recalibration Newton terms on the calibration part at the broadcast parameters (small-cell controlled)."""
+    """Recalibration Newton terms on the calibration part at the broadcast parameters (small-cell controlled);
+    nothing for a point outside the protocol's recalibration box (it would be a steeper query than allowed)."""
     par = np.asarray(par, dtype=np.float64)
+    if not in_recalibration_box(context.protocol, context.protocol.validation.recalibration, par):
+        return {}
     if context.protocol.validation.recalibration == "platt":
         terms = logistic_calibration_terms(p, y, float(par[0]), float(par[1]), context.site_name)
     else:

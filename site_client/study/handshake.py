@@ -11,11 +11,11 @@ from harmonisation.schema import site_schema
 from protocols.payload import Payload, nest
 from protocols.contract import ELIGIBLE, FEATURES, FVOL, MODEL_FEATURES, REASON, SCHEMA
 from site_client.evaluation import feature_volume_sums
+from site_client.privacy.partition import CLASS_PART_CELLS, CLASS_PART_SUBSETS, SUPPRESSED, protect_counts  # noqa: F401
 from site_client.study.cohort import Cohort, build_cohort
 from site_client.study.context import SiteContext, SiteStudyError
 from site_client.study.store import SiteStore
 
-SUPPRESSED = -1
 
 
 def class_counts(cohort: Cohort) -> dict[str, int]:
@@ -35,15 +35,9 @@ def class_counts(cohort: Cohort) -> dict[str, int]:
 
 
 def suppress_counts(counts: dict[str, int], k: int) -> tuple[dict[str, int], list[str]]:
-    """Counts in 1..k-1 become -1 (suppressed); returns the counts and the names suppressed."""
-    out, hidden = {}, []
-    for name, value in counts.items():
-        if 0 < value < k:
-            out[name] = SUPPRESSED
-            hidden.append(name)
-        else:
-            out[name] = value
-    return out, hidden
+    """Counts in 1..k-1, and any count from which such a cell could be computed by differencing, become -1
+    (:func:`site_client.privacy.partition.protect_counts`); returns the counts and the names suppressed."""
+    return protect_counts(counts, CLASS_PART_SUBSETS, CLASS_PART_CELLS, k)
 
 
 def batch_column(context: SiteContext) -> str | None:

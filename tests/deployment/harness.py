@@ -168,9 +168,11 @@ class Deployment:
         self.sites[name] = site
         return site
 
-    def approve(self, name: str, protocol: Path) -> None:
+    def approve(self, name: str, protocol: Path, runs: int = 5) -> None:
+        """Approve ``protocol`` at ``name`` for ``runs`` studies (the tests re-run one protocol several times)."""
         loaded = load_protocol(protocol)
-        approve(approvals_path(self.sites[name].work_dir), protocol_id(loaded), loaded.study.name, loaded.study.version)
+        approve(approvals_path(self.sites[name].work_dir), protocol_id(loaded), loaded.study.name, loaded.study.version,
+                runs=runs)
 
     def join(self, name: str, protocol: Path, max_backoff: float = 10.0, extra: tuple[str, ...] = ()) -> Site:
         site = self.sites[name]

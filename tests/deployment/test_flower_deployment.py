@@ -174,7 +174,7 @@ def test_site_that_has_not_approved_refuses_and_the_study_fails_naming_it(deploy
     assert "site-c" in text and other_id in text and "has not approved" in text, text[-3000:]
     site_log = (deployment.sites["site-c"].work_dir / "site.log").read_text()
     assert other_id in site_log and "has not approved" in site_log
-    refused = [r for r in read_audit(deployment.sites["site-c"].work_dir) if r["status"] == "error"]
+    refused = [r for r in read_audit(deployment.sites["site-c"].work_dir) if r["status"] == "refused"]
     assert refused and other_id in refused[-1]["values"]["error"]
 
 

@@ -221,8 +221,9 @@ def test_flower_glue_client_app_refuses_unapproved_protocol(one_site: tuple[Site
     assert reply.has_error() and reply.error.code == REFUSED_CODE
     assert "site-q" in reply.error.reason and identifier in reply.error.reason
     assert identifier in (settings.work_dir / "site.log").read_text()
-    [record] = read_audit(settings.work_dir)
-    assert record["status"] == "error" and identifier in record["values"]["error"] and record["run_id"] == 99
+    request, record = read_audit(settings.work_dir)
+    assert request["direction"] == "in" and request["values"]["protocol_id"] == identifier
+    assert record["status"] == "refused" and identifier in record["values"]["error"] and record["run_id"] == 99
 
 
 def test_flower_glue_client_app_answers_and_audits(one_site: tuple[SiteSettings, str, Path]) -> None:
@@ -232,7 +233,8 @@ def test_flower_glue_client_app_answers_and_audits(one_site: tuple[SiteSettings,
     assert not reply.has_error(), reply.error
     payload = from_record(reply.content)
     assert payload["site"] == "site-q" and payload["phase"] == "handshake"
-    [record] = read_audit(settings.work_dir)
+    request, record = read_audit(settings.work_dir)
+    assert request["status"] == "request" and request["phase"] == "handshake"
     assert record["phase"] == "handshake" and record["status"] == "reply" and sorted(payload) == record["keys"]
     broken = respond(_message({"phase": "no-such-phase", "protocol_id": identifier}), settings)
     assert broken.has_error() and broken.error.code == REFUSED_CODE

@@ -8,6 +8,8 @@ field and holds no value from the data (the texts are asserted exactly), and the
 
 from __future__ import annotations
 
+import shutil
+
 import copy
 import hashlib
 
@@ -242,6 +244,7 @@ def test_a_reply_string_the_site_may_not_send_is_blocked(study, monkeypatch):
 
     monkeypatch.setitem(dispatch.PHASES, "train", leaky)
     context = transport.contexts[SITE]
+    shutil.rmtree(context.work_dir / "privacy")  # round 1 was served: the privacy budget would refuse it again
     with pytest.raises(Refusal, match=r"\(reply-blocked\)"):
         handle("train", request, context)
     log = next(context.work_dir.glob("study/*/notes.log")).read_text()

@@ -1,0 +1,83 @@
+"""Entry points the study dispatcher calls: charge a request to the ledger before the site computes, and register
+what a reply released after."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from protocols.models import parse_model_key
+from protocols.payload import Payload
+from site_client.privacy.budget import IN_PROCESS_GRANT, Budget, BudgetCheck
+from site_client.privacy.ledger import Ledger
+
+#: keys of SiteContext.extra set by the Flower glue from the site's approval entry
+GRANT_KEY, RUNS_KEY = "approval-grant", "approval-runs"
+
+
+def input_scales(payload: Payload, context, cohort, models: list[str]) -> dict[str, np.ndarray]:
+    """Per model, own SD / received SD of each of its input columns (see :func:`budget.steepness`). The received
+    SD comes from this message's ``std/<fold>/<variant>`` or, later in the run, from the one stored at the first
+    training round. The site's own SD is of its raw features (ddof 1): the values an attacker would locate.
+    A model whose standardisation is unknown gets no entry (and is refused)."""
+    from site_client.study.harmonise import MATRICES  # the study package imports this module: import late
+    from site_client.study.store import SiteStore
+
+    x = np.asarray(cohort.matrix(), dtype=np.float64)
+    own = np.nanstd(x, axis=0, ddof=1) if x.shape[0] > 1 else np.zeros(x.shape[1])
+    store = SiteStore(context.work_dir, context.protocol_id)
+    stored = store.read_arrays(MATRICES) if store.exists(MATRICES) else {}
+    volume = [cohort.features.index(cohort.volume_feature)]
+    radiomic = [cohort.features.index(f) for f in cohort.model_features]
+    scales = {}
+    for model in models:
+        try:
+            fold, variant, feature_set = parse_model_key(model)
+        except ValueError:
+            continue
+        sd = payload.get(f"std/{fold}/{variant}/sd")
+        if sd is None:
+            sd = stored.get(f"{fold}|{variant}|sd")
+        if sd is None or np.shape(sd) != own.shape:
+            continue
+        cols = volume if feature_set == "volume" else radiomic
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scales[model] = own[cols] / np.asarray(sd, dtype=np.float64)[cols]
+    return scales
+
+
+def charge_request(phase: str, payload: Payload, context, cohort=None) -> None:
+    """Charge one request of ``phase`` to the ledger of the context's protocol; raises
+    :class:`~site_client.privacy.ledger.BudgetExceeded` (recorded in the ledger) when it is beyond the budget."""
+    runs = context.extra.get(RUNS_KEY)
+    budget = Budget.from_protocol(context.protocol, int(runs) if runs else None)
+    grant = context.extra.get(GRANT_KEY, IN_PROCESS_GRANT)
+    models = [str(m) for key in ("models", "train_models", "eval_models") for m in payload.get(key, [])]
+    with Ledger.open(context.work_dir, context.protocol_id) as ledger:
+        check = BudgetCheck(ledger, budget, context.protocol, context.protocol_id, context.run_id, grant)
+        check.start_run(phase)
+        if phase == "train":
+            check.train(payload, input_scales(payload, context, cohort, models))
+        elif phase == "calibrate":
+            check.calibrate(payload, input_scales(payload, context, cohort, models) if models else {})
+        elif phase == "evaluate":
+            check.evaluate(payload)
+
+
+def release_kinds(reply: Payload, models: list[str]) -> list[str]:
+    """The kinds of aggregate in a reply: its keys with model names replaced by ``<model>`` and candidate indices
+    by ``<j>`` (``before/<model>/confusion/tp``, ``n_pos``, ...)."""
+    kinds = set()
+    for key in reply:
+        text = key
+        for model in sorted(models, key=len, reverse=True):
+            text = text.replace(model, "<model>")
+        parts = ["<j>" if part.isdigit() else part for part in text.split("/")]
+        kinds.add("/".join(parts))
+    return sorted(kinds)
+
+
+def register_release(phase: str, reply: Payload, payload: Payload, context) -> None:
+    """Record in the ledger which kinds of aggregate this reply released (see :func:`release_kinds`)."""
+    models = [str(m) for key in ("models", "train_models", "eval_models") for m in payload.get(key, [])]
+    with Ledger.open(context.work_dir, context.protocol_id) as ledger:
+        ledger.register_release(context.run_id, phase, release_kinds(reply, models))
