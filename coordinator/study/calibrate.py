@@ -289,7 +289,7 @@ def _newton_update(method: str, model: str, state: NewtonState, replies: dict, s
     state.iterations += 1
     if method == "temperature" and abs(float(state.theta[0])) > MAX_LOG_T:
         state.converged = True
-        notes.append(f"{model}: temperature scaling has no finite optimum (T = {math.exp(state.theta[0]):.3g}: the "
+        notes.append(f"{model}: temperature scaling has no finite optimum (log T = {state.theta[0]:.3g}: the "
                      "scores do not rank the classes the right way round on the calibration parts); stopped there")
         return
     try:

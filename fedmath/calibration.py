@@ -1,0 +1,131 @@
+"""Logistic calibration of a risk model, both halves: the site's Newton terms and the coordinator's Newton fit.
+
+On η = logit(p) of the model's probability:
+
+* **calibration slope** b and its intercept a: the joint fit y ~ σ(a + b·η);
+* **calibration-in-the-large (CITL)**: the intercept a of y ~ σ(a + 1·η), i.e. with η as an *offset* (slope
+  fixed at 1). CITL = 0 when the mean risk is right; it is not the intercept of the joint fit, which measures
+  something else (the predicted log-odds at η = 0 after the slope is corrected) and can be far from 0 for a model
+  whose mean risk is right (Van Calster et al. 2016, Steyerberg 2019 ch. 15).
+
+Site half, :func:`calibration_terms` at (a, b): μ = σ(a + bη), ``grad`` = Σ(y - μ)(1, η) (the score),
+``info`` = Σ μ(1-μ)(1, η)(1, η)ᵀ (observed = expected information), ``nll`` = Σ[log(1 + e^w) - y·w].
+
+Coordinator half, :func:`newton_fit`: θ ← θ + (ΣI)⁻¹Σg from (0, 1), halving a step that increases the summed nll;
+with ``slope_fixed`` only a moves (g₀/I₀₀). Var(θ̂) = (ΣI)⁻¹ at the optimum (for CITL, 1/I₀₀).
+
+The same Newton fit runs at a held-out site on its own terms (:func:`local_calibration`), so only the estimates
+and their variances leave the site. Pure numpy; no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+Terms = dict[str, "np.ndarray | float | int"]
+
+
+def sigmoid(w: np.ndarray) -> np.ndarray:
+    """σ(w) = 1/(1 + e^-w), written with tanh so that it never overflows."""
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(w, dtype=float)))
+
+
+def calibration_terms(eta: np.ndarray, y: np.ndarray, intercept: float, slope: float) -> Terms:
+    """Site half: n, score ``grad``, information ``info`` and ``nll`` of y ~ σ(a + b·η) at (a, b)."""
+    eta = np.asarray(eta, dtype=float)
+    y = np.asarray(y, dtype=float)
+    w = intercept + slope * eta
+    mu = sigmoid(w)
+    x = np.stack([np.ones_like(eta), eta], axis=1)
+    v = mu * (1.0 - mu)
+    return {
+        "n": int(eta.size),
+        "grad": x.T @ (y - mu),
+        "info": (x * v[:, None]).T @ x,
+        "nll": float(np.sum(np.logaddexp(0.0, w) - y * w)),
+    }
+
+
+def _summed(terms: Sequence[Terms], key: str) -> np.ndarray:
+    return np.sum([np.asarray(t[key], dtype=float) for t in terms], axis=0)
+
+
+def newton_fit(
+    evaluate: Callable[[float, float], Sequence[Terms]],
+    slope_fixed: float | None = None,
+    max_rounds: int = 50,
+    tol: float = 1e-10,
+) -> dict:
+    """Coordinator half: Newton on the summed terms of ``evaluate(a, b)`` (one list of site terms per call).
+
+    Returns ``theta`` (a, b), ``cov`` ((ΣI)⁻¹; with ``slope_fixed`` only [0, 0] = 1/I₀₀ is set, the rest 0),
+    ``rounds`` (calls of ``evaluate`` after the first), ``converged`` and ``nll``. Raises ValueError when the
+    summed information is singular (e.g. all logits equal).
+    """
+    theta = np.array([0.0, 1.0 if slope_fixed is None else float(slope_fixed)])
+    terms = evaluate(*theta)
+    nll = float(_summed(terms, "nll"))
+    converged, rounds = False, 0
+    while rounds < max_rounds:
+        g, info = _summed(terms, "grad"), _summed(terms, "info")
+        if slope_fixed is None:
+            try:
+                step = np.linalg.solve(info, g)
+            except np.linalg.LinAlgError as exc:
+                raise ValueError("calibration fit: the summed information matrix is singular (all logits equal?)") from exc
+        else:
+            if info[0, 0] <= 0:
+                raise ValueError("calibration-in-the-large: zero information (every predicted risk is 0 or 1)")
+            step = np.array([g[0] / info[0, 0], 0.0])
+        if np.max(np.abs(step)) < tol:
+            converged = True
+            break
+        scale = 1.0
+        while True:
+            cand = theta + scale * step
+            new = evaluate(*cand)
+            rounds += 1
+            new_nll = float(_summed(new, "nll"))
+            if new_nll <= nll + 1e-12 * max(1.0, abs(nll)) or scale < 1e-6:
+                break
+            scale /= 2
+        theta, terms, nll = cand, new, new_nll
+    info = _summed(terms, "info")
+    if slope_fixed is None:
+        try:
+            cov = np.linalg.inv(info)
+        except np.linalg.LinAlgError:
+            cov = np.full((2, 2), np.nan)
+    else:
+        cov = np.zeros((2, 2))
+        cov[0, 0] = 1.0 / info[0, 0] if info[0, 0] > 0 else np.nan
+    return {"theta": theta, "cov": cov, "rounds": rounds, "converged": converged, "nll": nll}
+
+
+def local_calibration(eta: np.ndarray, y: np.ndarray) -> dict:
+    """Both calibration fits at one site on its own patients: what a held-out site releases.
+
+    ``theta``/``cov``: joint (a, b) and its covariance; ``citl``/``citl_var``: intercept with η as offset and its
+    variance; ``iterations``/``converged`` of the joint fit and ``citl_converged``. A fit that fails (separable
+    data, singular information) comes back with NaN estimates and converged = 0, never an exception.
+    """
+    eta = np.asarray(eta, dtype=float)
+    y = np.asarray(y, dtype=float)
+    out: dict = {"n": int(eta.size)}
+
+    def evaluate(a: float, b: float) -> list[Terms]:
+        return [calibration_terms(eta, y, a, b)]
+
+    try:
+        joint = newton_fit(evaluate)
+        out.update(theta=joint["theta"], cov=joint["cov"], iterations=joint["rounds"], converged=int(joint["converged"]))
+    except ValueError:
+        out.update(theta=np.full(2, np.nan), cov=np.full((2, 2), np.nan), iterations=0, converged=0)
+    try:
+        citl = newton_fit(evaluate, slope_fixed=1.0)
+        out.update(citl=float(citl["theta"][0]), citl_var=float(citl["cov"][0, 0]), citl_converged=int(citl["converged"]))
+    except ValueError:
+        out.update(citl=float("nan"), citl_var=float("nan"), citl_converged=0)
+    return out
