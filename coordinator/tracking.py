@@ -69,6 +69,12 @@ def default_tracking_uri(work_dir: str | os.PathLike[str]) -> str:
     return f"sqlite:///{Path(work_dir).resolve() / 'mlflow.db'}"
 
 
+def resolve_tracking_uri(given: str | None, work_dir: str | os.PathLike[str]) -> str:
+    """The MLflow store a command uses: ``--mlflow-uri``, else ``$MLFLOW_TRACKING_URI``, else the SQLite store
+    in its state / work folder (:func:`default_tracking_uri`)."""
+    return given or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(work_dir)
+
+
 def _key(text: str) -> str:
     """An MLflow-legal param/metric key (letters, digits, _ - . / space)."""
     return _KEY_BAD.sub("_", text)

@@ -89,6 +89,8 @@ def simulate(
     cpus_per_site: float = 1.0,
     status_dir: Path | None = None,
     echo: Any = print,
+    outcome_dir: Path | None = None,
+    promote: bool = False,
 ) -> SimulationResult:
     """Run the whole study in simulation; returns the outcome (or the error that ended it)."""
     from flwr.app import Context
@@ -102,7 +104,8 @@ def simulate(
     os.environ[SIMULATION_ENV] = str(table)
     result = SimulationResult(sites=[s[0] for s in sites])
     settings = RunSettings(protocol=protocol, protocol_id=protocol_id(protocol), mlflow_uri=mlflow_uri,
-                           status_dir=status_dir, wait_for=len(sites), wait_timeout_s=600.0)
+                           status_dir=status_dir, wait_for=len(sites), wait_timeout_s=600.0,
+                           outcome_dir=outcome_dir, promote=promote)
     server = ServerApp()
 
     @server.main()

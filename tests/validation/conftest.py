@@ -150,7 +150,7 @@ def logged_study(mlflow_server, generated_study):
 
     study, _ = generated_study
     return log_study(study, mlflow_server, experiment="validation-tests", registered_model="fedradval-test-model",
-                     alias="champion")
+                     alias="champion", promote=True)
 
 
 # ---------------------------------------------------------------- a study run by the product's own path
