@@ -13,7 +13,7 @@ from coordinator.cli import app
 @app.command("log")
 def log_command(
     outcome: Path = typer.Argument(..., help="A saved outcome (<state-dir>/outcomes/outcome-<protocol>-<time>.pkl)."),
-    mlflow_uri: str = typer.Option("", "--mlflow-uri", help="Tracking URI [default: $MLFLOW_TRACKING_URI, else "
+    mlflow_uri: str = typer.Option("", "--mlflow-uri", help="Tracking URI (default: $MLFLOW_TRACKING_URI, else "
                                    "sqlite:///<state-dir>/mlflow.db beside the outcomes folder)."),
     promote: bool = typer.Option(False, "--promote", help="Move the registry alias to the newly registered version."),
 ) -> None:

@@ -85,6 +85,32 @@ def log_to_mlflow(outcome: Any, uri: str, flower_run_id: int, promote: bool = Fa
     return logged.parent_run_id
 
 
+def record_outcome(outcome: Any, settings: RunSettings, run_id: int, status: Any) -> str | None:
+    """Save the outcome in ``settings.outcome_dir`` first, then log it to MLflow; returns the parent run id.
+
+    When MLflow fails after the outcome was saved, raises RuntimeError whose message names the saved file and
+    the ``coordinator log`` command that completes the logging (nothing is lost)."""
+    saved = None
+    if settings.outcome_dir is not None:
+        from coordinator.outcome_store import save_outcome
+
+        saved = save_outcome(outcome, settings.outcome_dir)
+        status.progress(f"outcome saved to {saved}")
+    if not settings.mlflow_uri:
+        return None
+    status.set_phase("tracking")
+    try:
+        parent = log_to_mlflow(outcome, settings.mlflow_uri, run_id, settings.promote)
+    except Exception as exc:
+        if saved is None:
+            raise
+        from coordinator.outcome_store import tracking_failed_message
+
+        raise RuntimeError(tracking_failed_message(settings.mlflow_uri, exc, saved)) from exc
+    status.progress(f"logged to MLflow at {settings.mlflow_uri}: study run {parent}")
+    return parent
+
+
 def run_server(grid: Grid, settings: RunSettings, run_id: int, echo: Any = print, stats: dict[str, Any] | None = None) -> Any:
     """Everything the ServerApp does, given decoded settings; returns the StudyOutcome (raises on failure).
     ``stats`` (optional) receives the transport's message rounds and bytes per site."""
@@ -112,23 +138,7 @@ def run_server(grid: Grid, settings: RunSettings, run_id: int, echo: Any = print
         if stats is not None:
             stats.update(rounds=transport.rounds, bytes_sent=dict(transport.bytes_sent),
                          bytes_received=dict(transport.bytes_received))
-        saved = None
-        if settings.outcome_dir is not None:  # on disk before any MLflow call: nothing is lost if MLflow fails
-            from coordinator.outcome_store import save_outcome
-
-            saved = save_outcome(outcome, settings.outcome_dir)
-            status.progress(f"outcome saved to {saved}")
-        if settings.mlflow_uri:
-            status.set_phase("tracking")
-            try:
-                parent = log_to_mlflow(outcome, settings.mlflow_uri, run_id, settings.promote)
-            except Exception as exc:
-                if saved is None:
-                    raise
-                from coordinator.outcome_store import tracking_failed_message
-
-                raise RuntimeError(tracking_failed_message(settings.mlflow_uri, exc, saved)) from exc
-            status.progress(f"logged to MLflow at {settings.mlflow_uri}: study run {parent}")
+        record_outcome(outcome, settings, run_id, status)
     except Exception as exc:
         status.finish(error=f"{exc}")
         raise
