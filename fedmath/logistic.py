@@ -12,6 +12,8 @@ call these same functions, so the probabilities a new site gets are the ones who
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 RECALIBRATION_METHODS = ("platt", "temperature", "none")
@@ -26,6 +28,18 @@ def logit(p: np.ndarray) -> np.ndarray:
     """log p - log(1 - p) of p clipped to [1e-12, 1 - 1e-12]."""
     q = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1 - 1e-12)
     return np.log(q) - np.log1p(-q)
+
+
+def recalibration_vector(method: str, params: dict[str, float]) -> np.ndarray:
+    """The parameter vector the sites apply: platt {a, b} → [a, b], temperature {temperature: T} → [log T],
+    none → []."""
+    if method == "platt":
+        return np.array([params["a"], params["b"]], dtype=np.float64)
+    if method == "temperature":
+        return np.array([math.log(params["temperature"])], dtype=np.float64)
+    if method == "none":
+        return np.zeros(0)
+    raise ValueError(f"unknown recalibration method {method!r}; expected one of {', '.join(RECALIBRATION_METHODS)}")
 
 
 def recalibrate(p: np.ndarray, method: str, params: np.ndarray) -> np.ndarray:

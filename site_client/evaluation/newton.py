@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedmath.logistic import sigmoid
 from site_client.evaluation._checks import as_labels, as_probabilities, logit
 
 Aggregate = dict[str, "np.ndarray | float | int"]
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
 def _nll(mu_logit: np.ndarray, y: np.ndarray) -> float:
@@ -37,7 +34,7 @@ def logistic_calibration_terms(
         raise ValueError(f"calibration parameters must be finite, got intercept={intercept!r}, slope={slope!r}")
     eta = logit(p)
     w = intercept + slope * eta
-    mu = _sigmoid(w)
+    mu = sigmoid(w)
     x = np.stack([np.ones_like(eta), eta], axis=1)
     r = y - mu
     v = mu * (1.0 - mu)
@@ -60,7 +57,7 @@ def log_temperature_terms(p: object, y: object, log_t: float, site: str | None =
     if not np.isfinite(log_t):
         raise ValueError(f"log temperature must be finite, got {log_t!r}")
     w = logit(p) * np.exp(-log_t)
-    mu = _sigmoid(w)
+    mu = sigmoid(w)
     r = mu - y
     fisher = float(np.sum(mu * (1.0 - mu) * w * w))
     return {
