@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coordinator.demo.cohort import generate_cohort
+from demo.cohort import generate_cohort
 
 
 def main() -> None:

@@ -1,11 +1,11 @@
 """The per-site result table printed at the end of ``coordinator run`` / ``simulate`` / ``log``, from the outcome
-itself (the demo prints the same table read back from MLflow: :mod:`coordinator.demo.results`)."""
+itself (the demo prints the same table read back from MLflow: :mod:`demo.results`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from coordinator.demo.results import DemoResults, HeldOutSite, _variant, results_table
+from demo.results import DemoResults, HeldOutSite, _variant, results_table
 from coordinator.tracking import fold_values
 
 

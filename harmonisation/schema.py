@@ -241,12 +241,15 @@ def build_plan(
     continuous: Sequence[str] = (),
     options: ComBatOptions = ComBatOptions(),
     batch_col: str | None = None,
+    min_batch: int = MIN_BATCH,
+    warn_batch: int = RECOMMENDED_BATCH,
 ) -> Message:
     """Hub side, step 0: global batches and levels, excluded features, options.
 
     Raises :class:`HarmonisationError` for duplicated sites, feature lists that differ,
-    batches with < 2 samples, an unknown reference batch, or fewer than 2 batches;
-    warns (:class:`SmallBatchWarning`) for batches with < 20 samples and
+    batches with < ``min_batch`` samples (protocol ``harmonisation.min_batch_size``), an unknown
+    reference batch, or fewer than 2 batches; warns (:class:`SmallBatchWarning`) for batches with
+    < ``warn_batch`` samples (``harmonisation.warn_batch_size``) and
     (:class:`ExcludedFeatureWarning`) for constant features, which are excluded.
     """
     if not schemas:
@@ -277,14 +280,15 @@ def build_plan(
     batch_n = np.array([sum(pt[1] for pt in parts[b]) for b in batches], dtype=np.int64)
     for b, n_b in zip(batches, batch_n):
         where = ", ".join(f"{pt[0]!r} ({pt[1]})" for pt in parts[b])
-        if n_b < MIN_BATCH:
+        if n_b < min_batch:
             raise HarmonisationError(
                 f"batch {b!r} has {n_b} sample(s) (site(s) {where}); ComBat needs at least "
-                f"{MIN_BATCH} per batch (recommended >= {RECOMMENDED_BATCH}): merge or drop it")
-        if n_b < RECOMMENDED_BATCH:
+                f"{min_batch} per batch (harmonisation.min_batch_size; recommended >= {warn_batch}): "
+                "merge or drop it")
+        if n_b < warn_batch:
             warnings.warn(
                 f"batch {b!r} has only {n_b} samples (site(s) {where}); ComBat estimates are "
-                f"unstable below about {RECOMMENDED_BATCH} per batch",
+                f"unstable below about {warn_batch} per batch (harmonisation.warn_batch_size)",
                 SmallBatchWarning, stacklevel=2)
     spanning = [b for b in batches if len(parts[b]) > 1]
 

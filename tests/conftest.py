@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.demo.processes import free_port
+from demo.processes import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from coordinator.cli import app
-from coordinator.demo.cohort import CohortError, generate_cohort
+from demo.cohort import CohortError, generate_cohort
 
 
 @app.command("demo-cohort")

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from coordinator.cli import app
-from coordinator.demo.run import DEFAULT_SEED, DEFAULT_WORK, DemoSettings, run_demo
+from demo.run import DEFAULT_SEED, DEFAULT_WORK, DemoSettings, run_demo
 
 
 @app.command("demo")

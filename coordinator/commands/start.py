@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from coordinator.cli import app
-from protocols.runtime_env import flower_env
+from flowerglue.runtime_env import flower_env
 from coordinator.flower.flwr_cli import flwr_executable, write_profile
 from coordinator.flower.state import DEFAULT_STATE_DIR, default_database, flwr_home
 from coordinator.flower.superlink import INSECURE_WARNING, superlink_command

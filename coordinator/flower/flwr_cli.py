@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from protocols.runtime_env import flower_env
+from flowerglue.runtime_env import flower_env
 
 PROFILE = "study"
 APP_DIR = Path(__file__).resolve().parent / "app"

@@ -13,7 +13,8 @@ from typing import Any
 from flwr.app import Message, MessageType
 from flwr.serverapp import Grid
 
-from protocols.wire import from_record, payload_nbytes, to_record
+from flowerglue.wire import from_record, to_record
+from protocols.payload import payload_nbytes
 
 IDENTIFY = "identify"  # answered by the site's glue with its node_config site-name
 POLL_S = 1.0  # one pull per second: gentle on the SuperLink's SQLite state ("database is locked" under load)
@@ -201,7 +202,10 @@ class GridTransport:
         if reply.has_error():
             reason = reply.error.reason or f"error code {reply.error.code}"
             return _failure(site, reason if site in reason else f"site {site}: {reason}")
-        payload = from_record(reply.content)
+        try:
+            payload = from_record(reply.content)
+        except Exception as exc:  # noqa: BLE001 - a malformed reply drops its site, it never ends the ServerApp
+            return _failure(site, f"site {site} sent a {phase} reply that cannot be decoded: {type(exc).__name__}: {exc}")
         self.bytes_received[site] = self.bytes_received.get(site, 0) + payload_nbytes(payload)
         claimed = payload.get("site")
         if phase != IDENTIFY and claimed is not None and claimed != site:

@@ -155,7 +155,7 @@ def _to_recalibration(method: str, state: NewtonState) -> Recalibration:
     if method == "platt":
         return Recalibration("platt", {"a": float(state.theta[0]), "b": float(state.theta[1])},
                              {"a": float(se_vec[0]), "b": float(se_vec[1])}, state.iterations, state.converged)
-    t = math.exp(float(state.theta[0]))
+    t = _exp(float(state.theta[0]))
     return Recalibration("temperature", {"temperature": t}, {"temperature": t * float(se_vec[0])},
                          state.iterations, state.converged)
 
@@ -243,6 +243,12 @@ def run_calibration(protocol: Protocol, session: Session, design: StudyDesign, w
     return out
 
 
+def _exp(u: float) -> float:
+    """e^u with u capped at 709 (e^709 ≈ 8e307, the largest finite power): a degenerate temperature fit that ran
+    off to log T ≈ 10³ ends in a note and a finite T (probabilities ≈ ½ at the sites), not an OverflowError."""
+    return math.exp(min(u, 709.0))
+
+
 def _identity(method: str) -> np.ndarray:
     return np.array([0.0, 1.0]) if method == "platt" else np.array([0.0])
 
@@ -283,7 +289,7 @@ def _newton_update(method: str, model: str, state: NewtonState, replies: dict, s
     state.iterations += 1
     if method == "temperature" and abs(float(state.theta[0])) > MAX_LOG_T:
         state.converged = True
-        notes.append(f"{model}: temperature scaling has no finite optimum (log T = {state.theta[0]:.3g}: the "
+        notes.append(f"{model}: temperature scaling has no finite optimum (T = {_exp(float(state.theta[0])):.3g}: the "
                      "scores do not rank the classes the right way round on the calibration parts); stopped there")
         return
     try:

@@ -30,10 +30,10 @@ class EvaluationResult:
     setsize: dict[str, dict[str, dict]] = field(default_factory=dict)
 
 
-def run_evaluation(protocol: Protocol, session: Session, design: StudyDesign, cal: CalibrationResult) -> EvaluationResult:
-    out = EvaluationResult()
+def configure_evaluate(design: StudyDesign, cal: CalibrationResult, active: list[str]) -> dict[str, Payload]:
+    """Each validating site gets, per model it validates, the recalibration map and the conformal thresholds."""
     requests: dict[str, Payload] = {}
-    for site in session.active:
+    for site in active:
         models = design.models_validated_by(site)
         if not models:
             continue
@@ -45,7 +45,12 @@ def run_evaluation(protocol: Protocol, session: Session, design: StudyDesign, ca
             if model in cal.conformal:
                 req[key(Q, model)] = np.array(cal.conformal[model], dtype=np.float64)
         requests[site] = req
-    replies = session.exchange("evaluate", requests)
+    return requests
+
+
+def aggregate_evaluate(design: StudyDesign, replies: dict[str, Payload]) -> EvaluationResult:
+    """The held-out sites' "after" aggregates, coverage and set sizes, per model."""
+    out = EvaluationResult()
     for model in design.all_models():
         fold = model.split("/")[0]
         sites = [s for s in design.heldout_sites(fold) if s in replies]
@@ -53,6 +58,11 @@ def run_evaluation(protocol: Protocol, session: Session, design: StudyDesign, ca
         out.coverage[model] = {s: unnest(replies[s], key(COVERAGE, model)) for s in sites if key(COVERAGE, model, "k") in replies[s]}
         out.setsize[model] = {s: unnest(replies[s], key(SETSIZE, model)) for s in sites if key(SETSIZE, model, "k") in replies[s]}
     return out
+
+
+def run_evaluation(protocol: Protocol, session: Session, design: StudyDesign, cal: CalibrationResult) -> EvaluationResult:
+    replies = session.exchange("evaluate", configure_evaluate(design, cal, list(session.active)))
+    return aggregate_evaluate(design, replies)
 
 
 def calibration_fit(agg: dict | None) -> CalibrationFit | None:

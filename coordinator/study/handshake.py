@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from protocols.payload import Payload, unnest
-from protocols.contract import COUNT_FIELDS, ELIGIBLE, FEATURES, FVOL, MODEL_FEATURES, SCHEMA, VOLUME_FEATURE
+from protocols.contract import COUNT_FIELDS, ELIGIBLE, FEATURES, FVOL, MODEL_FEATURES, REASON, SCHEMA, VOLUME_FEATURE
 from coordinator.study.transport import Session
 
 
@@ -29,11 +29,12 @@ def run_handshake(session: Session) -> HandshakeResult:
     result: HandshakeResult | None = None
     for site, reply in sorted(replies.items()):
         if not reply.get(ELIGIBLE, False):
-            session.drop(site, f"site {site} cannot take part: {reply.get('reason') or 'not eligible'}")
+            session.drop(site, f"site {site} cannot take part: {reply.get(REASON) or 'not eligible'}")
             continue
         if result is None:
             result = HandshakeResult(list(reply[FEATURES]), list(reply[MODEL_FEATURES]), str(reply[VOLUME_FEATURE]))
-        elif list(reply[FEATURES]) != result.features or str(reply[VOLUME_FEATURE]) != result.volume_feature:
+        elif (list(reply[FEATURES]) != result.features or str(reply[VOLUME_FEATURE]) != result.volume_feature
+              or list(reply[MODEL_FEATURES]) != result.model_features):
             theirs, ours = list(reply[FEATURES]), result.features
             diff = sorted(set(theirs) ^ set(ours))[:5] or ["(same names, different order)"]
             session.drop(site, f"site {site} reports a different feature list than the other sites (differences: {diff})")

@@ -57,7 +57,8 @@ def _plans(protocol: Protocol, design: StudyDesign, hs: HandshakeResult, notes: 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             plan = build_plan(schemas, [c.name for c in cov.categorical], [c.name for c in cov.continuous],
-                              options(protocol), batch_column(protocol))
+                              options(protocol), batch_column(protocol),
+                              protocol.harmonisation.min_batch_size, protocol.harmonisation.warn_batch_size)
         notes += [f"ComBat fold {fold}: {w.message}" for w in caught]
         if plan["spanning"]:
             raise ValueError(

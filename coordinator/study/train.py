@@ -38,6 +38,49 @@ def initial_weights(protocol: Protocol, design: StudyDesign, n_model_features: i
     return out
 
 
+def configure_train(protocol: Protocol, design: StudyDesign, state: TrainingResult, round_no: int,
+                    active: list[str], first_extras) -> dict[str, Payload]:
+    """Round ``round_no``'s requests: each active site gets the global parameters of every model it trains
+    (never one of the fold it is held out of); the first round also carries its harmonisation (``first_extras``)."""
+    requests: dict[str, Payload] = {}
+    for site in active:
+        models = design.models_trained_by(site)
+        if not models and round_no > 1:
+            continue  # an external site only needs the first message (its harmonisation)
+        req: Payload = {ROUND: round_no, MODELS: models, HELDOUT_FOLDS: design.heldout_folds(site)}
+        for model in models:
+            req.update(params_to_payload(key(W, model), state.weights[model]))
+        if round_no == 1:
+            req.update(first_extras(site, design))
+        requests[site] = req
+    return requests
+
+
+def aggregate_train(design: StudyDesign, state: TrainingResult, round_no: int, replies: dict[str, Payload]) -> None:
+    """FedAvg of every model over the replies of its fold's training sites (case-weighted), the round's
+    case-weighted training loss, and (round 1) the sites' after-harmonisation diagnostics."""
+    if round_no == 1:
+        for site, reply in replies.items():
+            for fold in prefixes(reply, DIAG):
+                state.diagnostics.setdefault(fold, {})[site] = unnest(reply, key(DIAG, fold))
+    for model in design.all_models():
+        fold, _, _ = parse_model_key(model)
+        updates, losses = [], []
+        for site in design.training_sites(fold):
+            reply = replies.get(site)
+            if reply is None or key(N, model) not in reply:
+                continue
+            n = int(reply[key(N, model)])
+            updates.append((params_from_payload(reply, key(W, model)), float(n)))
+            losses.append((float(reply[key(LOSS, model)]), n))
+        if not updates:
+            continue
+        state.weights[model] = weighted_average(updates)
+        total = sum(n for _, n in losses)
+        state.history[model].append(sum(l * n for l, n in losses) / total)
+        state.trained_by[model][round_no] = [s for s in design.training_sites(fold) if s in replies]
+
+
 def run_training(
     protocol: Protocol,
     session: Session,
@@ -51,41 +94,12 @@ def run_training(
         result.history[model] = []
         result.trained_by[model] = {}
     for round_no in range(1, protocol.model.rounds + 1):
-        requests: dict[str, Payload] = {}
-        for site in session.active:
-            models = design.models_trained_by(site)
-            if not models and round_no > 1:
-                continue  # an external site only needs the first message (its harmonisation)
-            req: Payload = {ROUND: round_no, MODELS: models, HELDOUT_FOLDS: design.heldout_folds(site)}
-            for model in models:
-                req.update(params_to_payload(key(W, model), result.weights[model]))
-            if round_no == 1:
-                req.update(first_extras(site, design))
-            requests[site] = req
+        requests = configure_train(protocol, design, result, round_no, list(session.active), first_extras)
         before = set(session.active)
         replies = session.exchange("train", requests)
         for site in sorted(before - set(session.active)):
             design = on_drop(site)
-        if round_no == 1:
-            for site, reply in replies.items():
-                for fold in prefixes(reply, DIAG):
-                    result.diagnostics.setdefault(fold, {})[site] = unnest(reply, key(DIAG, fold))
-        for model in design.all_models():
-            fold, _, _ = parse_model_key(model)
-            updates, losses = [], []
-            for site in design.training_sites(fold):
-                reply = replies.get(site)
-                if reply is None or key(N, model) not in reply:
-                    continue
-                n = int(reply[key(N, model)])
-                updates.append((params_from_payload(reply, key(W, model)), float(n)))
-                losses.append((float(reply[key(LOSS, model)]), n))
-            if not updates:
-                continue
-            result.weights[model] = weighted_average(updates)
-            total = sum(n for _, n in losses)
-            result.history[model].append(sum(l * n for l, n in losses) / total)
-            result.trained_by[model][round_no] = [s for s in design.training_sites(fold) if s in replies]
+        aggregate_train(design, result, round_no, replies)
         session.progress(f"training round {round_no}/{protocol.model.rounds} done")
     result.weights = {m: w for m, w in result.weights.items() if m in set(design.all_models())}
     return result, design

@@ -10,7 +10,7 @@ from protocols.console import load_protocol_for_command
 from site_client.cli import app
 from site_client.flower.approvals import ApprovalsError, approved_ids
 from site_client.flower.client_app import SiteSettings
-from protocols.runtime_env import flower_env
+from flowerglue.runtime_env import flower_env
 from site_client.flower.state import DEFAULT_WORK_DIR, approvals_path
 from site_client.flower.supernode import supernode_command, supervise, write_node_config
 from site_client.flower.warm_exec import warm_exec_command

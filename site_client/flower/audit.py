@@ -2,7 +2,7 @@
 
 Each record: ``time`` (UTC ISO), ``run_id``, ``phase``, ``status`` ("reply" or "error"), ``keys``,
 ``arrays`` (key -> shape, dtype), ``values`` (every non-array value, verbatim: they are small and
-the hospital must be able to see them), ``bytes`` (payload size, :func:`protocols.wire.payload_nbytes`).
+the hospital must be able to see them), ``bytes`` (payload size, :func:`protocols.payload.payload_nbytes`).
 Lines are appended with one ``write`` + fsync, so a crash can at worst leave a truncated last line,
 which :func:`read_audit` reports by line number instead of hiding it.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from protocols.wire import payload_nbytes
+from protocols.payload import payload_nbytes
 
 AUDIT_FILE = "audit.jsonl"
 

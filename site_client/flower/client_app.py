@@ -22,7 +22,7 @@ from flwr.app import Context, Error, Message
 from flwr.clientapp import ClientApp
 
 from protocols import load_protocol, protocol_id
-from protocols.wire import from_record, to_record
+from flowerglue.wire import from_record, to_record
 from site_client.flower.approvals import approved_ids
 from site_client.flower.audit import append_audit, audit_record
 

@@ -5,13 +5,14 @@ and the feature–volume sums. One reply per study; nothing patient-level.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from harmonisation.schema import site_schema
 from protocols.payload import Payload, nest
 from protocols.contract import ELIGIBLE, FEATURES, FVOL, MODEL_FEATURES, REASON, SCHEMA
 from site_client.evaluation import feature_volume_sums
 from site_client.study.cohort import Cohort, build_cohort
-from site_client.study.context import SiteContext
+from site_client.study.context import SiteContext, SiteStudyError
 from site_client.study.store import SiteStore
 
 SUPPRESSED = -1
@@ -49,10 +50,24 @@ def batch_column(context: SiteContext) -> str | None:
     return context.protocol.batch.column if context.protocol.batch.by == "column" else None
 
 
+def check_covariate_ranges(context: SiteContext, cohort: Cohort) -> None:
+    """Every continuous covariate within the protocol's plausible [min, max] (a value outside is a data error;
+    the case ids go to the site's log only, through the error's text)."""
+    for cov in context.protocol.covariates.continuous:
+        values = pd.to_numeric(cohort.table[cov.name], errors="coerce").to_numpy(dtype=np.float64)
+        bad = np.isfinite(values) & ((values < cov.min) | (values > cov.max))
+        if bad.any():
+            cases = cohort.table["case_id"][bad].tolist()
+            raise SiteStudyError(
+                f"site {context.site_name}: continuous covariate {cov.name!r} outside the protocol's range "
+                f"[{cov.min:g}, {cov.max:g}] for {int(bad.sum())} case(s): {cases[:5]}")
+
+
 def handle_handshake(payload: Payload, context: SiteContext, store: SiteStore) -> Payload:
     protocol = context.protocol
     k = protocol.privacy.min_cell_count
     cohort = build_cohort(context, store)
+    check_covariate_ranges(context, cohort)
     counts = class_counts(cohort)
     reply: Payload = {FEATURES: cohort.features, MODEL_FEATURES: cohort.model_features,
                       "volume_feature": cohort.volume_feature}

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from coordinator.demo.cohort import generate_cohort
+from demo.cohort import generate_cohort
 
 
 def _generate(out: Path, seed: int) -> list[Path]:

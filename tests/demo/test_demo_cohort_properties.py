@@ -17,7 +17,7 @@ from demo_voxel_measures import site_measures
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from coordinator.demo.cohort import generate_cohort
+from demo.cohort import generate_cohort
 from protocols import load_protocol, protocol_id
 from site_client.check import check_manifest
 from site_client.manifest import read_manifest

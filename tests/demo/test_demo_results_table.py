@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coordinator.demo.results import DemoResults, HeldOutSite, VariantMetrics, coverage_text, mean_coverage_text
+from demo.results import DemoResults, HeldOutSite, VariantMetrics, coverage_text, mean_coverage_text
 
 
 def _site(name: str, coverage: float | None, censored: int) -> HeldOutSite:

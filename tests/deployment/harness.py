@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from protocols.runtime_env import flower_env
+from flowerglue.runtime_env import flower_env
 from coordinator.flower.flwr_cli import list_runs, list_supernodes
 from coordinator.flower.state import flwr_home, runs_dir
 from coordinator.flower.status import read_status, status_path
 from protocols import load_protocol, protocol_id
 from site_client.flower.approvals import approve
-from coordinator.demo.processes import free_port, process_table
+from demo.processes import free_port, process_table
 from site_client.flower.keys import generate_keypair
 from site_client.flower.state import approvals_path
 

@@ -21,7 +21,7 @@ from flwr.app import Message, Metadata
 
 from coordinator.flower.certs import check_certificate_folder, create_certificates
 from coordinator.flower.superlink import superlink_command
-from protocols.wire import PayloadError, from_record, to_record
+from flowerglue.wire import PayloadError, from_record, to_record
 from site_client.flower.approvals import ApprovalsError, approve, approved_ids
 from site_client.flower.audit import AuditLogError, append_audit, audit_record, read_audit
 from site_client.flower.client_app import FAILED_CODE, REFUSED_CODE, SiteSettings, respond
@@ -269,3 +269,17 @@ def test_flower_glue_cli_error_messages(tmp_path: Path, one_site: tuple[SiteSett
     approved = _cli("site-client", "approve", str(protocol), "--work-dir", str(tmp_path / "w"), cwd=tmp_path)
     assert approved.returncode == 0 and "approved" in approved.stdout
     assert json.loads((tmp_path / "w" / "approvals.json").read_text())["approved"][0]["study"] == "deployment-test"
+
+
+def test_flower_glue_a_reply_that_cannot_be_decoded_drops_its_site_and_never_ends_the_server_app() -> None:
+    from coordinator.flower.transport import GridTransport
+    from coordinator.study import SiteFailure
+
+    record = to_record({"a": np.arange(4.0), "b": np.arange(2.0)})
+    record.array_records["arrays"] = to_record({"a": np.arange(4.0)}).array_records["arrays"]
+    reply = _message({})
+    reply.content = record
+    failure = GridTransport(grid=None, protocol_id="0" * 64)._decode("site-q", "train", reply)  # type: ignore[arg-type]
+    assert isinstance(failure, SiteFailure) and failure.site == "site-q"
+    assert failure.message == ("site site-q sent a train reply that cannot be decoded: PayloadError: "
+                               "packed arrays: buffer too short for key 'b' (32 bytes, need 48)")

@@ -75,3 +75,15 @@ def test_the_contract_table_in_the_architecture_doc_is_current():
     table = text.split(TABLE_BEGIN, 1)[1].split(TABLE_END, 1)[0].strip()
     assert table == contract_table().strip(), (
         "docs/architecture.md is stale: run `python -m protocols.contract docs/architecture.md`")
+
+
+def test_protocols_depends_only_on_numpy_pydantic_and_yaml():
+    import subprocess
+    import sys
+
+    code = ("import sys, pkgutil, importlib, protocols\n"
+            "for m in pkgutil.walk_packages(protocols.__path__, 'protocols.'): importlib.import_module(m.name)\n"
+            "roots = {n.split('.')[0] for n in sys.modules}\n"
+            "print(sorted(roots & {'flwr', 'mlflow', 'torch', 'pandas', 'scipy', 'site_client', 'coordinator', 'harmonisation'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -246,3 +246,19 @@ def test_a_reply_string_the_site_may_not_send_is_blocked(study, monkeypatch):
         handle("train", request, context)
     log = next(context.work_dir.glob("study/*/notes.log")).read_text()
     assert "reply field diag/_all/batches holds a string the site may not send" in log
+
+
+@pytest.mark.parametrize("spoil,detail", [
+    (lambda t: t.assign(y=t["y"].astype(object).where(t["case_id"] != "H2-007", "maybe")), "'H2-007'"),
+    (lambda t: t.assign(f3=t["f3"].where(t["case_id"] != "H2-011", np.nan)), "'H2-011'"),
+    (lambda t: t.assign(age=t["age"].where(t["case_id"] != "H2-004", 999.0)), "'H2-004'"),
+])
+def test_a_cohort_error_leaves_the_site_as_a_generic_reason_with_the_detail_in_its_log(tmp_path, spoil, detail):
+    p, pid = synthetic_protocol()
+    table = spoil(synthetic_sites()[SITE])
+    context = make_contexts(tmp_path, p, pid, {SITE: table})[SITE]
+    with pytest.raises(Refusal) as err:
+        handle("handshake", {"protocol_id": pid, "phase": "handshake"}, context)
+    assert str(err.value) == (f"site {SITE} refused handshake (data-error): the site's data does not meet protocol "
+                              f"{pid[:12]}; details in the site's log")
+    assert detail in next(context.work_dir.glob("study/*/notes.log")).read_text()

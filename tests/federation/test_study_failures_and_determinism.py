@@ -145,7 +145,7 @@ def test_external_site_validates_only_the_final_model_and_never_trains(transport
 
 def test_manifest_site_extracts_features_in_the_handshake(tmp_path):
     """A site joining with a manifest: images → IBSI features (cached in the work folder) → counts and schema."""
-    from coordinator.demo.cohort import generate_cohort
+    from demo.cohort import generate_cohort
     from protocols import load_protocol, protocol_id
 
     manifests = generate_cohort(tmp_path / "cohort", sites=2, cases_per_site=14, progress=lambda s: None)

@@ -174,7 +174,7 @@ def test_after_harmonisation_site_means_equal_pooled_neurocombat(study, nsclc_ta
 
 def test_every_message_survives_the_flower_wire_codec(study):
     """What the study sends and receives round-trips losslessly through the deployment's RecordDict codec."""
-    from protocols.wire import from_record, to_record
+    from flowerglue.wire import from_record, to_record
 
     p, pid, transport, outcome = study
     for entry in transport.log[:: max(1, len(transport.log) // 60)] + transport.log[-8:]:

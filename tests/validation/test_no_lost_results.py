@@ -25,7 +25,7 @@ def test_mlflow_down_at_the_end_loses_nothing_and_coordinator_log_completes_it(
     from mlflow import MlflowClient
 
     from coordinator.cli import app
-    from coordinator.demo.processes import free_port
+    from demo.processes import free_port
     from coordinator.flower.server_app import record_outcome
     from coordinator.flower.status import RunStatus
 
@@ -76,7 +76,7 @@ def test_coordinator_log_refuses_a_file_that_is_not_an_outcome(tmp_path):
 
 def test_coordinator_log_with_mlflow_down_says_so_and_keeps_the_file(real_study, tmp_path, monkeypatch):
     from coordinator.cli import app
-    from coordinator.demo.processes import free_port
+    from demo.processes import free_port
     from coordinator.outcome_store import save_outcome
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")

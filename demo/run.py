@@ -37,11 +37,11 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from coordinator.demo.cohort import CohortError, generate_cohort, site_names, validate_arguments
-from coordinator.demo.processes import Processes, free_port
-from coordinator.demo.results import ResultsNotFound, read_results, results_table, verdict
+from demo.cohort import CohortError, generate_cohort, site_names, validate_arguments
+from demo.processes import Processes, free_port
+from demo.results import ResultsNotFound, read_results, results_table, verdict
 from coordinator.flower.certs import create_certificates
-from protocols.runtime_env import flower_env
+from flowerglue.runtime_env import flower_env
 from coordinator.flower.flwr_cli import FlwrCommandError, list_runs, register_supernode, start_run, stop_run
 from coordinator.flower.registry import record_site
 from coordinator.flower.server_app import encode_protocol
@@ -285,6 +285,8 @@ class Demo:
                 "protocol-id": identifier,
                 "mlflow-uri": tracking_uri,
                 "status-dir": str(runs_dir(state)),
+                "outcome-dir": str(state.resolve() / "outcomes"),   # saved before MLflow (coordinator log)
+                "promote": "true",                                   # the demo's model is the one to try
                 "wait-for": len(self.names),
                 "wait-timeout-s": 300.0,
             })

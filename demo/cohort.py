@@ -29,8 +29,8 @@ import numpy as np
 import SimpleITK as sitk
 from threadpoolctl import threadpool_limits
 
-from coordinator.demo.lesions import TRUTH_SPACING_MM, draw_lesion, inside, render_truth, truth_axis
-from coordinator.demo.scanners import FIELD_OF_VIEW_MM, Scanner, acquire, scanner_for_site, stream_key
+from demo.lesions import TRUTH_SPACING_MM, draw_lesion, inside, render_truth, truth_axis
+from demo.scanners import FIELD_OF_VIEW_MM, Scanner, acquire, scanner_for_site, stream_key
 
 GENERATOR_VERSION = 1
 MIN_CASES_PER_CLASS = 5  # the demo protocol's validation.min_cases_per_class

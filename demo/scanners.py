@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from coordinator.demo.grids import apply_separable, gaussian_matrix, interpolation_matrix
+from demo.grids import apply_separable, gaussian_matrix, interpolation_matrix
 
 FIELD_OF_VIEW_MM = 48.0  # every image covers this cube (liver patch around the lesion)
 _NAMESPACES = {"case": 1, "labels": 2, "scanner": 3}

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from coordinator.demo.grids import apply_separable, gaussian_matrix, interpolation_matrix
+from demo.grids import apply_separable, gaussian_matrix, interpolation_matrix
 
 LIVER_HU = 105.0  # portal-venous liver parenchyma
 TRUTH_SPACING_MM = 0.75  # the "continuous" phantom is rendered on this isotropic grid before acquisition

@@ -118,19 +118,3 @@ def from_record(record: RecordDict) -> Payload:
             else:
                 payload[key] = list(value) if isinstance(value, list) else value
     return payload
-
-
-def payload_nbytes(payload: Payload) -> int:
-    """Approximate wire size: array bytes plus UTF-8 / 8-byte scalars (for the audit log and the benchmark)."""
-    total = 0
-    for key, value in payload.items():
-        total += len(key.encode())
-        if isinstance(value, np.ndarray):
-            total += value.nbytes
-        elif isinstance(value, str):
-            total += len(value.encode())
-        elif isinstance(value, (list, tuple)):
-            total += sum(len(v.encode()) if isinstance(v, str) else 8 for v in value)
-        else:
-            total += 8
-    return total
