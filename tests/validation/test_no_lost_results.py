@@ -99,3 +99,29 @@ def test_default_store_honours_the_environment_then_the_folder(tmp_path, monkeyp
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
     assert resolve_tracking_uri("", tmp_path) == "http://mlflow.example:5000"
     assert resolve_tracking_uri("sqlite:///x.db", tmp_path) == "sqlite:///x.db"
+
+
+@pytest.mark.timeout(1200)
+def test_simulate_saves_the_outcome_logs_to_its_work_folder_and_prints_the_table(tmp_path, monkeypatch):
+    """``coordinator simulate`` without --mlflow-uri: the outcome in <work>/outcomes, the results in
+    <work>/mlflow.db, the per-site table printed, and the registry alias left where it was (no --promote)."""
+    from mlflow import MlflowClient
+
+    from coordinator.cli import app
+    from coordinator.outcome_store import load_outcome
+    from tests.deployment.synthetic import write_protocol, write_sites
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    write_sites(tmp_path / "sites", {"sim-a": 44, "sim-b": 52, "sim-c": 40})
+    write_protocol(tmp_path / "study.yaml", rounds=2, min_sites=3, round_timeout_s=600)
+    work = tmp_path / "work"
+    result = CliRunner().invoke(app, ["simulate", "--protocol", str(tmp_path / "study.yaml"),
+                                      "--sites-dir", str(tmp_path / "sites"), "--work-dir", str(work)])
+    assert result.exit_code == 0, result.output
+    assert f"results to sqlite:///{work.resolve()}/mlflow.db" in result.output
+    assert "at each held-out site" in result.output and "sim-b" in result.output
+    saved = sorted((work / "outcomes").glob("outcome-*.pkl"))
+    assert len(saved) == 1 and sorted(load_outcome(saved[0]).sites) == ["sim-a", "sim-b", "sim-c"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{work.resolve()}/mlflow.db")
+    models = client.search_registered_models()
+    assert len(models) == 1 and not models[0].aliases
