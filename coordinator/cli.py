@@ -42,3 +42,4 @@ from coordinator.commands import status as _status  # noqa: E402,F401
 from coordinator.commands import simulate as _simulate  # noqa: E402,F401
 from coordinator.commands import report as _report  # noqa: E402,F401
 from coordinator.commands import doctor as _doctor  # noqa: E402,F401
+from coordinator.commands import log as _log  # noqa: E402,F401

@@ -44,6 +44,10 @@ from coordinator.validation.results import (
 PACKAGES = ("fedradval", "numpy", "scipy", "scikit-learn", "pandas", "mlflow", "flwr", "torch", "matplotlib")
 SUMMARY_PATH = "summary/study.json"
 SITE_TABLE_PATH = "tables/site_metrics.json"
+#: The registered model's code (a real module, logged as models-from-code; never imported here).
+PYFUNC_MODEL_FILE = Path(__file__).resolve().parent / "pyfunc_model.py"
+#: MLflow 3.x UI: this experiment tag picks the model-training view instead of the GenAI one.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 _KEY_BAD = re.compile(r"[^A-Za-z0-9_\-./ ]")
 
 
@@ -63,6 +67,12 @@ class LoggedStudy:
 def default_tracking_uri(work_dir: str | os.PathLike[str]) -> str:
     """``sqlite:///<work>/mlflow.db`` — the default store, a SQLite file in the study's work folder."""
     return f"sqlite:///{Path(work_dir).resolve() / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(given: str | None, work_dir: str | os.PathLike[str]) -> str:
+    """The MLflow store a command uses: ``--mlflow-uri``, else ``$MLFLOW_TRACKING_URI``, else the SQLite store
+    in its state / work folder (:func:`default_tracking_uri`)."""
+    return given or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(work_dir)
 
 
 def _key(text: str) -> str:
@@ -266,56 +276,6 @@ def _study_figures(client: Any, run_id: str, study: StudyResult) -> None:
                 f"plots/harmonisation/{_key(d.site)}.png")
 
 
-_PYFUNC_CODE = '''
-"""fedradval final model: dense layers in numpy + recalibration + class-conditional conformal sets."""
-import json
-
-import numpy as np
-import pandas as pd
-from mlflow.models import set_model
-from mlflow.pyfunc import PythonModel
-
-
-class FedradvalModel(PythonModel):
-    def load_context(self, context):
-        with open(context.artifacts["config"]) as fh:
-            self.cfg = json.load(fh)
-        w = np.load(context.artifacts["weights"])
-        self.layers = [(w[f"W{i}"], w[f"b{i}"]) for i in range(self.cfg["n_layers"])]
-        self.mean = w["mean"] if "mean" in w.files else None
-        self.scale = w["scale"] if "scale" in w.files else None
-
-    def predict(self, context, model_input, params=None):
-        x = pd.DataFrame(model_input)[self.cfg["features"]].to_numpy(dtype=float)
-        if self.mean is not None:
-            x = (x - self.mean) / self.scale
-        act = np.tanh if self.cfg["activation"] == "tanh" else (lambda a: np.maximum(a, 0.0))
-        for i, (W, b) in enumerate(self.layers):
-            x = x @ W.T + b
-            if i < len(self.layers) - 1:
-                x = act(x)
-        z = x[:, 0]
-        p_raw = 0.5 * (1.0 + np.tanh(0.5 * z))
-        rec = self.cfg["recalibration"]
-        if rec["method"] == "platt":
-            w_ = rec["params"]["a"] + rec["params"]["b"] * z
-        elif rec["method"] == "temperature":
-            w_ = z / rec["params"]["temperature"]
-        else:
-            w_ = z
-        p = 0.5 * (1.0 + np.tanh(0.5 * w_))
-        out = {"p_raw": p_raw, "p": p}
-        q_neg, q_pos = self.cfg["q_neg"], self.cfg["q_pos"]
-        if q_neg is not None and q_pos is not None:
-            out["in_set_negative"] = p <= q_neg
-            out["in_set_positive"] = (1.0 - p) <= q_pos
-        return pd.DataFrame(out)
-
-
-set_model(FedradvalModel())
-'''
-
-
 def _model_signature(features: list[str], with_sets: bool) -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
@@ -326,40 +286,56 @@ def _model_signature(features: list[str], with_sets: bool) -> Any:
     return ModelSignature(inputs=Schema([ColSpec("double", f) for f in features]), outputs=Schema(outputs))
 
 
-def log_final_model(final: FinalModel, work: Path) -> Any:
-    """Log ``final`` as a pyfunc model in the active run (numpy only). Returns mlflow's ModelInfo."""
+def log_final_model(final: FinalModel, work: Path, variant: str = "", reason: str = "") -> Any:
+    """Log ``final`` as a pyfunc model in the active run. Returns mlflow's ModelInfo.
+
+    The model's code is the file :mod:`coordinator.pyfunc_model` with the package ``fedmath`` shipped beside it
+    (``code_paths``): the registered model runs the study's own forward pass, recalibration map and prediction
+    sets, not a copy. Weights, standardisation and the recalibration vector travel as one ``.npz``.
+    """
     import mlflow
     import pandas as pd
+
+    from coordinator.study.calibrate import recal_vector
 
     w = final.weights
     if not w.layers or w.layers[-1][0].shape[0] != 1:
         raise ValueError("the final model's last layer must have exactly one output (the positive-class logit)")
-    arrays = {}
-    for i, (W, b) in enumerate(w.layers):
-        arrays[f"W{i}"], arrays[f"b{i}"] = np.asarray(W, float), np.asarray(b, float)
     if w.layers[0][0].shape[1] != len(w.features):
         raise ValueError(f"first layer expects {w.layers[0][0].shape[1]} inputs but {len(w.features)} features are named")
-    if w.mean is not None:
-        arrays["mean"], arrays["scale"] = np.asarray(w.mean, float), np.asarray(w.scale, float)
-    np.savez(work / "weights.npz", **arrays)
+    if w.activation != "relu":
+        raise ValueError(f"the registered model runs fedmath.network (ReLU between layers), not {w.activation!r}")
+    d = len(w.features)
     rec = final.recalibration
-    cfg = {"features": list(w.features), "n_layers": len(w.layers), "activation": w.activation,
-           "recalibration": {"method": rec.method if rec else "none", "params": rec.params if rec else {}},
-           "q_neg": final.conformal_q_neg, "q_pos": final.conformal_q_pos, "description": w.description}
+    arrays = {f"P{i}": np.asarray(a, float) for i, a in enumerate(x for layer in w.layers for x in layer)}
+    arrays["mean"] = np.zeros(d) if w.mean is None else np.asarray(w.mean, float)
+    arrays["scale"] = np.ones(d) if w.scale is None else np.asarray(w.scale, float)
+    arrays["recal"] = recal_vector(rec) if rec else np.zeros(0)
+    np.savez(work / "weights.npz", **arrays)
+    cfg = {"features": list(w.features), "n_params": 2 * len(w.layers),
+           "recalibration": rec.method if rec else "none", "recalibration_params": rec.params if rec else {},
+           "q_neg": final.conformal_q_neg, "q_pos": final.conformal_q_pos, "description": w.description,
+           "variant": variant, "variant_reason": reason, "sets_on": "p_raw"}
     (work / "config.json").write_text(json.dumps(cfg, indent=1))
-    (work / "model_code.py").write_text(_PYFUNC_CODE)
     with_sets = final.conformal_q_neg is not None and final.conformal_q_pos is not None
-    example = pd.DataFrame([np.zeros(len(w.features)) if w.mean is None else np.asarray(w.mean, float)],
-                           columns=list(w.features))
+    example = pd.DataFrame([arrays["mean"]], columns=list(w.features))
     reqs = [f"mlflow=={metadata.version('mlflow')}", f"numpy=={np.__version__}", f"pandas=={pd.__version__}"]
     return mlflow.pyfunc.log_model(
         name="model",
-        python_model=str(work / "model_code.py"),
+        python_model=str(PYFUNC_MODEL_FILE),
+        code_paths=[str(Path(fedmath_package_dir()))],
         artifacts={"weights": str(work / "weights.npz"), "config": str(work / "config.json")},
         signature=_model_signature(list(w.features), with_sets),
         input_example=example,
         pip_requirements=reqs,
     )
+
+
+def fedmath_package_dir() -> Path:
+    """The folder of the ``fedmath`` package (shipped with the registered model)."""
+    import fedmath
+
+    return Path(fedmath.__file__).resolve().parent
 
 
 def default_artifact_location(tracking_uri: str) -> str | None:
@@ -376,11 +352,17 @@ def log_study(
     registered_model: str | None = "fedradval-model",
     alias: str = "champion",
     artifact_location: str | None = None,
+    promote: bool = False,
+    final_model: FinalModel | None = None,
+    final_variant: str = "",
+    final_reason: str = "",
 ) -> LoggedStudy:
     """Log the whole study (parent, fold children, final-model child, registry entry). Returns the run ids.
 
     ``artifact_location`` is used only when the experiment is created; for a SQLite store it defaults to
     ``mlartifacts/`` beside the database file. A tracking server decides itself (``--artifacts-destination``).
+    ``final_model`` (default ``study.final_model``) is registered as a new version; the registry ``alias``
+    moves to it only with ``promote``. ``final_variant`` / ``final_reason`` say which variant it is and why.
     """
     import mlflow
     from mlflow import MlflowClient
@@ -389,6 +371,8 @@ def log_study(
     exp = client.get_experiment_by_name(experiment)
     location = artifact_location or default_artifact_location(tracking_uri)
     exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location=location)
+    client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    final_model = final_model if final_model is not None else study.final_model
     site_names = [s.name for s in study.sites]
     parent = client.create_run(exp_id, run_name=f"{study.study_name} [{study.protocol_id[:12]}]", tags={
         "protocol_id": study.protocol_id, "study": study.study_name, "sites": ",".join(site_names),
@@ -433,34 +417,41 @@ def log_study(
         client.set_terminated(rid)
 
     final_id = model_uri = version = None
-    if study.final_model is not None:
+    if final_model is not None:
         run = client.create_run(exp_id, run_name="final model (all sites)", tags={
             "mlflow.parentRunId": pid, "role": "final_model", "protocol_id": study.protocol_id})
         final_id = run.info.run_id
-        rec = study.final_model.recalibration
-        fin = {"recalibration.method": rec.method if rec else "none"}
+        rec = final_model.recalibration
+        fin = {"recalibration.method": rec.method if rec else "none", "conformal.sets_on": "p_raw"}
+        if final_variant:
+            fin.update({"variant": final_variant, "variant_reason": final_reason[:6000]})
         if rec:
             fin.update({f"recalibration.{k}": repr(v) for k, v in rec.params.items()})
-        fin.update({"conformal.q_neg": repr(study.final_model.conformal_q_neg),
-                    "conformal.q_pos": repr(study.final_model.conformal_q_pos)})
-        _batch(client, final_id, params=fin, history=study.final_model.training_history)
+        fin.update({"conformal.q_neg": repr(final_model.conformal_q_neg),
+                    "conformal.q_pos": repr(final_model.conformal_q_pos)})
+        _batch(client, final_id, params=fin, history=final_model.training_history)
         previous = mlflow.get_tracking_uri()
         mlflow.set_tracking_uri(tracking_uri)
         try:
             with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=final_id):
-                info = log_final_model(study.final_model, Path(tmp))
+                info = log_final_model(final_model, Path(tmp), final_variant, final_reason)
             model_uri = info.model_uri
             if registered_model:
-                mv = mlflow.register_model(model_uri, registered_model, tags={
-                    "protocol_id": study.protocol_id, "parent_run_id": pid})
+                tags = {"protocol_id": study.protocol_id, "parent_run_id": pid}
+                if final_variant:
+                    tags["variant"] = final_variant
+                mv = mlflow.register_model(model_uri, registered_model, tags=tags)
                 version = str(mv.version)
-                client.set_registered_model_alias(registered_model, alias, version)
+                if promote:
+                    client.set_registered_model_alias(registered_model, alias, version)
         finally:
             mlflow.set_tracking_uri(previous)
         if model_uri:
             client.set_tag(pid, "model_uri", model_uri)
         if version:
-            client.set_tag(pid, "registered_model", f"{registered_model}@{alias} (version {version})")
+            where = f"{registered_model}@{alias} (version {version})" if promote else \
+                f"{registered_model} version {version} (alias {alias!r} not moved: log with --promote)"
+            client.set_tag(pid, "registered_model", where)
 
     client.log_dict(pid, to_jsonable(study), SUMMARY_PATH)
     client.set_terminated(pid)
@@ -475,22 +466,45 @@ def _parent_note(study: StudyResult) -> str:
             f"aggregates with cells of at least k={study.k_min_cell} patients.")
 
 
-def log_outcome(outcome: Any, tracking_uri: str) -> LoggedStudy:
+#: Why the unharmonised final model is registered when the study's preferred variant is the harmonised one.
+UNHARMONISED_REASON = (
+    "registered the unharmonised (raw) final model: the harmonised model needs each new site's ComBat location "
+    "and scale, estimated from a batch of that site's cases, which a single-case prediction service cannot "
+    "estimate; the raw variant was validated at every held-out site alongside (its metrics are the raw_* ones "
+    "of this study) and runs on a new site's features as they are")
+
+
+def registered_variant(outcome: Any) -> tuple[str, str]:
+    """(variant whose final model is registered, reason). The preferred variant, except that a harmonised one
+    is replaced by the unharmonised one validated beside it (see :data:`UNHARMONISED_REASON`)."""
+    preferred = outcome.preferred_variant
+    if preferred == "harmonised" and "raw" in outcome.results and outcome.results["raw"].final_model is not None:
+        return "raw", UNHARMONISED_REASON
+    return preferred, "the study's preferred variant"
+
+
+def log_outcome(outcome: Any, tracking_uri: str, promote: bool = False) -> LoggedStudy:
     """Log a :class:`coordinator.study.outcome.StudyOutcome`: the preferred variant as the study (:func:`log_study`,
     its final model registered), then every other variant into the same runs with the variant's name as prefix:
     held-out metrics in each fold run (``raw_auc``, ``raw_recal_cal_slope``, ``raw_conformal_coverage``, ...),
     pooled metrics in the parent (``raw_pooled_auc``, ...) and its summary as ``summary/study_<variant>.json``.
     One parent run thus compares harmonised and unharmonised models site by site. Parent tags ``variant``
-    (the preferred one) and ``variants`` (all, preferred first) say which is which."""
+    (the preferred one) and ``variants`` (all, preferred first) say which is which. The registered model is the
+    final model of :func:`registered_variant` (tag ``registered_variant`` and its reason on the parent); the
+    registry alias moves only with ``promote``."""
     from mlflow import MlflowClient
 
     preferred = outcome.preferred_variant
+    chosen, reason = registered_variant(outcome)
     study = outcome.results[preferred]
     tracking = dict((study.protocol or {}).get("tracking") or {})
     logged = log_study(study, tracking_uri, experiment=tracking.get("experiment", "fedradval"),
                        registered_model=tracking.get("registered_model", "fedradval-model"),
-                       alias=tracking.get("model_alias", "champion"))
+                       alias=tracking.get("model_alias", "champion"), promote=promote,
+                       final_model=outcome.results[chosen].final_model, final_variant=chosen, final_reason=reason)
     client = MlflowClient(tracking_uri=tracking_uri)
+    client.set_tag(logged.parent_run_id, "registered_variant", chosen)
+    client.set_tag(logged.parent_run_id, "registered_variant_reason", reason)
     variants = [preferred] + [v for v in outcome.results if v != preferred]
     client.set_tag(logged.parent_run_id, "variant", preferred)
     client.set_tag(logged.parent_run_id, "variants", ",".join(variants))

@@ -285,6 +285,8 @@ class Demo:
                 "protocol-id": identifier,
                 "mlflow-uri": tracking_uri,
                 "status-dir": str(runs_dir(state)),
+                "outcome-dir": str(state.resolve() / "outcomes"),   # saved before MLflow (coordinator log)
+                "promote": "true",                                   # the demo's model is the one to try
                 "wait-for": len(self.names),
                 "wait-timeout-s": 300.0,
             })

@@ -24,12 +24,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from fedmath.logistic import sigmoid
+
 Terms = dict[str, "np.ndarray | float | int"]
-
-
-def sigmoid(w: np.ndarray) -> np.ndarray:
-    """σ(w) = 1/(1 + e^-w), written with tanh so that it never overflows."""
-    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(w, dtype=float)))
 
 
 def calibration_terms(eta: np.ndarray, y: np.ndarray, intercept: float, slope: float) -> Terms:

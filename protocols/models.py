@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedmath.network import logits, predict_proba, weighted_average  # noqa: F401  (one home: fedmath)
+
 MODEL_TYPES = ("logistic", "linear_svm", "mlp")
 
 
@@ -75,33 +77,6 @@ def check_params(spec: ModelSpec, params: list[np.ndarray], where: str = "") -> 
             raise ValueError(f"{where}parameter {i} has shape {np.shape(p)}, expected {s}")
         if not np.all(np.isfinite(p)):
             raise ValueError(f"{where}parameter {i} holds NaN or inf (training diverged? lower the learning rate)")
-
-
-def logits(params: list[np.ndarray], x: np.ndarray) -> np.ndarray:
-    """f(x) for a batch x (n, d) in numpy (ReLU between layers): used for logging and checks."""
-    h = np.asarray(x, dtype=np.float64)
-    n_layers = len(params) // 2
-    for i in range(n_layers):
-        h = h @ params[2 * i].T + params[2 * i + 1]
-        if i < n_layers - 1:
-            h = np.maximum(h, 0.0)
-    return h[:, 0]
-
-
-def predict_proba(params: list[np.ndarray], x: np.ndarray) -> np.ndarray:
-    """σ(f(x)), computed stably as ½(1 + tanh(f/2))."""
-    return 0.5 * (1.0 + np.tanh(0.5 * logits(params, x)))
-
-
-def weighted_average(updates: list[tuple[list[np.ndarray], float]]) -> list[np.ndarray]:
-    """FedAvg: Σ_s n_s·θ_s / Σ_s n_s, array by array (FedProx aggregates the same way)."""
-    if not updates:
-        raise ValueError("no updates to average")
-    total = float(sum(w for _, w in updates))
-    if total <= 0:
-        raise ValueError("the weights (numbers of examples) of the updates sum to zero")
-    n_arrays = len(updates[0][0])
-    return [sum(np.asarray(p[i], dtype=np.float64) * (w / total) for p, w in updates) for i in range(n_arrays)]
 
 
 #: Fold name of the final model trained on all (non-external) sites; site names cannot start with '_'.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -21,9 +20,9 @@ def report(
 ) -> None:
     """Write the HTML + Markdown external-validation report of a study and attach both to its MLflow run."""
     from coordinator.report import REPORT_ARTIFACT_DIR, write_report
-    from coordinator.tracking import default_tracking_uri
+    from coordinator.tracking import resolve_tracking_uri
 
-    uri = mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(".")
+    uri = resolve_tracking_uri(mlflow_uri, ".")
     try:
         html_path, md_path = write_report(run_id, out, uri)
     except ValueError as exc:

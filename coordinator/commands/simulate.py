@@ -17,7 +17,9 @@ def simulate_command(
     protocol: Path = typer.Option(..., "--protocol", exists=True, dir_okay=False, help="Study protocol YAML."),
     sites_dir: Path = typer.Option(..., "--sites-dir", help="One sub-folder per site with manifest.csv or features.csv/.parquet."),
     work_dir: Path = typer.Option(Path("fedradval-simulation"), "--work-dir", help="Per-site state folders go here."),
-    mlflow_uri: str = typer.Option("", "--mlflow-uri", help="MLflow tracking URI for the results (empty: none)."),
+    mlflow_uri: str = typer.Option("", "--mlflow-uri", help="MLflow tracking URI for the results "
+                                   "(default: $MLFLOW_TRACKING_URI, else sqlite:///<work-dir>/mlflow.db)."),
+    promote: bool = typer.Option(False, "--promote", help="Move the registry alias to the new model version."),
     cpus_per_site: float = typer.Option(1.0, "--cpus-per-site", help="CPUs Ray reserves per simulated site."),
     ray_address: str = typer.Option(
         "", "--ray-address",
@@ -30,18 +32,23 @@ def simulate_command(
                    "installs: pip install 'fedradval[simulation]'", err=True)
         raise typer.Exit(2)
     from coordinator.flower.simulation import SimulationSetupError, simulate
+    from coordinator.study_table import print_results_table
+    from coordinator.tracking import resolve_tracking_uri
 
     loaded, identifier = load_protocol_for_command(protocol, announce=False)
-    typer.echo(f"simulating {loaded.study.name} v{loaded.study.version}, protocol id {identifier}")
+    uri = resolve_tracking_uri(mlflow_uri, work_dir)
+    typer.echo(f"simulating {loaded.study.name} v{loaded.study.version}, protocol id {identifier}; results to {uri}")
     started = time.monotonic()
     try:
-        result = simulate(protocol, sites_dir, work_dir, mlflow_uri=mlflow_uri, cpus_per_site=cpus_per_site,
-                          status_dir=work_dir.resolve() / "runs", echo=typer.echo, ray_address=ray_address)
+        result = simulate(protocol, sites_dir, work_dir, mlflow_uri=uri, cpus_per_site=cpus_per_site,
+                          status_dir=work_dir.resolve() / "runs", echo=typer.echo, ray_address=ray_address,
+                          outcome_dir=work_dir.resolve() / "outcomes", promote=promote)
     except SimulationSetupError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     if result.error is not None or result.outcome is None:
         typer.echo(f"simulation FAILED: {result.error or 'the ServerApp did not finish'}", err=True)
         raise typer.Exit(1)
+    print_results_table(result.outcome)
     typer.echo(f"simulation of {len(result.sites)} sites finished in {time.monotonic() - started:.0f} s, "
                f"{result.rounds} message rounds")

@@ -35,6 +35,8 @@ class RunSettings:
     status_dir: Path | None
     wait_for: int
     wait_timeout_s: float
+    outcome_dir: Path | None = None     # the outcome is saved here before any MLflow call
+    promote: bool = False               # move the registry alias to the new model version
 
 
 def encode_protocol(text: str) -> str:
@@ -60,6 +62,8 @@ def settings_from_run_config(run_config: Mapping[str, Any]) -> RunSettings:
         status_dir=Path(status_dir) if status_dir else None,
         wait_for=int(run_config.get("wait-for", 0)) or protocol.federation.min_sites,
         wait_timeout_s=float(run_config.get("wait-timeout-s", 300.0)),
+        outcome_dir=Path(str(run_config["outcome-dir"])) if run_config.get("outcome-dir") else None,
+        promote=str(run_config.get("promote", "")).lower() in ("1", "true", "yes"),
     )
 
 
@@ -69,16 +73,42 @@ def study_module() -> Any:
     return importlib.import_module(os.environ.get("FEDRADVAL_STUDY_MODULE", "coordinator.study"))
 
 
-def log_to_mlflow(outcome: Any, uri: str, flower_run_id: int) -> str:
+def log_to_mlflow(outcome: Any, uri: str, flower_run_id: int, promote: bool = False) -> str:
     """Hand the outcome to the MLflow logger (coordinator.tracking, imported only when tracking is on);
     returns the study's parent run id, tagged with the Flower run id so either finds the other."""
     from mlflow import MlflowClient
 
     from coordinator import tracking
 
-    logged = tracking.log_outcome(outcome, uri)
+    logged = tracking.log_outcome(outcome, uri, promote=promote)
     MlflowClient(tracking_uri=uri).set_tag(logged.parent_run_id, "flower_run_id", str(flower_run_id))
     return logged.parent_run_id
+
+
+def record_outcome(outcome: Any, settings: RunSettings, run_id: int, status: Any) -> str | None:
+    """Save the outcome in ``settings.outcome_dir`` first, then log it to MLflow; returns the parent run id.
+
+    When MLflow fails after the outcome was saved, raises RuntimeError whose message names the saved file and
+    the ``coordinator log`` command that completes the logging (nothing is lost)."""
+    saved = None
+    if settings.outcome_dir is not None:
+        from coordinator.outcome_store import save_outcome
+
+        saved = save_outcome(outcome, settings.outcome_dir)
+        status.progress(f"outcome saved to {saved}")
+    if not settings.mlflow_uri:
+        return None
+    status.set_phase("tracking")
+    try:
+        parent = log_to_mlflow(outcome, settings.mlflow_uri, run_id, settings.promote)
+    except Exception as exc:
+        if saved is None:
+            raise
+        from coordinator.outcome_store import tracking_failed_message
+
+        raise RuntimeError(tracking_failed_message(settings.mlflow_uri, exc, saved)) from exc
+    status.progress(f"logged to MLflow at {settings.mlflow_uri}: study run {parent}")
+    return parent
 
 
 def run_server(grid: Grid, settings: RunSettings, run_id: int, echo: Any = print, stats: dict[str, Any] | None = None) -> Any:
@@ -108,10 +138,7 @@ def run_server(grid: Grid, settings: RunSettings, run_id: int, echo: Any = print
         if stats is not None:
             stats.update(rounds=transport.rounds, bytes_sent=dict(transport.bytes_sent),
                          bytes_received=dict(transport.bytes_received))
-        if settings.mlflow_uri:
-            status.set_phase("tracking")
-            parent = log_to_mlflow(outcome, settings.mlflow_uri, run_id)
-            status.progress(f"logged to MLflow at {settings.mlflow_uri}: study run {parent}")
+        record_outcome(outcome, settings, run_id, status)
     except Exception as exc:
         status.finish(error=f"{exc}")
         raise

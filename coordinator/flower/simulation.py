@@ -103,6 +103,8 @@ def simulate(
     status_dir: Path | None = None,
     echo: Any = print,
     ray_address: str = "",
+    outcome_dir: Path | None = None,
+    promote: bool = False,
 ) -> SimulationResult:
     """Run the whole study in simulation; returns the outcome (or the error that ended it). ``ray_address``:
     an existing Ray cluster to run the sites on ("" starts a local Ray instance)."""
@@ -116,7 +118,8 @@ def simulate(
     entries = write_site_table(sites, protocol_path, work_root)
     result = SimulationResult(sites=[s[0] for s in sites])
     settings = RunSettings(protocol=protocol, protocol_id=protocol_id(protocol), mlflow_uri=mlflow_uri,
-                           status_dir=status_dir, wait_for=len(sites), wait_timeout_s=600.0)
+                           status_dir=status_dir, wait_for=len(sites), wait_timeout_s=600.0,
+                           outcome_dir=outcome_dir, promote=promote)
     server = ServerApp()
 
     @server.main()

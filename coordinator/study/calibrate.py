@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fedmath.logistic import recalibration_vector, sigmoid
+
 from coordinator.validation.combine import combine_aggregates
 from coordinator.validation.conformal import thresholds_from_site_histograms
 from coordinator.validation.results import Recalibration
@@ -46,22 +48,18 @@ MAX_NEWTON_ROUNDS = 12
 Z95 = 1.959963984540054
 
 
-def _sigmoid(w: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * w))
-
-
 def _terms(method: str, eta: np.ndarray, pos: np.ndarray, neg: np.ndarray, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """(gradient of the log-likelihood, information, NLL) of counts (pos, neg) at logits eta."""
     n = pos + neg
     if method == "platt":
         w = theta[0] + theta[1] * eta
-        mu = _sigmoid(w)
+        mu = sigmoid(w)
         x = np.stack([np.ones_like(eta), eta], axis=1)
         g = x.T @ (pos - n * mu)
         info = (x * (n * mu * (1 - mu))[:, None]).T @ x
     else:  # temperature, theta = [u = log T]
         w = eta * math.exp(-theta[0])
-        mu = _sigmoid(w)
+        mu = sigmoid(w)
         g = np.array([np.sum((n * mu - pos) * w)])          # d logL / du
         info = np.array([[np.sum(n * mu * (1 - mu) * w * w)]])
     nll = float(np.sum(n * np.logaddexp(0.0, w) - pos * w))
@@ -163,12 +161,8 @@ def _to_recalibration(method: str, state: NewtonState) -> Recalibration:
 
 
 def recal_vector(rec: Recalibration) -> np.ndarray:
-    """The parameters as the sites apply them: Platt [a, b], temperature [log T], none []."""
-    if rec.method == "platt":
-        return np.array([rec.params["a"], rec.params["b"]])
-    if rec.method == "temperature":
-        return np.array([math.log(rec.params["temperature"])])
-    return np.zeros(0)
+    """The parameters as the sites apply them: Platt [a, b], temperature [log T], none [] (fedmath's map)."""
+    return recalibration_vector(rec.method, rec.params)
 
 
 def run_calibration(protocol: Protocol, session: Session, design: StudyDesign, weights: dict[str, list[np.ndarray]]) -> CalibrationResult:

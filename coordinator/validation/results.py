@@ -94,17 +94,9 @@ class Recalibration:
 
     def apply(self, p: np.ndarray) -> np.ndarray:
         """Recalibrated probabilities (used at the site by whoever holds p; pure numpy)."""
-        q = np.clip(np.asarray(p, dtype=float), 1e-12, 1 - 1e-12)
-        eta = np.log(q) - np.log1p(-q)
-        if self.method == "platt":
-            w = self.params["a"] + self.params["b"] * eta
-        elif self.method == "temperature":
-            w = eta / self.params["temperature"]
-        elif self.method == "none":
-            return np.asarray(p, dtype=float)
-        else:
-            raise ValueError(f"unknown recalibration method {self.method!r}; expected platt, temperature or none")
-        return 0.5 * (1.0 + np.tanh(0.5 * w))
+        from fedmath.logistic import recalibrate, recalibration_vector
+
+        return recalibrate(p, self.method, recalibration_vector(self.method, self.params))
 
 
 @dataclass(frozen=True)

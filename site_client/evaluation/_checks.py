@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedmath.logistic import logit  # noqa: F401  (one home: fedmath; clipped at EPS = 1e-12 there too)
+
 #: Probabilities are clipped to [EPS, 1 - EPS] before taking logits, so that a model output of exactly 0 or 1
 #: gives a finite logit (|logit| <= 27.6).
 EPS = 1e-12
@@ -65,7 +67,3 @@ def as_edges(edges: object, name: str = "edges") -> np.ndarray:
     return e
 
 
-def logit(p: np.ndarray) -> np.ndarray:
-    """log(p / (1 - p)) after clipping p to [EPS, 1 - EPS]."""
-    q = np.clip(p, EPS, 1.0 - EPS)
-    return np.log(q) - np.log1p(-q)

@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedmath.conformal import conformity_scores, prediction_sets  # noqa: F401  (one home: fedmath)
 from site_client.evaluation._checks import as_labels, as_probabilities
 from site_client.evaluation.binned import _edges, bin_index
 
 Aggregate = dict[str, "np.ndarray | float | int"]
-
-
-def conformity_scores(p: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """s = 1 - p̂ of the true class (p is the probability of the positive class)."""
-    return np.where(y == 1, 1.0 - p, p)
 
 
 def conformal_histograms(p: object, y: object, edges: np.ndarray | int, site: str | None = None) -> Aggregate:
@@ -74,11 +70,6 @@ def conformal_counts_at_most(
         "n_at_most_pos": below_pos,
         "n_above_pos": int(pos.size - below_pos),
     }
-
-
-def prediction_sets(p: np.ndarray, q_neg: float, q_pos: float) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean membership of class 0 and class 1 in each case's set: s_c <= q̂_c."""
-    return p <= q_neg, (1.0 - p) <= q_pos
 
 
 def prediction_set_coverage(

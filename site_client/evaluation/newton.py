@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedmath.calibration import calibration_terms, local_calibration, sigmoid
+from fedmath.calibration import calibration_terms, local_calibration
+from fedmath.logistic import sigmoid
 from site_client.evaluation._checks import as_labels, as_probabilities, logit
 
 Aggregate = dict[str, "np.ndarray | float | int"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from fedmath.auc import delong_auc
+from fedmath.logistic import recalibrate as fedmath_recalibrate
 from protocols.models import model_key, model_spec, params_from_payload, params_to_payload, parse_model_key, predict_proba
 from protocols.payload import Payload, nest
 from protocols.contract import AFTER, APPARENT, BEFORE, CALHIST, CONFORMAL, COVERAGE, EVAL_MODELS, LOCALFIT, PAR, Q, RECAL, RECAL_METHOD, SETSIZE, STEP, TERMS, TRAIN_MODELS, W, key
@@ -49,21 +50,12 @@ from site_client.study.train import design
 FINAL_WEIGHTS = "final_weights.npz"
 
 
-def _sigmoid(w: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * w))
-
-
 def recalibrate(p: np.ndarray, method: str, params: np.ndarray) -> np.ndarray:
-    """Platt p' = σ(a + b·logit p), temperature p' = σ(logit p / T) (params [log T]), or identity."""
-    q = np.clip(p, 1e-12, 1 - 1e-12)
-    eta = np.log(q) - np.log1p(-q)
-    if method == "platt":
-        return _sigmoid(params[0] + params[1] * eta)
-    if method == "temperature":
-        return _sigmoid(eta * np.exp(-params[0]))
-    if method == "none":
-        return p
-    raise SiteStudyError(f"unknown recalibration method {method!r}")
+    """The study's recalibration map (one home: :func:`fedmath.logistic.recalibrate`); an unknown method is refused."""
+    try:
+        return fedmath_recalibrate(p, method, params)
+    except ValueError as exc:
+        raise SiteStudyError(str(exc)) from None
 
 
 def exact_auc(p: np.ndarray, y: np.ndarray) -> dict:

@@ -74,7 +74,7 @@ def test_unregistered_key_is_refused(deployment: Deployment) -> None:
 
 def test_study_with_tls_and_auth_goes_on_to_the_end_after_losing_a_site(deployment: Deployment, mlflow_server: str) -> None:
     """4 sites, min_sites 3: site-d is killed during training; sites a, b, c finish the study."""
-    run_id = deployment.launch(deployment.protocol, "--wait-for", "4", "--mlflow-uri", mlflow_server)
+    run_id = deployment.launch(deployment.protocol, "--wait-for", "4", "--mlflow-uri", mlflow_server, "--promote")
     deployment.wait_phase(run_id, "train", timeout=900)
     deployment.kill_site("site-d")
     assert _follow(deployment, run_id) == 0, json.dumps(deployment.study_status(run_id))[-3000:]

@@ -1,4 +1,12 @@
-"""Fixtures for the external-validation tests: generated multi-site studies (the MLflow server is in tests/conftest.py)."""
+"""Fixtures for the external-validation tests.
+
+* ``real_study``: a study produced by the product's own path, :func:`coordinator.study.run_study` over the
+  in-process transport (every site runs ``site_client.study.handle`` on its own table and work folder), and
+  ``logged_real_study`` the same outcome logged to the real ``mlflow server`` (tests/conftest.py). The
+  registered-model and tracking tests use these.
+* ``generated_study``: the metric layer's generated multi-site data (site and coordinator pure functions),
+  for the metric tests.
+"""
 
 from __future__ import annotations
 
@@ -142,4 +150,37 @@ def logged_study(mlflow_server, generated_study):
 
     study, _ = generated_study
     return log_study(study, mlflow_server, experiment="validation-tests", registered_model="fedradval-test-model",
-                     alias="champion")
+                     alias="champion", promote=True)
+
+
+# ---------------------------------------------------------------- a study run by the product's own path
+
+@dataclass
+class RealStudy:
+    protocol: object
+    protocol_id: str
+    contexts: dict
+    outcome: object
+
+
+@pytest.fixture(scope="session")
+def real_study(tmp_path_factory):
+    """run_study over the in-process transport: four synthetic sites, federated ComBat on, MLP, temperature."""
+    from coordinator.study import run_study
+    from federation.conftest import make_contexts
+    from federation.inprocess import InProcessTransport
+    from federation.synthetic import synthetic_protocol, synthetic_sites
+
+    protocol, pid = synthetic_protocol()
+    contexts = make_contexts(tmp_path_factory.mktemp("real-study"), protocol, pid, synthetic_sites())
+    outcome = run_study(protocol, pid, InProcessTransport(contexts), progress=lambda s: None)
+    assert not outcome.dropped, outcome.dropped
+    return RealStudy(protocol, pid, contexts, outcome)
+
+
+@pytest.fixture(scope="session")
+def logged_real_study(mlflow_server, real_study):
+    """The real study's outcome logged by ``coordinator.tracking.log_outcome`` (registry alias not moved)."""
+    from coordinator.tracking import log_outcome
+
+    return log_outcome(real_study.outcome, mlflow_server)
