@@ -35,13 +35,6 @@ def reference_data() -> Path:
     return REFERENCE_DATA
 
 
-@pytest.fixture(scope="session")
-def shared_data(reference_data: Path) -> Path:
-    """Former name of :func:`reference_data` (the data used to sit in ../shared/data), kept for tests written
-    on other branches before the move."""
-    return reference_data
-
-
 # ---------------------------------------------------------------- real MLflow server (session-scoped)
 
 
