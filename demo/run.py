@@ -48,9 +48,11 @@ from coordinator.flower.server_app import encode_protocol
 from coordinator.flower.state import flwr_home, runs_dir
 from coordinator.flower.status import read_status, status_path
 from coordinator.tracking import default_tracking_uri
+import protocols
 from protocols import load_protocol, protocol_id
 
-DEMO_PROTOCOL = Path(__file__).resolve().parents[2] / "protocols" / "examples" / "demo_study.yaml"
+# the example protocols ship inside the installed protocols package (package data), wherever it is installed
+DEMO_PROTOCOL = Path(protocols.__file__).resolve().parent / "examples" / "demo_study.yaml"
 DEFAULT_WORK = Path("work/demo")
 DEFAULT_SEED = 20261123
 STUDY_TIMEOUT_S = 3600.0
