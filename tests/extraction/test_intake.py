@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import resource
 import socket
 import struct
 import subprocess
@@ -133,16 +132,21 @@ def test_mask_bomb_is_refused_from_its_header_in_check_and_extract(folder):
     manifest = _manifest(folder, "bomb.csv", ["b1,img0.nii.gz,bomb.nii.gz,1,F,50", "ok,img1.nii.gz,mask.nii.gz,0,M,50"])
     expected = (f"{folder / 'bomb.nii.gz'}: mask too large for memory: 1,000,000,000 voxels (size (1000, 1000, 1000)) "
                 "from its header exceeds the protocol's extraction.max_voxels = 20,000")
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    run = subprocess.run([sys.executable, "-m", "site_client", "check", "-m", str(manifest), "-p",
+    # The child reports its own peak resident memory at exit (RUSAGE_CHILDREN of this process would also count
+    # earlier tests' children that subprocess reaps meanwhile).
+    report_peak = ("import atexit, resource, runpy, sys\n"
+                   "atexit.register(lambda: sys.stderr.write("
+                   "f'\\nPEAK_RSS_KIB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n'))\n"
+                   "sys.argv = ['site-client', *sys.argv[1:]]\n"
+                   "runpy.run_module('site_client', run_name='__main__')\n")
+    run = subprocess.run([sys.executable, "-c", report_peak, "check", "-m", str(manifest), "-p",
                           str(folder / "protocol.yaml"), "--json"], capture_output=True, text=True, timeout=300)
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     assert run.returncode == 1, run.stderr
     errors = json.loads(run.stdout)["errors"]
     assert len(errors) == 1 and errors[0]["line"] == 2 and errors[0]["field"] == "mask"
     assert errors[0]["message"].startswith(expected)
-    if peak_mib > before / 1024:  # the largest child so far is this check
-        assert peak_mib < 1024, f"check used {peak_mib:.0f} MiB on a mask bomb"
+    peak_mib = int(run.stderr.rsplit("PEAK_RSS_KIB", 1)[1].split()[0]) / 1024
+    assert peak_mib < 1024, f"check used {peak_mib:.0f} MiB on a mask bomb"
     _, table, errors = _extract(manifest, folder, "bomb.out.csv")
     assert list(table["case_id"]) == ["ok"]
     assert errors.set_index("case_id").loc["b1", "error"].startswith(expected)
