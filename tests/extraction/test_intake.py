@@ -132,11 +132,14 @@ def test_mask_bomb_is_refused_from_its_header_in_check_and_extract(folder):
     manifest = _manifest(folder, "bomb.csv", ["b1,img0.nii.gz,bomb.nii.gz,1,F,50", "ok,img1.nii.gz,mask.nii.gz,0,M,50"])
     expected = (f"{folder / 'bomb.nii.gz'}: mask too large for memory: 1,000,000,000 voxels (size (1000, 1000, 1000)) "
                 "from its header exceeds the protocol's extraction.max_voxels = 20,000")
-    # The child reports its own peak resident memory at exit (RUSAGE_CHILDREN of this process would also count
-    # earlier tests' children that subprocess reaps meanwhile).
-    report_peak = ("import atexit, resource, runpy, sys\n"
-                   "atexit.register(lambda: sys.stderr.write("
-                   "f'\\nPEAK_RSS_KIB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n'))\n"
+    # The child reports its own peak resident memory at exit: VmHWM of its own address space. (ru_maxrss is no
+    # use here: Linux carries it over fork and execve, so the child would report pytest's own size, and
+    # RUSAGE_CHILDREN also counts earlier tests' children that subprocess reaps meanwhile.)
+    report_peak = ("import atexit, runpy, sys\n"
+                   "def peak():\n"
+                   "    hwm = [line for line in open('/proc/self/status') if line.startswith('VmHWM:')][0].split()[1]\n"
+                   "    sys.stderr.write(f'\\nPEAK_RSS_KIB {hwm}\\n')\n"
+                   "atexit.register(peak)\n"
                    "sys.argv = ['site-client', *sys.argv[1:]]\n"
                    "runpy.run_module('site_client', run_name='__main__')\n")
     run = subprocess.run([sys.executable, "-c", report_peak, "check", "-m", str(manifest), "-p",
