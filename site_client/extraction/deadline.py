@@ -38,14 +38,28 @@ def time_limit(seconds: float | None, what: str) -> Iterator[None]:
         yield
         return
 
-    def expire(signum, frame):  # noqa: ARG001 - signal handler signature
-        raise CaseTimeout(f"{what}: gave up after {seconds:g} s (the per-case time limit); "
-                          "is a file on a slow or hung network share?")
+    message = f"{what}: gave up after {seconds:g} s (the per-case time limit); is a file on a slow or hung network share?"
+    expired = False
 
+    def expire(signum, frame):  # noqa: ARG001 - signal handler signature
+        nonlocal expired
+        expired = True
+        raise CaseTimeout(message)
+
+    # The handler's exception surfaces wherever the body happens to be, and code there may swallow it: CaseTimeout
+    # is a ValueError (a CaseInputError), so ``os.path.lexists`` / ``Path.exists`` turn it into "False" and the
+    # case would fail as "file not found". Once the timer has fired the case fails with the time-limit reason,
+    # whatever the body raised or returned meanwhile.
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
+    except BaseException as exc:
+        if expired and not isinstance(exc, CaseTimeout):
+            raise CaseTimeout(message) from None
+        raise
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+    if expired:
+        raise CaseTimeout(message)

@@ -258,3 +258,30 @@ def test_check_fails_every_case_that_extract_fails_with_the_same_message(folder)
     assert "voxel(s) with a fraction); expected integer labels" in checked["float_mask"]
     fields = {p.case_id: p.field for p in report.errors}
     assert fields["float_mask"] == "mask" and fields["truncated"] == "image" and fields["one_voxel"] == "mask"
+
+
+def test_a_time_limit_swallowed_by_the_body_still_fails_the_case_with_its_own_error(tmp_path):
+    """The timer's exception surfaces wherever the case happens to be; ``os.path.lexists`` / ``Path.exists`` catch
+    ValueError (which a CaseInputError is) and would turn it into "file not found" (seen in CI). The case must
+    still fail with the time-limit reason, whether the body then raises something else or carries on."""
+    import time
+
+    from site_client.extraction.deadline import CaseTimeout, time_limit
+    from site_client.imaging.errors import CaseInputError
+
+    expected = "case x: gave up after 0.01 s (the per-case time limit); is a file on a slow or hung network share?"
+    with pytest.raises(CaseTimeout) as raised:
+        with time_limit(0.01, "case x"):
+            try:
+                time.sleep(1)
+            except ValueError:
+                pass  # a library that swallows ValueError and carries on
+    assert str(raised.value) == expected
+
+    with pytest.raises(CaseTimeout) as raised:
+        with time_limit(0.01, "case x"):
+            try:
+                time.sleep(1)
+            except ValueError:
+                raise CaseInputError(f"{tmp_path / 'img.nii.gz'}: file not found") from None
+    assert str(raised.value) == expected
