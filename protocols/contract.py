@@ -64,6 +64,7 @@ SEGMENTS = {
     "j": r"\d{1,3}",
     "cov": r"[^/]{1,200}",
     "cls": "neg|pos",
+    "grp": "low|intermediate|high",
 }
 
 #: Names of the count fields of the handshake reply (the site's announced counts; -1 = suppressed).
@@ -85,6 +86,8 @@ class Dims:
     hidden_sizes: tuple[int, ...]
     categorical_levels: dict[str, tuple[str, ...]] = field(default_factory=dict)
     n_continuous: int = 0
+    n_horizons: int = 0                # survival studies: label.horizons (0: binary)
+    n_curve_thresholds: int = 0        # validation.decision_curve_thresholds (survival net benefit)
 
     @classmethod
     def of(cls, protocol: Protocol, n_features: int, n_model_features: int) -> "Dims":
@@ -94,7 +97,8 @@ class Dims:
         return cls(n_features, n_model_features, v.histogram_bins, v.reliability_bins, len(grid), recal,
                    protocol.model.type, tuple(protocol.model.hidden_sizes),
                    {c.name: tuple(c.levels) for c in protocol.covariates.categorical},
-                   len(protocol.covariates.continuous))
+                   len(protocol.covariates.continuous), len(getattr(protocol.label, "horizons", ())),
+                   len(v.decision_curve_thresholds))
 
     def param_shapes(self, model: str) -> list[tuple[int, ...]]:
         feature_set = model.split("/")[-1]
@@ -442,6 +446,8 @@ _declare(EVALUATE, REPLY, [
 ])
 
 DTYPE_NAMES = {"f": "float64", "i": "int64", "u": "uint8"}
+# the time-to-event phases (cox, cox-baseline, cox-evaluate) declare themselves into CONTRACT
+from protocols import survival_contract as _survival  # noqa: E402,F401
 _PATTERNS = {id(f): f.pattern() for m in CONTRACT.values() for f in m.fields}
 
 

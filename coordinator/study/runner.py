@@ -18,6 +18,7 @@ from coordinator.study.handshake import HandshakeResult, run_handshake
 from coordinator.study.harmonise import HarmonisationResult, first_round_extras, run_harmonisation, standardisation
 from coordinator.study.outcome import StudyOutcome
 from coordinator.study.replies import ReplyCheck
+from coordinator.study.survival import run_survival
 from coordinator.study.train import run_training
 from coordinator.study.transport import Session, StudyFailed, Transport
 from coordinator.validation.combine import combine_aggregates
@@ -30,7 +31,7 @@ from harmonisation.diagnostics import batch_effect_table, pool_moments, pooled_b
 from protocols.contract import Dims
 from protocols.models import ALL_SITES, model_key
 from protocols.payload import check_site_name
-from protocols.schema import Protocol
+from protocols.schema import Protocol, is_survival
 
 
 def _start(protocol: Protocol, protocol_id: str, transport: Transport, progress: Callable[[str], None]) -> Session:
@@ -102,7 +103,8 @@ def _site_diagnostics(hs: HandshakeResult, after: dict[str, dict[str, dict]]) ->
 
 def run_study(protocol: Protocol, protocol_id: str, transport: Transport,
               progress: Callable[[str], None] = print) -> StudyOutcome:
-    """Run every phase; raises StudyFailed (naming the sites) when fewer than federation.min_sites remain."""
+    """Run every phase (a survival protocol's after ComBat: :func:`coordinator.study.survival.run_survival`,
+    returning a :class:`SurvivalOutcome`); raises StudyFailed (naming the sites) when fewer than federation.min_sites remain."""
     notes: list[str] = []
     session = _start(protocol, protocol_id, transport, progress)
     progress(f"handshake with {len(session.active)} site(s): {', '.join(session.active)}")
@@ -117,6 +119,11 @@ def run_study(protocol: Protocol, protocol_id: str, transport: Transport,
     else:
         design = StudyDesign.build(protocol, session.active)
     std = standardisation(design, hs, harm, notes)
+    if is_survival(protocol):
+        outcome = run_survival(protocol, session, design, hs, std,
+                               lambda site, d: first_round_extras(site, d, harm, std), notes)
+        outcome.protocol_id = protocol_id
+        return outcome
 
     def on_drop(site: str) -> StudyDesign:
         nonlocal design

@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 
 from harmonisation.schema import level_str
-from protocols.schema import Protocol
+from protocols.schema import Protocol, is_survival
 from site_client.extraction.study_table import StudyDataChanged, current_table, refuse_if_changed
 from site_client.study.context import SiteContext, SiteStudyError
 from site_client.study.store import SiteStore
+from site_client.survival_checks import parse_event, parse_time
 from site_client.tables import csv_text
 
 COHORT_FILE = "cohort.parquet"
@@ -33,8 +34,9 @@ class Cohort:
     features: list[str]          # ComBat / matrix columns: model features, then the volume feature if extra
     model_features: list[str]    # inputs of the radiomic model
     volume_feature: str
-    y: np.ndarray                # 0/1
-    train: np.ndarray            # bool: train part (True) or calibration part (False)
+    y: np.ndarray                # 0/1 (survival: the event indicator)
+    train: np.ndarray            # bool: train part (True) or calibration part (False); survival: all True
+    time: np.ndarray | None = None  # survival studies: follow-up time in label.time_unit (None: binary)
 
     @property
     def n(self) -> int:
@@ -46,7 +48,7 @@ class Cohort:
 
 def reserved_columns(protocol: Protocol) -> set[str]:
     """Columns that are never model features: id, label, covariates, batch column."""
-    cols = {"case_id", protocol.label.column, *protocol.covariates.names()}
+    cols = {"case_id", *protocol.label.columns(), *protocol.covariates.names()}
     if protocol.batch.column:
         cols.add(protocol.batch.column)
     return cols
@@ -65,7 +67,33 @@ def _feature_table(context: SiteContext, store: SiteStore) -> pd.DataFrame:
         raise SiteStudyError(f"site {context.site_name}: {exc}") from None
 
 
+def _cell_text(value: object) -> str | None:
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+
+
+def survival_outcome(site: str, table: pd.DataFrame, protocol: Protocol, source: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(follow-up time, event 0/1) of every row, checked as ``site-client check`` checks them
+    (:mod:`site_client.survival_checks`); the first bad cell is named by case, row and column."""
+    label = protocol.label
+    for column in label.columns():
+        if column not in table.columns:
+            raise SiteStudyError(f"site {site}: {source} has no column {column!r} (protocol label "
+                                 f"{'time_column' if column == label.time_column else 'event_column'})")
+    time = np.empty(len(table), dtype=np.float64)
+    event = np.empty(len(table), dtype=np.int64)
+    for i, (t, e) in enumerate(zip(table[label.time_column].tolist(), table[label.event_column].tolist())):
+        for column, (value, reason) in ((label.time_column, parse_time(_cell_text(t))),
+                                        (label.event_column, parse_event(_cell_text(e)))):
+            if reason:
+                raise SiteStudyError(f"site {site}: {source} case {table['case_id'].iloc[i]!r} (row {i + 2}) "
+                                     f"column {column!r}: {reason}")
+        time[i], event[i] = parse_time(_cell_text(t))[0], parse_event(_cell_text(e))[0]
+    return time, event
+
+
 def _labels(site: str, table: pd.DataFrame, protocol: Protocol, source: Path) -> np.ndarray:
+    if is_survival(protocol):
+        return survival_outcome(site, table, protocol, source)[1]
     column = protocol.label.column
     if column not in table.columns:
         raise SiteStudyError(f"site {site}: {source} has no label column {column!r} (protocol label.column)")
@@ -158,9 +186,12 @@ def build_cohort(context: SiteContext, store: SiteStore) -> Cohort:
             )
     table = table.sort_values("case_id", kind="stable").reset_index(drop=True)
     y = _labels(site, table, protocol, source)
-    train = split_train_calibration(table["case_id"].tolist(), y, protocol.validation.calibration_fraction,
-                                    context.protocol_id)
-    keep = ["case_id", protocol.label.column, *protocol.covariates.names()]
+    if is_survival(protocol):  # a Cox model has no recalibration step: every case trains
+        train = np.ones(y.size, dtype=bool)
+    else:
+        train = split_train_calibration(table["case_id"].tolist(), y, protocol.validation.calibration_fraction,
+                                        context.protocol_id)
+    keep = ["case_id", *protocol.label.columns(), *protocol.covariates.names()]
     if protocol.batch.column:
         keep.append(protocol.batch.column)
     missing = [c for c in keep if c not in table.columns]
@@ -172,7 +203,11 @@ def build_cohort(context: SiteContext, store: SiteStore) -> Cohort:
     split = pd.DataFrame({"case_id": table["case_id"], "part": np.where(train, "train", "calibration")})
     store.write_text(SPLIT_FILE, csv_text(split))
     store.write_json(META_FILE, {"features": features, "model_features": model_features, "volume_feature": volume})
-    return Cohort(stored, features, model_features, volume, y, train)
+    return Cohort(stored, features, model_features, volume, y, train, _time(site, stored, protocol, source))
+
+
+def _time(site: str, table: pd.DataFrame, protocol: Protocol, source: Path) -> np.ndarray | None:
+    return survival_outcome(site, table, protocol, source)[0] if is_survival(protocol) else None
 
 
 def _write(store: SiteStore, frame: pd.DataFrame) -> None:
@@ -195,4 +230,5 @@ def load_cohort(context: SiteContext, store: SiteStore) -> Cohort:
     split = pd.read_csv(store.path(SPLIT_FILE), dtype={"case_id": str})
     y = _labels(context.site_name, table, context.protocol, store.path(COHORT_FILE))
     train = (split["part"] == "train").to_numpy()
-    return Cohort(table, meta["features"], meta["model_features"], meta["volume_feature"], y, train)
+    return Cohort(table, meta["features"], meta["model_features"], meta["volume_feature"], y, train,
+                  _time(context.site_name, table, context.protocol, store.path(COHORT_FILE)))

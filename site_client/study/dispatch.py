@@ -26,6 +26,7 @@ from site_client.study.handshake import batch_column, handle_handshake
 from site_client.study.harmonise import handle_round1, handle_round2
 from site_client.study.run_state import SiteRunState
 from site_client.study.store import SiteStore
+from site_client.study.survival import handle_cox, handle_cox_baseline, handle_cox_evaluate
 from site_client.study.train import handle_train
 from site_client.study.validator import DATA_ERROR, INTERNAL_ERROR, Refusal, check_reply, check_request
 
@@ -39,6 +40,9 @@ PHASES: dict[str, Handler] = {
     "train": handle_train,
     "calibrate": handle_calibrate,
     "evaluate": handle_evaluate,
+    "cox": handle_cox,
+    "cox-baseline": handle_cox_baseline,
+    "cox-evaluate": handle_cox_evaluate,
 }
 
 
@@ -74,7 +78,7 @@ def _record(phase: str, request: Payload, state: SiteRunState) -> None:
         state.folds = list(folds)
         state.train_folds = list(request[TRAIN_FOLDS])
         state.fold_sizes = fold_sizes({f: unnest(request, key(PLAN, f)) for f in folds})
-    elif phase == TRAIN and prefixes(request, STD):
+    elif phase in (TRAIN, "cox") and prefixes(request, STD):
         state.standardised = True
     elif phase == CALIBRATE and request[STEP] == 0:
         state.calibrated_models = list(request[TRAIN_MODELS])

@@ -9,6 +9,7 @@ import pandas as pd
 
 from harmonisation.schema import site_schema
 from protocols.payload import Payload, nest
+from protocols.schema import is_survival
 from protocols.contract import ELIGIBLE, FEATURES, FVOL, MODEL_FEATURES, REASON, SCHEMA
 from site_client.evaluation import feature_volume_sums
 from site_client.privacy.partition import CLASS_PART_CELLS, CLASS_PART_SUBSETS, SUPPRESSED, protect_counts  # noqa: F401
@@ -16,6 +17,9 @@ from site_client.study.cohort import Cohort, build_cohort
 from site_client.study.context import SiteContext, SiteStudyError
 from site_client.study.store import SiteStore
 
+
+#: Handshake reason of a survival site with too few events (max(k, 2, label.min_events_per_site) follows).
+EVENTS_REASON = "fewer events than the protocol needs per site: "
 
 
 def class_counts(cohort: Cohort) -> dict[str, int]:
@@ -66,8 +70,12 @@ def handle_handshake(payload: Payload, context: SiteContext, store: SiteStore) -
     reply: Payload = {FEATURES: cohort.features, MODEL_FEATURES: cohort.model_features,
                       "volume_feature": cohort.volume_feature}
     need = max(k, 2)
-    problems = [f"{cls} class has fewer than k={k} cases" for cls, key in (("positive", "n_pos"), ("negative", "n_neg"))
-                if counts[key] < need]
+    if is_survival(protocol):  # survival: n_pos = events, n_neg = censored; Cox needs events, censoring may be absent
+        wanted = max(need, protocol.label.min_events_per_site)
+        problems = [f"{EVENTS_REASON}{wanted}"] if counts["n_pos"] < wanted else []
+    else:
+        problems = [f"{cls} class has fewer than k={k} cases" for cls, key in (("positive", "n_pos"), ("negative", "n_neg"))
+                    if counts[key] < need]
     schema = site_schema(
         context.site_name, cohort.table, cohort.features,
         [c.name for c in protocol.covariates.categorical], [c.name for c in protocol.covariates.continuous],

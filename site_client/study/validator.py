@@ -30,6 +30,7 @@ from protocols.contract import (
 from protocols.models import ALL_SITES, parse_model_key
 from protocols.payload import SITE_NAME, prefixes, unnest
 from site_client.study.context import SiteContext, SiteStudyError
+from protocols.schema import is_survival
 from site_client.study.run_state import SiteRunState, own_heldout_folds
 
 # Refusal and error codes (the generic reasons are fixed texts; see docs/architecture.md)
@@ -212,6 +213,16 @@ def _check_train(request: dict, context: SiteContext, state: SiteRunState, match
     p = context.protocol
     if request[ROUND] > p.model.rounds:
         raise _not_allowed(context, phase, ROUND, "is beyond the protocol's model.rounds")
+    check_first_message(request, context, state, phase)
+    _check_names(request, context, state, matched, phase)
+    _check_trained_models(request[MODELS], state, context, phase, MODELS)
+
+
+def check_first_message(request: dict, context: SiteContext, state: SiteRunState, phase: str) -> None:
+    """The first model message (binary training or Cox) carries the fold lists, ComBat scale and
+    standardisation, only for folds this run introduced and this site trains or is held out of; later
+    messages carry none and need the first one served."""
+    p = context.protocol
     first = bool(prefixes(request, STD))
     if first:
         introduced = set(state.folds) if p.harmonisation.combat else (
@@ -235,8 +246,6 @@ def _check_train(request: dict, context: SiteContext, state: SiteRunState, match
         raise Refusal(context.site_name, phase, OUT_OF_ORDER, "the first training message has not been served")
     elif TRAIN_FOLDS in request or prefixes(request, SCALE):
         raise _not_allowed(context, phase, TRAIN_FOLDS, "is only allowed in the first training message")
-    _check_names(request, context, state, matched, phase)
-    _check_trained_models(request[MODELS], state, context, phase, MODELS)
 
 
 def _check_calibrate(request: dict, context: SiteContext, state: SiteRunState, matched: list, phase: str) -> None:
@@ -278,6 +287,8 @@ def _check_evaluate(request: dict, context: SiteContext, state: SiteRunState, ma
     _check_names(request, context, state, matched, phase)
 
 
+from site_client.study.survival_gate import SURVIVAL_CHECKS  # noqa: E402  (it builds on the checks above)
+
 PHASE_CHECKS: dict[str, list[Check]] = {
     HANDSHAKE: [],
     COMBAT1: [_check_combat1],
@@ -285,7 +296,11 @@ PHASE_CHECKS: dict[str, list[Check]] = {
     TRAIN: [_check_train],
     CALIBRATE: [_check_calibrate],
     EVALUATE: [_check_evaluate],
+    **SURVIVAL_CHECKS,
 }
+#: Phases of one outcome form only: a binary protocol never serves the Cox phases, a survival one never trains
+#: a classifier (the request is refused before anything is computed).
+BINARY_ONLY = (TRAIN, CALIBRATE, EVALUATE)
 
 
 def check_request(phase: str, request: dict, context: SiteContext, state: SiteRunState | None) -> None:
@@ -296,6 +311,10 @@ def check_request(phase: str, request: dict, context: SiteContext, state: SiteRu
         raise Refusal(context.site_name, phase, OUT_OF_ORDER, "the handshake has not been served (or the site is not eligible) in this run")
     if request.get(PHASE, phase) != phase:
         raise _not_allowed(context, phase, PHASE, "differs from the phase the message was sent as")
+    survival = is_survival(context.protocol)
+    if (survival and phase in BINARY_ONLY) or (not survival and phase in SURVIVAL_CHECKS):
+        raise _not_allowed(context, phase, PHASE, "is not part of this protocol's outcome form "
+                           f"({'survival' if survival else 'binary'} label)")
     try:
         matched = check_message(phase, REQUEST, request, site_dims(context, state),
                                 sizes=state.fold_sizes if state else None)
@@ -306,7 +325,8 @@ def check_request(phase: str, request: dict, context: SiteContext, state: SiteRu
         check(request, context, state, matched, phase)
 
 
-HANDSHAKE_REASONS = ("positive class has fewer than k=", "negative class has fewer than k=", "batch(es) have fewer than k=")
+HANDSHAKE_REASONS = ("positive class has fewer than k=", "negative class has fewer than k=", "batch(es) have fewer than k=",
+                     "fewer events than the protocol needs per site: ")
 
 
 def check_reply(phase: str, reply: dict, request: dict, context: SiteContext, state: SiteRunState) -> None:
