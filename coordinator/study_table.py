@@ -29,6 +29,12 @@ def print_results_table(outcome: Any, registered_model: str | None = None) -> No
     """Print the table with rich (one row per held-out site and variant, then the mean)."""
     from rich.console import Console
 
+    if getattr(outcome, "kind", "") == "survival":
+        from coordinator.survival_table import print_survival_table
+
+        print_survival_table(outcome)
+        return
+
     table = results_table(results_from_outcome(outcome, registered_model),
                           1 - outcome.results[outcome.preferred_variant].alpha)
     table.title = f"External validation of {outcome.study_name} at each held-out site (leave-one-site-out)"

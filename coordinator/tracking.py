@@ -494,6 +494,10 @@ def log_outcome(outcome: Any, tracking_uri: str, promote: bool = False) -> Logge
     registry alias moves only with ``promote``."""
     from mlflow import MlflowClient
 
+    if getattr(outcome, "kind", "") == "survival":
+        from coordinator.survival_tracking import log_survival_outcome
+
+        return log_survival_outcome(outcome, tracking_uri, promote)
     preferred = outcome.preferred_variant
     chosen, reason = registered_variant(outcome)
     study = outcome.results[preferred]
