@@ -205,3 +205,50 @@ def test_a_site_with_too_few_events_is_dropped_by_name(tmp_path) -> None:
     outcome = run_study(protocol, pid, transport, progress=lambda text: None)
     assert "fewer events than the protocol needs per site: 10" in outcome.dropped[small]
     assert small not in outcome.results["raw"].heldout and ALL_SITES not in outcome.results["raw"].heldout
+
+
+# ---------------------------------------------------------------- MLflow run and the registered model
+
+def lifelines_carried_risk(frame: pd.DataFrame, horizon: float) -> tuple[CoxPHFitter, float]:
+    """lifelines' stratified fit and the n-weighted mean of its per-site Breslow H(t*) (docs/survival.md)."""
+    fitter = CoxPHFitter().fit(frame[[*FEATURES, "time", "status", "site"]], "time", "status", strata=["site"],
+                               fit_options={"precision": 1e-12})
+    hazards = fitter.baseline_cumulative_hazard_
+    at = hazards[hazards.index <= horizon].ffill().iloc[-1]
+    sizes = frame.groupby("site").size()
+    return fitter, float(sum(sizes[s] * at[s] for s in sizes.index) / sizes.sum())
+
+
+def test_registered_model_returns_linear_predictor_and_risk_per_horizon(lung, tmp_path) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+
+    from coordinator.tracking import log_outcome
+
+    frame, outcome, _ = lung
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    logged = log_outcome(outcome, uri)
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model(f"models:/ncctg-lung-cox/{logged.model_version}")
+    site = sorted(frame["site"].unique())[0]
+    cases = frame[frame.site == site]
+    predicted = model.predict(cases[FEATURES].astype(float).reset_index(drop=True))
+    assert list(predicted.columns) == ["linear_predictor", *[f"risk_{h:g}" for h in HORIZONS]]
+    fitter, hazard = lifelines_carried_risk(frame, 365.0)
+    x = cases[FEATURES].to_numpy(float)
+    eta = (x - frame[FEATURES].to_numpy(float).mean(axis=0)) @ fitter.params_[FEATURES].to_numpy()
+    np.testing.assert_allclose(predicted["linear_predictor"], eta, atol=1e-6)
+    np.testing.assert_allclose(predicted["risk_365"], 1 - np.exp(-hazard * np.exp(eta)), atol=1e-6)
+    # the study's own values for these cases: the final model the outcome carries
+    np.testing.assert_allclose(predicted["linear_predictor"], outcome.final_model.linear_predictor(x), rtol=0, atol=1e-12)
+    client = MlflowClient(tracking_uri=uri)
+    parent = client.get_run(logged.parent_run_id)
+    assert parent.data.metrics["pooled_harrell_c"] == pytest.approx(outcome.results["raw"].pooled["harrell_c"].estimate)
+    assert parent.data.tags["outcome"] == "survival"
+    artifacts = {a.path for a in client.list_artifacts(logged.parent_run_id, "plots")}
+    assert {"plots/forest_harrell_c.png", "plots/calibration_at_365.png"} <= artifacts
+    fold = client.get_run(logged.fold_run_ids[site])
+    assert fold.data.metrics["harrell_c"] == pytest.approx(outcome.results["raw"].heldout[site]["harrell"]["c"])
+    assert {a.path for a in client.list_artifacts(fold.info.run_id, "plots")} == {"plots/km_by_risk_group.png"}
+    with pytest.raises(Exception, match="feature 'age' of row 0"):
+        model.predict(cases[FEATURES].astype(float).reset_index(drop=True).assign(age=np.nan))
