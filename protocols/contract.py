@@ -641,7 +641,8 @@ if __name__ == "__main__":  # python -m protocols.contract docs/architecture.md
     import sys
     from pathlib import Path
 
+    from protocols import contract  # the imported module: the survival phases declare themselves into its CONTRACT
     from protocols.reference import update_document
 
-    update_document(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/architecture.md"), contract_table(),
+    update_document(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/architecture.md"), contract.contract_table(),
                     TABLE_BEGIN, TABLE_END)
