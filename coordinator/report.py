@@ -448,7 +448,12 @@ def write_report(run_id: str, out_dir: str | os.PathLike[str], tracking_uri: str
             except (MlflowException, OSError, ValueError):
                 pass
         title = f"External validation report: {study.get('study_name')}"
-        sections = build_sections(study, run, parent_plots, dict(sorted(fold_plots.items())), others)
+        if study.get("kind") == "survival":
+            from coordinator.survival_report import build_survival_sections
+
+            sections = build_survival_sections(study, run, parent_plots, dict(sorted(fold_plots.items())))
+        else:
+            sections = build_sections(study, run, parent_plots, dict(sorted(fold_plots.items())), others)
         html_path, md_path = out / "report.html", out / "report.md"
         _atomic_write(html_path, render_html(title, sections))
         _atomic_write(md_path, render_markdown(title, sections))

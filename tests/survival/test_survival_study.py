@@ -252,3 +252,21 @@ def test_registered_model_returns_linear_predictor_and_risk_per_horizon(lung, tm
     assert {a.path for a in client.list_artifacts(fold.info.run_id, "plots")} == {"plots/km_by_risk_group.png"}
     with pytest.raises(Exception, match="feature 'age' of row 0"):
         model.predict(cases[FEATURES].astype(float).reset_index(drop=True).assign(age=np.nan))
+
+
+def test_report_of_a_survival_study(lung, tmp_path) -> None:
+    from coordinator.report import write_report
+    from coordinator.tracking import log_outcome
+
+    frame, outcome, _ = lung
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    logged = log_outcome(outcome, uri)
+    html_path, md_path = write_report(logged.parent_run_id, tmp_path / "report", uri)
+    text = md_path.read_text()
+    pooled = outcome.results["raw"].pooled["harrell_c"]
+    assert f"{pooled.estimate:.3f} (95% CI {pooled.ci_low:.3f}–{pooled.ci_high:.3f}" in text
+    site = sorted(outcome.results["raw"].heldout)[0]
+    c = outcome.results["raw"].heldout[site]["harrell"]
+    assert f"| {site} |" in text and f"{c['c']:.3f} (SE {c['se']:.3f})" in text
+    assert "Net benefit at 365 days" in text and "carried cumulative baseline hazard" in text
+    assert html_path.read_text().count("data:image/png;base64") >= 3 + len(outcome.results["raw"].heldout)
