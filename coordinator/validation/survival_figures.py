@@ -32,7 +32,8 @@ def km_by_risk_group_figure(site: str, curves: Mapping[str, dict | None], time_u
     ax.set(xlabel=f"time ({time_unit})", ylabel="survival (Kaplan-Meier)", ylim=(0, 1.02),
            title=f"{site}: survival by predicted risk (steps coarsened to k{note})")
     ax.title.set_fontsize(9)
-    ax.legend(fontsize=7, loc="lower left")
+    if len(withheld) < len(curves):
+        ax.legend(fontsize=7, loc="lower left")
     return fig
 
 
