@@ -11,6 +11,7 @@ has already run. On top of it, against the approved protocol and this run's stat
   intervals itself until each holds 0 or >= k events, so no grid can make it release fewer than k).
 * ``cox-evaluate``: models only of the folds the site is held out of (from the protocol and its own name),
   each radiomic model with its volume-only partner, a carried baseline that reaches the last horizon.
+* per run at most :data:`PER_RUN` messages of each phase (``SiteRunState.served``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 from protocols.contract import EVAL_MODELS, MODELS
 from protocols.models import parse_model_key
 from protocols.survival_contract import (
-    BETA, BL_HAZARD, BL_TIMES, CENTRE, COX, COX_BASELINE, COX_EVALUATE, GRID,
+    BETA, BL_HAZARD, BL_TIMES, CENTRE, COX, COX_BASELINE, COX_EVALUATE, GRID, MAX_COX_STEPS,
 )
 from site_client.study.context import SiteContext
 from site_client.study.run_state import SiteRunState, own_heldout_folds
@@ -44,6 +45,18 @@ def _check_grid(values: object, context: SiteContext, phase: str, field: str = G
         raise _not_allowed(context, phase, field, "is not an increasing grid holding every horizon and ending at the last")
 
 
+#: Messages of each survival phase a site serves in one run: every Newton evaluation of every fit (restarts
+#: after a lost site included) within MAX_COX_STEPS; one baseline and one held-out evaluation (a second one
+#: would let a coordinator compare the site's answers for two models it chose).
+PER_RUN = {COX: MAX_COX_STEPS, COX_BASELINE: 1, COX_EVALUATE: 1}
+
+
+def _within_budget(context: SiteContext, state: SiteRunState, phase: str) -> None:
+    if state.served.get(phase, 0) >= PER_RUN[phase]:
+        raise _not_allowed(context, phase, "phase", f"was already served {PER_RUN[phase]} time(s) in this run, "
+                           "the most a survival study needs")
+
+
 def _started(context: SiteContext, state: SiteRunState, phase: str) -> None:
     if not state.standardised:
         raise Refusal(context.site_name, phase, OUT_OF_ORDER, "the first cox message has not been served")
@@ -54,6 +67,7 @@ def _check_cox(request: dict, context: SiteContext, state: SiteRunState, matched
     _check_names(request, context, state, matched, phase)
     _check_trained_models(request[MODELS], state, context, phase, MODELS)
     _listed_exactly(request, request[MODELS], (BETA,), context, phase)
+    _within_budget(context, state, phase)
 
 
 def _check_baseline(request: dict, context: SiteContext, state: SiteRunState, matched: list, phase: str) -> None:
@@ -62,6 +76,7 @@ def _check_baseline(request: dict, context: SiteContext, state: SiteRunState, ma
     _check_trained_models(request[MODELS], state, context, phase, MODELS)
     _listed_exactly(request, request[MODELS], (BETA, CENTRE), context, phase)
     _check_grid(request[GRID], context, phase)
+    _within_budget(context, state, phase)
 
 
 def _check_evaluate(request: dict, context: SiteContext, state: SiteRunState, matched: list, phase: str) -> None:
@@ -81,6 +96,7 @@ def _check_evaluate(request: dict, context: SiteContext, state: SiteRunState, ma
     for model in models:
         if float(np.asarray(request[f"{BL_TIMES}/{model}"], dtype=float)[-1:].max(initial=0.0)) < last:
             raise _not_allowed(context, phase, f"{BL_TIMES}/{model}", "does not reach the protocol's last horizon")
+    _within_budget(context, state, phase)
 
 
 SURVIVAL_CHECKS = {COX: [_check_cox], COX_BASELINE: [_check_baseline], COX_EVALUATE: [_check_evaluate]}

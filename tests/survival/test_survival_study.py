@@ -270,3 +270,11 @@ def test_report_of_a_survival_study(lung, tmp_path) -> None:
     assert f"| {site} |" in text and f"{c['c']:.3f} (SE {c['se']:.3f})" in text
     assert "Net benefit at 365 days" in text and "carried cumulative baseline hazard" in text
     assert html_path.read_text().count("data:image/png;base64") >= 3 + len(outcome.results["raw"].heldout)
+
+
+def test_site_serves_one_held_out_evaluation_per_run(lung) -> None:
+    _, _, transport = lung
+    site = sorted(transport.contexts)[0]
+    for phase in (COX_BASELINE, COX_EVALUATE):
+        with pytest.raises(Refusal, match="already served 1 time"):
+            handle(phase, _request(transport, site, phase), transport.contexts[site])
