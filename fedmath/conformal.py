@@ -3,7 +3,11 @@
 Conformity score of class c: s₀ = p (for the negative class), s₁ = 1 - p (for the positive class). With the
 class thresholds q̂₀, q̂₁ (each the ⌈(n_c + 1)(1 - α)⌉-th smallest calibration score of that class) the set of a
 case holds class c when s_c <= q̂_c. The thresholds are found, and coverage is measured, on the *raw* p, so the
-registered model builds its sets on the raw p too (never on the recalibrated one). Pure numpy.
+registered model builds its sets on the raw p too (never on the recalibrated one).
+
+Also the shared maths of the federated thresholds: the FCP rank, and the ε-differentially private quantile
+(the noise of the sites' histograms, its exact tail, and the certified rank the coordinator takes from the noisy
+counts). Pure numpy/scipy.
 """
 
 from __future__ import annotations
@@ -73,22 +77,30 @@ def discrete_laplace_noise(size: int, epsilon: float, rng: np.random.Generator) 
     return (rng.geometric(p_success, size) - rng.geometric(p_success, size)).astype(np.int64)
 
 
-def discrete_laplace_sum_exceedance(n_terms: int, epsilon: float, m: np.ndarray) -> np.ndarray:
-    """P(S >= m) for S the sum of ``n_terms`` independent discrete Laplace(t = exp(-ε/2)) draws, exactly.
+def discrete_laplace_sum_pmf(n_terms: int, epsilon: float) -> tuple[np.ndarray, np.ndarray]:
+    """(support s, P(S = s)) of the sum S of ``n_terms`` independent discrete Laplace(t = exp(-ε/2)) draws.
 
-    S = A - B with A, B independent negative binomials (n_terms geometric failures each, success 1 - t), so
-    P(S >= m) = Σ_b P(B = b) · P(A >= m + b) (scipy's nbinom; the sum runs until P(B > b) < 1e-16)."""
+    S = A - B with A, B independent negative binomials (n_terms geometric failure counts each, success 1 - t),
+    so P(S = s) = Σ_b P(A = s + b) P(B = b): the cross-correlation of two nbinom pmfs (scipy), each cut where
+    its upper tail is below 1e-17, computed by FFT."""
+    from scipy.signal import fftconvolve
     from scipy.stats import nbinom
 
-    m = np.atleast_1d(np.asarray(m, dtype=np.int64))
     if n_terms == 0:
-        return (m <= 0).astype(float)
+        return np.array([0]), np.array([1.0])
     p_success = 1.0 - discrete_laplace_ratio(epsilon)
-    top = int(nbinom.isf(1e-16, n_terms, p_success)) + 1
-    b = np.arange(top + 1)
-    pmf_b = nbinom.pmf(b, n_terms, p_success)
-    # P(A >= m + b) = sf(m + b - 1)
-    return np.sum(pmf_b[None, :] * nbinom.sf(m[:, None] + b[None, :] - 1, n_terms, p_success), axis=1)
+    top = int(nbinom.isf(1e-17, n_terms, p_success)) + 1
+    pmf = nbinom.pmf(np.arange(top + 1), n_terms, p_success)
+    total = np.clip(fftconvolve(pmf, pmf[::-1]), 0.0, None)  # index i ↔ s = i - top
+    return np.arange(-top, top + 1), total
+
+
+def discrete_laplace_sum_exceedance(n_terms: int, epsilon: float, m: np.ndarray) -> np.ndarray:
+    """P(S >= m) for S the sum of ``n_terms`` discrete Laplace draws (:func:`discrete_laplace_sum_pmf`)."""
+    support, pmf = discrete_laplace_sum_pmf(n_terms, epsilon)
+    upper = np.concatenate([np.cumsum(pmf[::-1])[::-1], [0.0]])  # upper[i] = P(S >= support[i])
+    idx = np.clip(np.atleast_1d(np.asarray(m, dtype=np.int64)) - support[0], 0, support.size)
+    return upper[idx]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -99,19 +111,10 @@ def discrete_laplace_sum_margin(n_terms: int, epsilon: float, tail: float) -> in
     probability ``tail``."""
     if not 0 < tail < 1:
         raise ValueError(f"tail probability must be in (0, 1), got {tail}")
-    if n_terms == 0:
-        return 0
-    sd = math.sqrt(n_terms * 2.0 * discrete_laplace_ratio(epsilon)) / (1.0 - discrete_laplace_ratio(epsilon))
-    hi = int(math.ceil(sd * (4.0 + math.sqrt(2.0 * math.log(1.0 / tail))) + 10.0 * sd / max(1.0, math.sqrt(n_terms)))) + 2
-    m = np.arange(hi + 1)
-    exceed = discrete_laplace_sum_exceedance(n_terms, epsilon, m + 1)  # P(S > m) = P(S >= m + 1)
-    ok = np.flatnonzero(exceed <= tail)
-    while ok.size == 0:  # the bracket was too small (extreme tail): widen it
-        hi *= 2
-        m = np.arange(hi + 1)
-        exceed = discrete_laplace_sum_exceedance(n_terms, epsilon, m + 1)
-        ok = np.flatnonzero(exceed <= tail)
-    return int(m[ok[0]])
+    support, pmf = discrete_laplace_sum_pmf(n_terms, epsilon)
+    above = np.concatenate([np.cumsum(pmf[::-1])[::-1][1:], [0.0]])  # above[i] = P(S > support[i])
+    ok = np.flatnonzero((above <= tail) & (support >= 0))
+    return int(support[ok[0]])
 
 
 def dp_threshold(noisy_bins: np.ndarray, n_scores: int, alpha: float, epsilon: float, delta: float) -> tuple[float, dict]:

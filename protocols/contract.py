@@ -426,7 +426,7 @@ _declare(CALIBRATE, REPLY, [
     # (true count + discrete Laplace noise, so any integer; never small-cell merged: the noise protects them)
     _int(CONFORMAL + "/{model}/{cls}/n", "dp conformal: calibration cases of the class", counts=True),
     Field(CONFORMAL + "/{model}/{cls}/bin_n_noisy", "array", "dp conformal: noisy counts per grid bin", dtype="i",
-          shape=_vec(lambda d: d.conformal_dp_bins), shape_text="(conformal_dp_bins,)", lo=-(2 ** 40), hi=2 ** 40),
+          shape=_vec(lambda d: d.conformal_dp_bins), shape_text="(conformal_dp_bins,)", lo=-10 ** 7, hi=10 ** 7),
     *[f for kind in APPARENT_KINDS for f in _aggregate(APPARENT + f"/{{model}}/{kind}", kind)],
     *[f for kind in EVALUATION_KINDS for f in _aggregate(BEFORE + f"/{{model}}/{kind}", kind)],
     *_aggregate(BEFORE + "/{model}/paired", "paired"),

@@ -356,7 +356,7 @@ class Validation(_Strict):
         description="How the training sites' calibration scores give the conformal thresholds: k-merged score "
                     "histograms, or an ε-differentially private histogram on a fixed grid (docs/privacy.md).")
     conformal_epsilon: float = Field(
-        default=4.0, gt=0, le=64,
+        default=4.0, ge=0.01, le=64,
         description="dp_quantile: ε of one site's release for one model (both classes; a patient is in one class).")
     conformal_delta: float = Field(
         default=0.005, gt=0, lt=0.5,
