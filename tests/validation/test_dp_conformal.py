@@ -116,7 +116,11 @@ def test_threshold_below_the_exact_one_at_most_delta_of_the_time():
 
 @pytest.mark.parametrize("alpha", ALPHAS)
 def test_coverage_at_least_one_minus_alpha_per_class_over_seeds(alpha):
-    """Exchangeable sites: per-class coverage averaged over 300 seeds >= 1 - α - 3 SE (the guarantee)."""
+    """Exchangeable sites: per-class coverage averaged over 300 seeds >= 1 - α - 3 SE (the guarantee).
+
+    The federated rank and the grid leave slack here (coverage ≈ 0.93 at α = 0.1), so this checks the rank and
+    the class assignment; the noise margin itself is checked by the test above (without it, thresholds fall below
+    the exact one in about half the draws)."""
     covered = {0: [], 1: []}
     for seed in range(300):
         rng = np.random.default_rng(seed)
