@@ -120,7 +120,7 @@ def test_coverage_at_least_one_minus_alpha_per_class_over_seeds(alpha):
 
     The federated rank and the grid leave slack here (coverage ≈ 0.93 at α = 0.1), so this checks the rank and
     the class assignment; the noise margin itself is checked by the test above (without it, thresholds fall below
-    the exact one in about half the draws)."""
+    the exact one in about 40 % of the draws there)."""
     covered = {0: [], 1: []}
     for seed in range(300):
         rng = np.random.default_rng(seed)
