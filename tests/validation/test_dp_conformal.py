@@ -210,3 +210,27 @@ def test_a_class_no_site_released_is_in_every_set():
     q_neg, q_pos, info = thresholds_from_dp_histograms(neg, [], 0.1, 8.0, 0.005)
     assert q_pos == 1.0 and info["n_pos"] == 0
     assert 0.9 <= q_neg < 1.0  # uniform scores: the 90 % quantile, one grid step (0.05) or so above
+
+
+def test_coordinator_refuses_a_class_count_above_the_announced_calibration_count():
+    """A site whose dp conformal reply claims more positives than its handshake announced for its calibration
+    part is not used (the reply check names the site and the field)."""
+    from coordinator.study.replies import ReplyCheck
+
+    protocol = parse_protocol({"study": {"name": "x", "version": "1"}, "label": {"column": "y", "positive": "1", "negative": "0"},
+                               "validation": {"conformal_method": "dp_quantile", "conformal_dp_bins": 40}})
+    counts = {"n": 100, "n_pos": 40, "n_neg": 60, "n_train": 75, "n_cal": 25, "n_train_pos": 30, "n_train_neg": 45,
+              "n_cal_pos": 10, "n_cal_neg": 15}
+    check = ReplyCheck(protocol, Dims.of(protocol, 3, 2), {"a": counts})
+    prefix = "conformal/_all/harmonised/radiomic/pos"
+    reply = {"site": "a", "phase": CALIBRATE, f"{prefix}/suppressed": 0, f"{prefix}/k": 5, f"{prefix}/n": 10,
+             f"{prefix}/bin_n_noisy": np.zeros(40, dtype=np.int64)}
+    request = {"step": 0, "train_models": ["_all/harmonised/radiomic"]}
+    assert check.problem("a", CALIBRATE, request, reply) is None
+    assert check.problem("a", CALIBRATE, request, {**reply, f"{prefix}/n": 11}) == (
+        f"site a sent a malformed calibrate reply: field {prefix}/n counts more cases than the site announced in "
+        "the handshake")
+    suppressed = {**counts, "n_cal_pos": -1}  # withheld at the handshake (it may be >= k): the calibration total bounds it
+    check = ReplyCheck(protocol, Dims.of(protocol, 3, 2), {"a": suppressed})
+    assert check.problem("a", CALIBRATE, request, {**reply, f"{prefix}/n": 25}) is None
+    assert check.problem("a", CALIBRATE, request, {**reply, f"{prefix}/n": 26}) is not None
