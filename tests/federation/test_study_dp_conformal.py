@@ -50,3 +50,10 @@ def test_dp_quantile_study_releases_noisy_grid_counts_and_reports_sets(tmp_path,
             assert c.coverage is not None, (fold.heldout_site, c.note)
             assert c.mean_set_size is not None and 0 <= c.mean_set_size <= 2
             assert c.rate_both is not None and 0 <= c.rate_both <= 1
+
+    # the table printed at the end of `coordinator run` has the sets' size and two-class rate beside coverage
+    from coordinator.study_table import results_from_outcome
+    from demo.results import prediction_sets_line
+
+    line = prediction_sets_line(results_from_outcome(outcome))
+    assert line is not None and "mean set size" in line and "two-class sets" in line, line
