@@ -229,7 +229,17 @@ def build_sections(
     s.paragraphs.append(
         f"Class-conditional split conformal prediction, score 1 − p̂(true class), federated quantile (FCP, "
         f"k* = ⌈(1−α)(N+K)⌉ per class) on the training sites' calibration parts, α = {alpha}. Coverage is measured at "
-        f"each held-out site with a Clopper–Pearson 95% CI.")
+        f"each held-out site with a Clopper–Pearson 95% CI, beside the mean set size and the share of two-class sets.")
+    if params.get("protocol.validation.conformal_method") == "dp_quantile":
+        s.paragraphs.append(
+            "The training sites released their calibration scores as ε-differentially private histograms on a fixed "
+            f"grid of {params.get('protocol.validation.conformal_dp_bins')} bins (ε = "
+            f"{params.get('protocol.validation.conformal_epsilon')} per site and model); the thresholds use the rank "
+            f"at α − δ (δ = {params.get('protocol.validation.conformal_delta')}) with a margin for the noise, so they "
+            "are at least the exact ones except with probability δ, and coverage stays ≥ 1 − α.")
+    else:
+        s.paragraphs.append("The training sites released their calibration scores as small-cell-merged histograms; the "
+                            "thresholds are conservative (each at least the exact pooled order statistic).")
     rows = []
     for f in folds:
         c = f.get("conformal") or {}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 VARIANT_LABELS = {"harmonised": "harmonised (ComBat)", "raw": "unharmonised"}
 _METRICS = ("auc", "auc_ci_low", "auc_ci_high", "cal_slope", "recal_cal_slope", "conformal_coverage",
-            "conformal_coverage_censored", "n", "n_events")
+            "conformal_coverage_censored", "conformal_mean_set_size", "conformal_rate_both", "n", "n_events")
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,8 @@ class VariantMetrics:
     cal_slope: float | None          # after recalibration when the store has it, else of the raw model
     conformal_coverage: float | None
     coverage_censored: int = 0  # +1: the site released "<k missed" (a lower bound), -1: "<k covered" (upper)
+    mean_set_size: float | None = None   # of the conformal prediction sets (1 = always one class, 2 = always both)
+    rate_both: float | None = None       # share of two-class sets
 
 
 @dataclass
@@ -73,6 +75,8 @@ def _variant(values: dict[str, float], prefix: str) -> VariantMetrics | None:
         cal_slope=slope if slope is not None else _metric(values, f"{prefix}cal_slope"),
         conformal_coverage=_metric(values, f"{prefix}conformal_coverage"),
         coverage_censored=int(_metric(values, f"{prefix}conformal_coverage_censored") or 0),
+        mean_set_size=_metric(values, f"{prefix}conformal_mean_set_size"),
+        rate_both=_metric(values, f"{prefix}conformal_rate_both"),
     )
 
 
@@ -182,6 +186,17 @@ def results_table(results: DemoResults, target_coverage: float | None = None):  
                 table.add_row("random effects (REML, HKSJ)" if i == 0 else "", "", VARIANT_LABELS.get(variant, variant),
                               f"{est:.2f} [{lo:.2f}, {hi:.2f}]", "", "", style="bold")
     return table
+
+
+def prediction_sets_line(results: DemoResults) -> str | None:
+    """Mean set size and two-class rate over the held-out sites, per variant: what the coverage column costs
+    (a coverage near 1 with every set holding both classes says nothing). None when no site has them."""
+    parts = []
+    for variant in results.variants:
+        size, both = results.mean(variant, "mean_set_size"), results.mean(variant, "rate_both")
+        if size is not None and both is not None:
+            parts.append(f"{VARIANT_LABELS.get(variant, variant)} mean set size {size:.2f}, two-class sets {both:.0%}")
+    return "prediction sets (mean of held-out sites): " + "; ".join(parts) if parts else None
 
 
 def verdict(results: DemoResults) -> str | None:

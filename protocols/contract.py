@@ -88,6 +88,7 @@ class Dims:
     n_continuous: int = 0
     n_horizons: int = 0                # survival studies: label.horizons (0: binary)
     n_curve_thresholds: int = 0        # validation.decision_curve_thresholds (survival net benefit)
+    conformal_dp_bins: int = 0         # validation.conformal_dp_bins (the DP conformal grid)
 
     @classmethod
     def of(cls, protocol: Protocol, n_features: int, n_model_features: int) -> "Dims":
@@ -98,7 +99,7 @@ class Dims:
                    protocol.model.type, tuple(protocol.model.hidden_sizes),
                    {c.name: tuple(c.levels) for c in protocol.covariates.categorical},
                    len(protocol.covariates.continuous), len(getattr(protocol.label, "horizons", ())),
-                   len(v.decision_curve_thresholds))
+                   len(v.decision_curve_thresholds), v.conformal_dp_bins)
 
     def param_shapes(self, model: str) -> list[tuple[int, ...]]:
         feature_set = model.split("/")[-1]
@@ -425,6 +426,11 @@ _declare(CALIBRATE, REQUEST, [
 _declare(CALIBRATE, REPLY, [
     *_aggregate(CALHIST + "/{model}", "histograms"),
     *_aggregate(CONFORMAL + "/{model}/{cls}", "conformal"),
+    # validation.conformal_method = dp_quantile: the class count and the ε-DP noisy counts on the fixed grid
+    # (true count + discrete Laplace noise, so any integer; never small-cell merged: the noise protects them)
+    _int(CONFORMAL + "/{model}/{cls}/n", "dp conformal: calibration cases of the class", counts=True),
+    Field(CONFORMAL + "/{model}/{cls}/bin_n_noisy", "array", "dp conformal: noisy counts per grid bin", dtype="i",
+          shape=_vec(lambda d: d.conformal_dp_bins), shape_text="(conformal_dp_bins,)", lo=-10 ** 7, hi=10 ** 7),
     *[f for kind in APPARENT_KINDS for f in _aggregate(APPARENT + f"/{{model}}/{kind}", kind)],
     *[f for kind in EVALUATION_KINDS for f in _aggregate(BEFORE + f"/{{model}}/{kind}", kind)],
     *_aggregate(BEFORE + "/{model}/paired", "paired"),

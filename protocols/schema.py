@@ -351,6 +351,19 @@ class Validation(_Strict):
         default="platt", description="Recalibration fitted on the training sites' calibration parts."
     )
     conformal_alpha: float = Field(default=0.1, gt=0, lt=1, description="Conformal miscoverage level (0.1 = 90 % sets).")
+    conformal_method: Literal["histogram", "dp_quantile"] = Field(
+        default="histogram",
+        description="How the training sites' calibration scores give the conformal thresholds: k-merged score "
+                    "histograms, or an ε-differentially private histogram on a fixed grid (docs/privacy.md).")
+    conformal_epsilon: float = Field(
+        default=4.0, ge=0.01, le=64,
+        description="dp_quantile: ε of one site's release for one model (both classes; a patient is in one class).")
+    conformal_delta: float = Field(
+        default=0.005, gt=0, lt=0.5,
+        description="dp_quantile: probability that the noise pushes a threshold below the exact one; the rank is "
+                    "taken at α − δ so coverage stays ≥ 1 − α. Must be below conformal_alpha.")
+    conformal_dp_bins: int = Field(
+        default=40, ge=2, le=1000, description="dp_quantile: equal-width bins of the fixed score grid on [0, 1].")
     decision_threshold: float = Field(default=0.5, gt=0, lt=1, description="Probability threshold for Se/Sp/PPV/NPV.")
     histogram_bins: int = Field(default=50, ge=2, description="Score histogram bins for federated AUC.")
     reliability_bins: int = Field(default=10, ge=2, description="Equal-width bins of the reliability diagram and ECE.")
@@ -367,6 +380,9 @@ class Validation(_Strict):
             raise ValueError("choose leave_one_site_out and/or at least one external site")
         if any(not 0 < t < 1 for t in self.decision_curve_thresholds):
             raise ValueError("decision_curve_thresholds must lie strictly between 0 and 1")
+        if self.conformal_method == "dp_quantile" and not self.conformal_delta < self.conformal_alpha:
+            raise ValueError(f"conformal_delta ({self.conformal_delta}) must be below conformal_alpha "
+                             f"({self.conformal_alpha}): the rank is taken at alpha - delta")
         return self
 
 

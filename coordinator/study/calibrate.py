@@ -29,9 +29,9 @@ import numpy as np
 from fedmath.logistic import recalibration_vector, sigmoid
 
 from coordinator.validation.combine import combine_aggregates
-from coordinator.validation.conformal import thresholds_from_site_histograms
+from coordinator.validation.conformal import protocol_thresholds
 from coordinator.validation.results import Recalibration
-from protocols.models import params_to_payload
+from protocols.models import params_to_payload, parse_model_key
 from protocols.payload import Payload, prefixes, unnest
 from protocols.schema import Protocol
 from protocols.contract import APPARENT, BEFORE, CALHIST, CONFORMAL, EVAL_MODELS, LOCALFIT, PAR, STEP, TERMS, TRAIN_MODELS, W, key
@@ -168,7 +168,6 @@ def recal_vector(rec: Recalibration) -> np.ndarray:
 def run_calibration(protocol: Protocol, session: Session, design: StudyDesign, weights: dict[str, list[np.ndarray]]) -> CalibrationResult:
     out = CalibrationResult()
     method = protocol.validation.recalibration
-    alpha = protocol.validation.conformal_alpha
     requests: dict[str, Payload] = {}
     for site in session.active:
         train_models, eval_models = design.models_trained_by(site), design.models_validated_by(site)
@@ -191,20 +190,22 @@ def run_calibration(protocol: Protocol, session: Session, design: StudyDesign, w
                                for s in trainers}
         cal = _usable([(s, unnest(replies[s], key(CALHIST, model))) for s in trainers], "calibration histogram", model, out.notes)
         conf = {}
-        for cls in ("neg", "pos"):
-            conf[cls] = _usable([(s, unnest(replies[s], key(CONFORMAL, model, cls))) for s in trainers],
-                                f"conformal {cls} histogram", model, out.notes)
+        for cls in ("neg", "pos"):  # a site sends nothing for a model that gets no thresholds (dp_quantile: volume)
+            sent = [(s, a) for s in trainers if (a := unnest(replies[s], key(CONFORMAL, model, cls)))]
+            conf[cls] = _usable(sent, f"conformal {cls} histogram", model, out.notes)
         # Class-conditional: each class's threshold pools the sites that released that class's histogram. Each
         # site keeps its own (possibly small-cell-merged) edges: pooling onto common edges would coarsen every
         # site to the worst-merged one and push the quantile towards 1.
-        q_neg, q_pos, info = thresholds_from_site_histograms([a for _, a in conf["neg"]], [a for _, a in conf["pos"]], alpha)
-        for cls in ("neg", "pos"):
-            if not conf[cls]:
-                out.notes.append(f"{model}: no training site had k {cls} calibration cases; q_{cls} = 1 (that class "
-                                 "is in every prediction set)")
-        out.conformal[model] = (q_neg, q_pos)
-        out.conformal_info[model] = {**info, "sites_neg": [s for s, _ in conf["neg"]],
-                                     "sites_pos": [s for s, _ in conf["pos"]]}
+        if protocol.validation.conformal_method == "histogram" or parse_model_key(model)[2] == "radiomic":
+            q_neg, q_pos, info = protocol_thresholds(protocol.validation, [a for _, a in conf["neg"]],
+                                                     [a for _, a in conf["pos"]])
+            for cls in ("neg", "pos"):
+                if not conf[cls]:
+                    out.notes.append(f"{model}: no training site had k {cls} calibration cases; q_{cls} = 1 (that "
+                                     "class is in every prediction set)")
+            out.conformal[model] = (q_neg, q_pos)
+            out.conformal_info[model] = {**info, "sites_neg": [s for s, _ in conf["neg"]],
+                                         "sites_pos": [s for s, _ in conf["pos"]]}
         if method == "none":
             out.recalibration[model] = Recalibration("none", {})
             continue

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from protocols.contract import (
-    COUNT_FIELDS, HANDSHAKE, PHASE, REPLY, SITE, SUPPRESSED_COUNT, TRAIN, ContractViolation, Dims, check_message,
+    CONFORMAL, COUNT_FIELDS, HANDSHAKE, PHASE, REPLY, SITE, SUPPRESSED_COUNT, TRAIN, ContractViolation, Dims,
+    check_message,
 )
 from protocols.schema import Protocol
 
@@ -37,6 +38,15 @@ class ReplyCheck:
         value = counts.get(name, counts.get("n", 0))
         return self.protocol.privacy.min_cell_count - 1 if value == SUPPRESSED_COUNT else value
 
+    def _announced(self, site: str, *names: str, default: int) -> int:
+        """The first of ``names`` the site's handshake shows (a count suppressed there may be >= k: it can be
+        withheld because it would pin another cell by differencing, so it bounds nothing), else ``default``."""
+        counts = self.counts.get(site, {})
+        for name in names:
+            if counts.get(name, SUPPRESSED_COUNT) != SUPPRESSED_COUNT:
+                return int(counts[name])
+        return default
+
     def problem(self, site: str, phase: str, request: dict, reply: dict) -> str | None:
         """None when the reply may be used; otherwise the reason, naming the site and the field."""
         dims = self.dims
@@ -55,6 +65,8 @@ class ReplyCheck:
             if not f.counts or n_all is None:
                 continue
             bound = self._bound(site, "n_train") if (phase == TRAIN and key.startswith("n/")) else n_all
+            if key.startswith(CONFORMAL + "/") and key.endswith("/n"):  # dp conformal: one class's calibration cases
+                bound = self._announced(site, f"n_cal_{parts['cls']}", "n_cal", default=n_all)
             value = np.asarray(reply[key])
             total = int(value.sum()) if "bin_n_" in key else int(value.max(initial=0))
             if total > bound:

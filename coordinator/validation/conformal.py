@@ -8,25 +8,17 @@ coverage is measured and reported with a Clopper-Pearson CI.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
+
+from fedmath.conformal import dp_threshold, fcp_rank  # noqa: F401  (fcp_rank re-exported: one home, fedmath)
 
 from coordinator.validation.classification import _prop
 from coordinator.validation.intervals import clopper_pearson_ci
 from coordinator.validation.results import ConformalStats, Proportion
 
 Aggregate = dict[str, "np.ndarray | float | int"]
-
-
-def fcp_rank(n_scores: int, n_sites: int, alpha: float) -> int:
-    """k* = ⌈(1-α)(N + K)⌉ (a 1e-9 guard stops float error such as 0.9·100 = 90.000…01 rounding up)."""
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    if n_sites < 1 or n_scores < 0:
-        raise ValueError(f"need >= 1 site and >= 0 scores, got K={n_sites}, N={n_scores}")
-    return int(math.ceil((1 - alpha) * (n_scores + n_sites) - 1e-9))
 
 
 def quantile_from_histogram(edges: object, counts: object, k_star: int) -> float:
@@ -106,6 +98,48 @@ def thresholds_from_site_histograms(
     k_pos = fcp_rank(n_pos, len(pos_aggs), alpha) if pos_aggs else 1
     return (quantile_from_site_histograms(neg_aggs, k_neg), quantile_from_site_histograms(pos_aggs, k_pos),
             {"n_neg": n_neg, "n_pos": n_pos, "k_neg": k_neg, "k_pos": k_pos})
+
+
+def thresholds_from_dp_histograms(
+    neg_aggs: Sequence[Aggregate], pos_aggs: Sequence[Aggregate], alpha: float, epsilon: float, delta: float
+) -> tuple[float, float, dict[str, int]]:
+    """(q̂_neg, q̂_pos) from each training site's per-class ``dp_conformal_histogram`` (noisy counts, exact n).
+
+    Per class :func:`fedmath.conformal.dp_threshold` over the sites that sent that class (K = their number):
+    with probability >= 1 - δ over the noise the threshold is at least the exact FCP threshold at α - δ, so
+    coverage is >= 1 - α. A class no site sent gets q̂ = 1 (always in the set). Every site must use the same
+    grid (the protocol's): a site whose histogram has another length is an error, not silently re-binned.
+    """
+    out: dict[str, int] = {}
+    q = []
+    for name, aggs in (("neg", neg_aggs), ("pos", pos_aggs)):
+        lengths = {int(np.size(a["bin_n_noisy"])) for a in aggs}
+        if len(lengths) > 1:
+            raise ValueError(f"DP conformal {name} histograms have different lengths {sorted(lengths)}: sites used different grids")
+        if aggs:
+            noisy = np.array([np.asarray(a["bin_n_noisy"], dtype=np.int64) for a in aggs])
+            n = sum(int(a["n"]) for a in aggs)
+            q_c, info = dp_threshold(noisy, n, alpha, epsilon, delta)
+        else:
+            n, q_c, info = 0, 1.0, {"k": 1, "margin": 0}
+        q.append(q_c)
+        out.update({f"n_{name}": n, f"k_{name}": int(info["k"]), f"margin_{name}": int(info["margin"])})
+    return q[0], q[1], out
+
+
+def protocol_thresholds(
+    validation: object, neg_aggs: Sequence[Aggregate], pos_aggs: Sequence[Aggregate]
+) -> tuple[float, float, dict[str, int]]:
+    """The thresholds by the protocol's ``validation.conformal_method``: k-merged histograms
+    (:func:`thresholds_from_site_histograms`) or the ε-DP histograms (:func:`thresholds_from_dp_histograms`
+    with the protocol's ε and δ). ``info`` says which (``method``)."""
+    v = validation
+    if v.conformal_method == "dp_quantile":
+        q_neg, q_pos, info = thresholds_from_dp_histograms(neg_aggs, pos_aggs, v.conformal_alpha,
+                                                           v.conformal_epsilon, v.conformal_delta)
+    else:
+        q_neg, q_pos, info = thresholds_from_site_histograms(neg_aggs, pos_aggs, v.conformal_alpha)
+    return q_neg, q_pos, {**info, "method": v.conformal_method}
 
 
 def bisect_quantile(count_at_most: Callable[[float], int], k_star: int, n_total: int, max_rounds: int = 64) -> float:

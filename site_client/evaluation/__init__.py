@@ -9,11 +9,13 @@ from site_client.evaluation.binned import bin_index, class_histograms, equal_wid
 from site_client.evaluation.conformal import (
     conformal_counts_at_most,
     conformal_histogram,
+    dp_conformal_histogram,
     conformal_histograms,
     conformity_scores,
     prediction_set_coverage,
     prediction_set_sizes,
     prediction_sets,
+    released_calibration_scores,
     released_set_statistics,
 )
 from site_client.evaluation.correlation import feature_volume_sums
@@ -28,6 +30,7 @@ __all__ = [
     "class_histograms",
     "conformal_counts_at_most",
     "conformal_histogram",
+    "dp_conformal_histogram",
     "conformal_histograms",
     "conformity_scores",
     "confusion_counts",
@@ -42,6 +45,7 @@ __all__ = [
     "prediction_set_coverage",
     "prediction_set_sizes",
     "prediction_sets",
+    "released_calibration_scores",
     "released_set_statistics",
     "reliability_bins",
     "suppress_small_cells",

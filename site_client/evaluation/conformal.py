@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedmath.conformal import conformity_scores, prediction_sets  # noqa: F401  (one home: fedmath)
+import os
+
+from fedmath.conformal import conformity_scores, discrete_laplace_noise, dp_grid, prediction_sets  # noqa: F401  (one home: fedmath)
 from site_client.evaluation._checks import as_labels, as_probabilities
 from site_client.evaluation.binned import _edges, bin_index
 
@@ -48,6 +50,61 @@ def conformal_histogram(
     e = _edges(edges)
     s = conformity_scores(p, y)[y == label]
     return {"edges": e, "bin_n_scores": np.bincount(bin_index(s, e), minlength=e.size - 1).astype(np.int64)}
+
+
+def site_noise_generator() -> np.random.Generator:
+    """A generator seeded from the operating system's CSPRNG (``os.urandom``, 256 bits), fresh per release.
+
+    DP noise at a site comes only from here: nothing the coordinator sends can seed or replay it."""
+    return np.random.Generator(np.random.PCG64(int.from_bytes(os.urandom(32), "little")))
+
+
+def dp_conformal_histogram(
+    p: object, y: object, label: int, bins: int, epsilon: float, rng: np.random.Generator | None = None,
+    site: str | None = None,
+) -> Aggregate:
+    """ε-differentially private histogram of the calibration scores of class ``label`` on the fixed grid.
+
+    Counts on :func:`fedmath.conformal.dp_grid` (``bins`` equal-width bins, ``[e_b, e_{b+1})``, last closed)
+    plus independent discrete Laplace noise (t = exp(-ε/2) per bin: sensitivity 2 when one patient's score
+    changes, see :func:`fedmath.conformal.discrete_laplace_ratio`). Returns ``n`` (the exact class count) and
+    ``bin_n_noisy`` (integers, possibly negative). ``rng`` is for tests and benches; the study never passes one,
+    so the noise comes from :func:`site_noise_generator`.
+    """
+    p = as_probabilities(p, "p", site)
+    y = as_labels(y, p.size, "y", site)
+    if label not in (0, 1):
+        raise ValueError(f"label must be 0 or 1, got {label!r}")
+    e = dp_grid(bins)
+    s = conformity_scores(p, y)[y == label]
+    counts = np.bincount(bin_index(s, e), minlength=e.size - 1).astype(np.int64)
+    noise = discrete_laplace_noise(counts.size, epsilon, rng if rng is not None else site_noise_generator())
+    return {"n": int(s.size), "bin_n_noisy": counts + noise}
+
+
+def released_calibration_scores(
+    p: object, y: object, label: int, validation: object, k: int, model_is_radiomic: bool = True, site: str | None = None,
+) -> Aggregate | None:
+    """What a training site releases about class ``label``'s calibration scores, by the approved protocol's
+    ``validation.conformal_method`` (never by anything in the request):
+
+    * ``histogram``: :func:`conformal_histogram` on ``histogram_bins`` bins, small-cell merged (k);
+    * ``dp_quantile``: :func:`dp_conformal_histogram` with the protocol's ε and grid, for the radiomic models
+      only (the study reports prediction sets for those; every other release would spend ε for nothing:
+      None). A class with 1..k-1 calibration cases is withheld (its count is a small cell); the noisy bins are
+      not merged: the noise, not k, protects them.
+    """
+    from site_client.evaluation.privacy import suppress_small_cells
+
+    v = validation
+    if v.conformal_method == "histogram":
+        return suppress_small_cells(conformal_histogram(p, y, v.histogram_bins, label, site), k)
+    if not model_is_radiomic:
+        return None
+    release = dp_conformal_histogram(p, y, label, v.conformal_dp_bins, v.conformal_epsilon, site=site)
+    if 0 < int(release["n"]) < k:
+        return {"suppressed": 1, "k": int(k)}
+    return {"suppressed": 0, "k": int(k), **release}
 
 
 def conformal_counts_at_most(

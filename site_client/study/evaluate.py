@@ -30,12 +30,12 @@ from protocols.contract import AFTER, APPARENT, BEFORE, CALHIST, CONFORMAL, COVE
 from site_client.evaluation import (
     calibration_sums,
     class_histograms,
-    conformal_histogram,
     confusion_counts,
     local_calibration_fit,
     log_temperature_terms,
     logistic_calibration_terms,
     paired_auc_difference,
+    released_calibration_scores,
     released_set_statistics,
     reliability_bins,
     suppress_small_cells,
@@ -105,9 +105,11 @@ def handle_calibrate(payload: Payload, context: SiteContext, store: SiteStore, c
             p = _probabilities(context, store, cohort, model, weights, arrays)
             y = cohort.y
             reply.update(nest(key(CALHIST, model), suppress_small_cells(class_histograms(p[cal], y[cal], v.histogram_bins), k)))
-            for label, name in ((0, "neg"), (1, "pos")):
-                hist = conformal_histogram(p[cal], y[cal], v.histogram_bins, label, context.site_name)
-                reply.update(nest(key(CONFORMAL, model, name), suppress_small_cells(hist, k)))
+            radiomic = parse_model_key(model)[2] == "radiomic"
+            for label, name in ((0, "neg"), (1, "pos")):  # k-merged histogram or ε-DP histogram (the protocol's)
+                scores = released_calibration_scores(p[cal], y[cal], label, v, k, radiomic, context.site_name)
+                if scores is not None:
+                    reply.update(nest(key(CONFORMAL, model, name), scores))
             reply.update(nest(key(APPARENT, model, "histograms"), suppress_small_cells(class_histograms(p[train], y[train], v.histogram_bins), k)))
             reply.update(nest(key(APPARENT, model, "calibration"), suppress_small_cells(calibration_sums(p[train], y[train]), k)))
             if key(PAR, model) in payload:

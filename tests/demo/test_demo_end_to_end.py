@@ -164,6 +164,9 @@ def test_table_matches_the_mlflow_store_and_the_manifests(demo: dict) -> None:
         assert row[3] == f"{mean_auc:.2f}"
     diff = sum(by_site[s]["auc"] - by_site[s]["raw_auc"] for s in done) / len(done)
     assert f"mean AUC difference {diff:+.3f}" in stdout, stdout[-2000:]
+    sizes = [by_site[s]["conformal_mean_set_size"] for s in done if "conformal_mean_set_size" in by_site[s]]
+    if sizes:  # set sizes beside coverage, read back from the store
+        assert f"harmonised (ComBat) mean set size {sum(sizes) / len(sizes):.2f}" in stdout.replace("\n", ""), stdout[-2000:]
     assert f"--backend-store-uri {uri} --port 5000" in stdout.replace("\n", "")
 
 
