@@ -4,6 +4,11 @@ The supported Flower range has one source: the ``flwr`` requirement in ``pyproje
 the installed package's metadata (``importlib.metadata.requires("fedradval")``), so the range a site
 enforces is exactly the one the release was built and tested with. Used by ``site-client join``, the
 site's SuperExec, ``coordinator start`` and both ``doctor`` commands.
+
+The fedradval release itself travels in the handshake (``protocols.contract.RELEASE``): the coordinator sends
+its release, a site running another one refuses, and the coordinator drops a site that reports another one.
+"The same release" is :func:`same_release`: equal as PEP 440 versions (``0.1`` is ``0.1.0``), local labels
+included (``0.1.0+hospital.patch`` is a different build, so it is a different release).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from importlib import metadata
 
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 
 PACKAGE = "fedradval"
 
@@ -29,6 +34,15 @@ def fedradval_version() -> str:
         return metadata.version(PACKAGE)
     except metadata.PackageNotFoundError:
         return "0+unknown"  # running from a source tree that was never installed
+
+
+def same_release(first: str, second: str) -> bool:
+    """Whether two fedradval release strings name the same release (PEP 440 equality; text equality for a
+    string that is not a version)."""
+    try:
+        return Version(first) == Version(second)
+    except InvalidVersion:
+        return first == second
 
 
 def flower_version() -> str:

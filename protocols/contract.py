@@ -47,6 +47,8 @@ ELIGIBLE, REASON, SUPPRESSED = "eligible", "reason", "suppressed"
 TRAIN_FOLDS, HELDOUT_FOLDS = "train_folds", "heldout_folds"
 MODELS, TRAIN_MODELS, EVAL_MODELS = "models", "train_models", "eval_models"
 ROUND, STEP = "round", "step"
+#: The fedradval release: the coordinator's in the handshake request, the site's in its reply.
+RELEASE = "fedradval_version"
 
 #: Upper bounds that do not depend on patients: sites (= folds − 1), batches, candidate points, steps.
 MAX_FOLDS = 65
@@ -54,6 +56,9 @@ MAX_BATCHES = 256
 MAX_CANDIDATES = 16
 MAX_STEPS = 64
 MAX_NAME = 200
+#: Form of a release string (a PEP 440 version such as ``0.1.0``, ``0.2.0rc1``, ``0.1.0+site.patch``; at most 64
+#: characters): checked as text only, what a release *means* is :mod:`flowerglue.versions`' business.
+RELEASE_FORM = r"[0-9][0-9A-Za-z.+!_\-]{0,63}"
 
 #: Key segments a template may hold; each becomes a regular expression when a key is matched.
 SEGMENTS = {
@@ -139,6 +144,7 @@ class Field:
     required: bool = False             # must be present (for every name in ``each``)
     each: str = ""                     # request list whose entries instantiate the template's placeholder
     counts: bool = False               # patient counts: integers >= 0 bounded by the site's announced n
+    matches: str = ""                  # str: a regular expression the whole value must match
 
     def pattern(self) -> re.Pattern:
         regex = re.escape(self.template)
@@ -332,8 +338,13 @@ def _declare(phase: str, direction: str, fields: Iterable[Field]) -> None:
     CONTRACT[(phase, direction)] = Message(phase, direction, tuple(base) + tuple(fields))
 
 
-_declare(HANDSHAKE, REQUEST, [])
+_declare(HANDSHAKE, REQUEST, [
+    Field(RELEASE, "str", "the coordinator's fedradval release (a site running another release refuses)",
+          matches=RELEASE_FORM),
+])
 _declare(HANDSHAKE, REPLY, [
+    Field(RELEASE, "str", "the site's installed fedradval release (the coordinator drops another release)",
+          matches=RELEASE_FORM),
     *[_int(name, f"count: {name} (-1 = suppressed, 1..k-1)", lo=-1, required=True) for name in COUNT_FIELDS],
     _names(SUPPRESSED, "names of the suppressed counts", Upto(lambda d: len(COUNT_FIELDS), "<= 9"), required=True),
     Field(ELIGIBLE, "bool", "the site can take part (>= k cases per class and batch)", required=True),
@@ -522,7 +533,9 @@ def _type_ok(f: Field, value: object) -> str | None:
     if f.kind == "float":
         return None if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) else "must be a number"
     if f.kind == "str":
-        return None if isinstance(value, str) and len(value) <= 100_000 else "must be a string"
+        if not isinstance(value, str) or len(value) > 100_000:
+            return "must be a string"
+        return None if not f.matches or re.fullmatch(f.matches, value) else "is not of the expected form"
     if f.kind == "strs":
         ok = isinstance(value, list) and all(isinstance(v, str) and len(v) <= MAX_NAME for v in value)
         return None if ok else "must be a list of names"
@@ -635,7 +648,7 @@ def contract_table() -> str:
             kind = {"array": f"array {DTYPE_NAMES.get(f.dtype, '')}", "num": "number or array float64",
                     "strs": "list[str]"}.get(f.kind, f.kind)
             shape = f.shape.text if isinstance(f.shape, Upto) else f.shape_text
-            rng = _range_text(f)
+            rng = _range_text(f) or (f"form `{f.matches}`" if f.matches else "")
             if not f.finite:
                 rng = (rng + " NaN allowed").strip()
             req = ("yes" + (f" (each of {f.each})" if f.each else "")) if f.required else ""

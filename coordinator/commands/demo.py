@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ def demo_cohort(
         manifests = generate_cohort(out, sites=sites, cases_per_site=cases_per_site, seed=seed, force=force,
                                     progress=typer.echo)
     except CohortError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"{len(manifests)} site manifests under {out} ({time.perf_counter() - start:.1f} s):")
     for manifest in manifests:

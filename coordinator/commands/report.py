@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
@@ -26,6 +25,6 @@ def report(
     try:
         html_path, md_path = write_report(run_id, out, uri)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"wrote {html_path} and {md_path}; attached to run {run_id} under {REPORT_ARTIFACT_DIR}/")

@@ -1,4 +1,8 @@
-"""``coordinator run``: launch a study on the running SuperLink and follow it."""
+"""``coordinator run``: launch a study on the running SuperLink and follow it.
+
+The run id line and the final results table are the command's output (stdout); the study's progress, read
+from the run's status file, and its end are log lines (``fedradval.coordinator.run``, stderr: text or
+``--log-json``)."""
 
 from __future__ import annotations
 
@@ -14,6 +18,9 @@ from coordinator.flower.state import DEFAULT_STATE_DIR, require_profile, runs_di
 from coordinator.flower.status import read_status, status_path
 from coordinator.outcome_store import latest_outcome, load_outcome
 from protocols.console import load_protocol_for_command
+from protocols.logs import get_logger
+
+log = get_logger("coordinator.run")
 
 
 @app.command("run")
@@ -69,34 +76,34 @@ def outcomes_dir(state_dir: Path) -> Path:
 
 
 def follow_run(home: Path, state_dir: Path, run_id: int, poll_s: float = 5.0) -> int:
-    """Print new progress lines until Flower reports the run finished; 0 when it completed."""
+    """Log new progress lines until Flower reports the run finished; 0 when it completed."""
     shown = 0
     path = status_path(runs_dir(state_dir), run_id)
     while True:
         status = read_status(path) or {}
         lines = status.get("lines", [])
         for line in lines[shown:]:
-            typer.echo(line)
+            log.info("run %d: %s", run_id, line)
         shown = len(lines)
         try:
             runs = list_runs(home, run_id)
         except FlwrCommandError as exc:  # SuperLink restarting: keep following
-            typer.echo(f"(SuperLink not answering: {exc}; retrying)", err=True)
+            log.warning("SuperLink not answering (%s); retrying in 5 s", exc)
             time.sleep(5)
             continue
         flower_status = str(runs[0].get("status", "")) if runs else ""
         if flower_status.startswith("finished"):
             status = read_status(path) or {}
             for line in status.get("lines", [])[shown:]:
-                typer.echo(line)
+                log.info("run %d: %s", run_id, line)
             if flower_status == "finished:completed" and status.get("state") == "completed":
-                typer.echo(f"run {run_id} completed")
+                log.info("run %d completed", run_id)
                 return 0
             reason = status.get("error") or runs[0].get("status-details") or flower_status
-            typer.echo(f"run {run_id} FAILED ({flower_status}): {reason}", err=True)
+            log.error("run %d FAILED (%s): %s", run_id, flower_status, reason)
             if not status.get("error"):
                 try:
-                    typer.echo(run_log(home, run_id)[-4000:], err=True)
+                    log.error("end of Flower's log of run %d:\n%s", run_id, run_log(home, run_id)[-4000:])
                 except FlwrCommandError:
                     pass
             return 1

@@ -10,6 +10,9 @@ import typer
 
 from coordinator.cli import app
 from protocols.console import load_protocol_for_command
+from protocols.logs import get_logger
+
+log = get_logger("coordinator.simulate")
 
 
 @app.command("simulate")
@@ -37,17 +40,17 @@ def simulate_command(
 
     loaded, identifier = load_protocol_for_command(protocol, announce=False)
     uri = resolve_tracking_uri(mlflow_uri, work_dir)
-    typer.echo(f"simulating {loaded.study.name} v{loaded.study.version}, protocol id {identifier}; results to {uri}")
+    log.info("simulating %s v%s, protocol id %s; results to %s", loaded.study.name, loaded.study.version, identifier, uri)
     started = time.monotonic()
     try:
         result = simulate(protocol, sites_dir, work_dir, mlflow_uri=uri, cpus_per_site=cpus_per_site,
-                          status_dir=work_dir.resolve() / "runs", echo=typer.echo, ray_address=ray_address,
+                          status_dir=work_dir.resolve() / "runs", ray_address=ray_address,
                           outcome_dir=work_dir.resolve() / "outcomes", promote=promote)
     except SimulationSetupError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     if result.error is not None or result.outcome is None:
-        typer.echo(f"simulation FAILED: {result.error or 'the ServerApp did not finish'}", err=True)
+        log.error("simulation FAILED: %s", result.error or "the ServerApp did not finish")
         raise typer.Exit(1)
     print_results_table(result.outcome)
     typer.echo(f"simulation of {len(result.sites)} sites finished in {time.monotonic() - started:.0f} s, "

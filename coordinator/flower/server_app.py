@@ -24,6 +24,7 @@ from flwr.serverapp import Grid, ServerApp
 from coordinator.flower.status import RunStatus
 from coordinator.flower.transport import GridTransport, SiteLookupError, describe_nodes, wait_for_nodes
 from protocols import parse_protocol, protocol_id
+from protocols.logs import configure_from_env
 from protocols.schema import Protocol
 
 
@@ -111,11 +112,12 @@ def record_outcome(outcome: Any, settings: RunSettings, run_id: int, status: Any
     return parent
 
 
-def run_server(grid: Grid, settings: RunSettings, run_id: int, echo: Any = print, stats: dict[str, Any] | None = None) -> Any:
+def run_server(grid: Grid, settings: RunSettings, run_id: int, stats: dict[str, Any] | None = None) -> Any:
     """Everything the ServerApp does, given decoded settings; returns the StudyOutcome (raises on failure).
-    ``stats`` (optional) receives the transport's message rounds and bytes per site."""
+    Progress is logged and written to the run's status file (:class:`RunStatus`). ``stats`` (optional)
+    receives the transport's message rounds and bytes per site."""
     run_study = study_module().run_study
-    status = RunStatus(settings.status_dir, run_id, echo=echo)
+    status = RunStatus(settings.status_dir, run_id)
     protocol = settings.protocol
     try:
         status.progress(f"study {protocol.study.name} v{protocol.study.version}, protocol id {settings.protocol_id}")
@@ -152,4 +154,5 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
+    configure_from_env()  # this process was started by the SuperLink: log the way `coordinator` was told to
     run_server(grid, settings_from_run_config(context.run_config), context.run_id)

@@ -101,13 +101,13 @@ def simulate(
     mlflow_uri: str = "",
     cpus_per_site: float = 1.0,
     status_dir: Path | None = None,
-    echo: Any = print,
     ray_address: str = "",
     outcome_dir: Path | None = None,
     promote: bool = False,
 ) -> SimulationResult:
     """Run the whole study in simulation; returns the outcome (or the error that ended it). ``ray_address``:
-    an existing Ray cluster to run the sites on ("" starts a local Ray instance)."""
+    an existing Ray cluster to run the sites on ("" starts a local Ray instance). Progress is logged
+    (:mod:`protocols.logs`)."""
     from flwr.app import Context
     from flwr.serverapp import Grid, ServerApp
     from flwr.simulation import run_simulation
@@ -126,7 +126,7 @@ def simulate(
     def _main(grid: Grid, context: Context) -> None:
         try:
             stats: dict[str, Any] = {}
-            result.outcome = run_server(grid, settings, context.run_id, echo=echo, stats=stats)
+            result.outcome = run_server(grid, settings, context.run_id, stats=stats)
             result.rounds = int(stats.get("rounds", 0))
         except BaseException as exc:  # reported to the caller, not just to Flower's log
             result.error = exc

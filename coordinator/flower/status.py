@@ -1,7 +1,9 @@
 """Run status file written by the ServerApp, read by ``coordinator run`` / ``coordinator status``.
 
 ``<status-dir>/run-<run_id>.json``: ``{"run_id", "state": running|completed|failed, "phase", "lines": [...],
-"error", "updated_at"}``, replaced atomically after every progress line.
+"error", "updated_at"}``, replaced atomically after every progress line. Every progress line is also logged
+(``fedradval.coordinator.study``, INFO; a failed study at ERROR), so it reaches the ServerApp's Flower run
+log (``flwr log``) or, in a simulation, the terminal, with a time, a level and ``--log-json`` honoured.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from protocols.logs import get_logger
+
+log = get_logger("coordinator.study")
 
 def status_path(status_dir: Path, run_id: int) -> Path:
     return status_dir / f"run-{run_id}.json"
@@ -29,19 +34,18 @@ def read_status(path: Path) -> dict[str, Any] | None:
 class RunStatus:
     """Collects progress lines and the current phase; mirrors them to a file when a folder is given."""
 
-    def __init__(self, status_dir: Path | None, run_id: int, echo: Any = print) -> None:
+    def __init__(self, status_dir: Path | None, run_id: int) -> None:
         self.path = status_path(status_dir, run_id) if status_dir else None
         self.run_id = run_id
         self.state = "running"
         self.phase = "starting"
         self.lines: list[str] = []
         self.error = ""
-        self.echo = echo
         self._write()
 
     def progress(self, line: str) -> None:
         self.lines.append(line)
-        self.echo(f"[fedradval] {line}")
+        log.info("run %s: %s", self.run_id, line)
         self._write()
 
     def set_phase(self, phase: str) -> None:
@@ -53,7 +57,7 @@ class RunStatus:
         self.state = "failed" if error else "completed"
         self.error = error
         if error:
-            self.echo(f"[fedradval] STUDY FAILED: {error}")
+            log.error("run %s: study failed: %s", self.run_id, error)
         self._write()
 
     def _write(self) -> None:

@@ -14,7 +14,10 @@ from flwr.app import Message, MessageType
 from flwr.serverapp import Grid
 
 from flowerglue.wire import from_record, to_record
+from protocols.logs import get_logger
 from protocols.payload import payload_nbytes
+
+log = get_logger("coordinator.transport")
 
 IDENTIFY = "identify"  # answered by the site's glue with its node_config site-name
 POLL_S = 1.0  # one pull per second: gentle on the SuperLink's SQLite state ("database is locked" under load)
@@ -34,7 +37,7 @@ def retrying(call: Callable[[], Any], what: str) -> Any:
         except Exception as exc:
             if attempt == RETRIES - 1:
                 raise RuntimeError(f"SuperLink call {what} failed {RETRIES} times: {exc}") from exc
-            print(f"[fedradval] SuperLink call {what} failed ({exc}); retrying in 5 s", flush=True)
+            log.warning("SuperLink call %s failed (%s); retrying in 5 s", what, exc)
             time.sleep(5)
     raise AssertionError("unreachable")
 
@@ -159,8 +162,7 @@ class GridTransport:
                 if self._lapsed(reply) and site not in resent:
                     # The SuperLink lost the site's heartbeat: a SuperNode restarting (site-client join restarts
                     # it) or a missed beat under load. Wait for the site to come back, then ask once more.
-                    print(f"[fedradval] site {site} missed a heartbeat in {phase}; resending once it is back",
-                          flush=True)
+                    log.warning("site %s missed a heartbeat in %s; resending once it is back", site, phase)
                     lapsed[site] = (min(deadline, time.monotonic() + REJOIN_WAIT_S), reply)
                     continue
                 results[site] = self._decode(site, phase, reply)

@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from protocols.payload import Payload, unnest
-from protocols.contract import COUNT_FIELDS, ELIGIBLE, FEATURES, FVOL, MODEL_FEATURES, REASON, SCHEMA, VOLUME_FEATURE
+from flowerglue.versions import fedradval_version
+from protocols.contract import (
+    COUNT_FIELDS, ELIGIBLE, FEATURES, FVOL, MODEL_FEATURES, REASON, RELEASE, SCHEMA, VOLUME_FEATURE,
+)
 from coordinator.study.transport import Session
 
 
@@ -25,7 +28,10 @@ class HandshakeResult:
 
 
 def run_handshake(session: Session) -> HandshakeResult:
-    replies = session.exchange("handshake", {site: {} for site in list(session.active)})
+    """One round; the request carries the coordinator's fedradval release (a site on another release refuses;
+    a reply naming another release is dropped by :class:`coordinator.study.replies.ReplyCheck`)."""
+    release = session.checker.release if session.checker else fedradval_version()
+    replies = session.exchange("handshake", {site: {RELEASE: release} for site in list(session.active)})
     result: HandshakeResult | None = None
     for site, reply in sorted(replies.items()):
         if not reply.get(ELIGIBLE, False):

@@ -6,6 +6,11 @@ replying site's own handshake: every patient count at most the cases it announce
 at most ``n_train``), histogram bins summing to at most that. A reply that fails drops its site with a reason
 naming the site and the field; the other sites' replies are used as if it had never been sent, so an honest
 site is never blamed for another site's reply.
+
+A handshake reply must also name the coordinator's own fedradval release (:data:`protocols.contract.RELEASE`,
+compared by :func:`flowerglue.versions.same_release`): a site that runs another release, or does not say, is
+dropped with a reason naming the site, both releases and what to do. Policy: the same release everywhere,
+no tolerance for "compatible" releases, because a release fixes the maths every site computes.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from flowerglue.versions import fedradval_version, same_release
 from protocols.contract import (
-    CONFORMAL, COUNT_FIELDS, HANDSHAKE, PHASE, REPLY, SITE, SUPPRESSED_COUNT, TRAIN, ContractViolation, Dims,
+    CONFORMAL, COUNT_FIELDS, HANDSHAKE, PHASE, RELEASE, REPLY, SITE, SUPPRESSED_COUNT, TRAIN, ContractViolation,
+    Dims,
     check_message,
 )
 from protocols.schema import Protocol
@@ -24,12 +31,14 @@ from protocols.schema import Protocol
 @dataclass
 class ReplyCheck:
     """What replies are checked against: the protocol, then (after the handshake) the study's sizes and
-    each site's announced counts, then (after the ComBat plans) each fold's plan sizes."""
+    each site's announced counts, then (after the ComBat plans) each fold's plan sizes. ``release``: the
+    coordinator's fedradval release, sent in the handshake request and required in every handshake reply."""
 
     protocol: Protocol
     dims: Dims | None = None
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     sizes: dict[str, dict[str, int]] = field(default_factory=dict)
+    release: str = field(default_factory=fedradval_version)
 
     def _bound(self, site: str, name: str) -> int | None:
         counts = self.counts.get(site)
@@ -74,7 +83,22 @@ class ReplyCheck:
                         f"announced in the handshake")
         return None
 
+    def release_problem(self, site: str, reply: dict) -> str | None:
+        """None when the site runs the coordinator's release; otherwise why the site is dropped."""
+        theirs = reply.get(RELEASE)
+        if theirs is None:
+            return (f"site {site} did not report its fedradval release (an older release than the coordinator's "
+                    f"{self.release}?): install fedradval {self.release} at site {site} and join again")
+        if not same_release(str(theirs), self.release):
+            return (f"site {site} runs fedradval {theirs}, the coordinator runs fedradval {self.release}: a study "
+                    f"needs the same release everywhere; install fedradval {self.release} at site {site} and join "
+                    f"again (or run the coordinator on {theirs})")
+        return None
+
     def _handshake_problem(self, site: str, reply: dict) -> str | None:
+        release = self.release_problem(site, reply)
+        if release:
+            return release
         c = {name: int(reply[name]) for name in COUNT_FIELDS}
         shown = {k: v for k, v in c.items() if v != SUPPRESSED_COUNT}
         pairs = (("n", "n_pos", "n_neg"), ("n", "n_train", "n_cal"), ("n_train", "n_train_pos", "n_train_neg"),

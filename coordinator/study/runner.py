@@ -29,10 +29,12 @@ from coordinator.validation.results import (FinalModel, FoldResult, Harmonisatio
 from coordinator.validation.study import add_meta_analyses, complete_fold
 from harmonisation.diagnostics import batch_effect_table, pool_moments, pooled_batch_moments
 from protocols.contract import Dims
+from protocols.logs import get_logger
 from protocols.models import ALL_SITES, model_key
 from protocols.payload import check_site_name
 from protocols.schema import Protocol, is_survival
 
+log = get_logger("coordinator.study")
 
 def _start(protocol: Protocol, protocol_id: str, transport: Transport, progress: Callable[[str], None]) -> Session:
     sites = [str(s) for s in transport.sites()]
@@ -102,9 +104,11 @@ def _site_diagnostics(hs: HandshakeResult, after: dict[str, dict[str, dict]]) ->
 
 
 def run_study(protocol: Protocol, protocol_id: str, transport: Transport,
-              progress: Callable[[str], None] = print) -> StudyOutcome:
+              progress: Callable[[str], None] = log.info) -> StudyOutcome:
     """Run every phase (a survival protocol's after ComBat: :func:`coordinator.study.survival.run_survival`,
-    returning a :class:`SurvivalOutcome`); raises StudyFailed (naming the sites) when fewer than federation.min_sites remain."""
+    returning a :class:`SurvivalOutcome`); raises StudyFailed (naming the sites) when fewer than
+    federation.min_sites remain. ``progress`` receives one line per step and per dropped site (default: logged at
+    INFO)."""
     notes: list[str] = []
     session = _start(protocol, protocol_id, transport, progress)
     progress(f"handshake with {len(session.active)} site(s): {', '.join(session.active)}")

@@ -28,7 +28,9 @@ from site_client.study.run_state import SiteRunState
 from site_client.study.store import SiteStore
 from site_client.study.survival import handle_cox, handle_cox_baseline, handle_cox_evaluate
 from site_client.study.train import handle_train
-from site_client.study.validator import DATA_ERROR, INTERNAL_ERROR, Refusal, check_reply, check_request
+from site_client.study.validator import (
+    DATA_ERROR, INTERNAL_ERROR, Refusal, check_reply, check_request, release_note,
+)
 
 OVER_BUDGET = "over-budget"  # refusal code of a request beyond the protocol's privacy budget (site_client.privacy)
 
@@ -100,7 +102,8 @@ def handle(phase: str, payload: Payload, context: SiteContext) -> Payload:
     try:
         state = SiteRunState.load(store)
         check_request(phase, payload, context, state)
-        if phase == HANDSHAKE:
+        if phase == HANDSHAKE:  # a different release was refused above, with both releases in the reason
+            _log(store, phase, release_note(payload))
             charge_request(phase, payload, context)
             reply = handle_handshake(payload, context, store)
         else:

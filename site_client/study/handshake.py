@@ -9,8 +9,9 @@ import pandas as pd
 
 from harmonisation.schema import site_schema
 from protocols.payload import Payload, nest
+from flowerglue.versions import fedradval_version
 from protocols.schema import is_survival
-from protocols.contract import ELIGIBLE, FEATURES, FVOL, MODEL_FEATURES, REASON, SCHEMA
+from protocols.contract import ELIGIBLE, FEATURES, FVOL, MODEL_FEATURES, REASON, RELEASE, SCHEMA
 from site_client.evaluation import feature_volume_sums
 from site_client.privacy.partition import CLASS_PART_CELLS, CLASS_PART_SUBSETS, SUPPRESSED, protect_counts  # noqa: F401
 from site_client.study.cohort import Cohort, build_cohort
@@ -67,8 +68,8 @@ def handle_handshake(payload: Payload, context: SiteContext, store: SiteStore) -
     cohort = build_cohort(context, store)
     check_covariate_ranges(context, cohort)
     counts = class_counts(cohort)
-    reply: Payload = {FEATURES: cohort.features, MODEL_FEATURES: cohort.model_features,
-                      "volume_feature": cohort.volume_feature}
+    reply: Payload = {RELEASE: fedradval_version(), FEATURES: cohort.features,
+                      MODEL_FEATURES: cohort.model_features, "volume_feature": cohort.volume_feature}
     need = max(k, 2)
     if is_survival(protocol):  # survival: n_pos = events, n_neg = censored; Cox needs events, censoring may be absent
         wanted = max(need, protocol.label.min_events_per_site)

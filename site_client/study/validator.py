@@ -24,9 +24,10 @@ from harmonisation.schema import design_columns, sort_levels
 from harmonisation.schema import ComBatOptions
 from protocols.contract import (
     CALIBRATE, COMBAT1, COMBAT2, COUNT_FIELDS, ContractViolation, Dims, EVALUATE, EVAL_MODELS, FIT, HANDSHAKE,
-    HELDOUT_FOLDS, MAX_FOLDS, MODELS, PAR, PHASE, PLAN, RECAL_METHOD, REPLY, REQUEST, ROUND, SCALE, SITE, STD,
-    STEP, TRAIN, TRAIN_FOLDS, TRAIN_MODELS, W, check_message, key, plan_fields,
+    HELDOUT_FOLDS, MAX_FOLDS, MODELS, PAR, PHASE, PLAN, RECAL_METHOD, RELEASE, REPLY, REQUEST, ROUND, SCALE, SITE,
+    STD, STEP, TRAIN, TRAIN_FOLDS, TRAIN_MODELS, W, check_message, key, plan_fields,
 )
+from flowerglue.versions import fedradval_version, same_release
 from protocols.models import ALL_SITES, parse_model_key
 from protocols.payload import SITE_NAME, prefixes, unnest
 from site_client.study.context import SiteContext, SiteStudyError
@@ -40,6 +41,7 @@ OUT_OF_ORDER = "out-of-order"
 DATA_ERROR = "data-error"
 INTERNAL_ERROR = "internal-error"
 REPLY_BLOCKED = "reply-blocked"
+VERSION_MISMATCH = "version-mismatch"
 
 
 class Refusal(SiteStudyError):
@@ -287,10 +289,31 @@ def _check_evaluate(request: dict, context: SiteContext, state: SiteRunState, ma
     _check_names(request, context, state, matched, phase)
 
 
+# ---- handshake: the coordinator must run this site's fedradval release ------------------------------------
+def release_note(request: dict) -> str:
+    """The line the site's log gets at every handshake: which release each side runs."""
+    own = fedradval_version()
+    if RELEASE not in request:
+        return f"the coordinator did not say which fedradval release it runs (an older release?); this site runs {own}"
+    return f"coordinator runs fedradval {request[RELEASE]}, this site runs fedradval {own}"
+
+
+def _check_release(request: dict, context: SiteContext, state: SiteRunState | None, matched: list, phase: str) -> None:
+    """Refuse a coordinator that announces another fedradval release: every side of a study must compute
+    the same thing. (A request without a release comes from an older coordinator, which cannot read this
+    site's reply either; it is served and the coordinator reports the difference.)"""
+    theirs, own = request.get(RELEASE), fedradval_version()
+    if theirs is not None and not same_release(str(theirs), own):
+        raise Refusal(context.site_name, phase, VERSION_MISMATCH,
+                      f"the coordinator runs fedradval {theirs}, this site runs fedradval {own}; a study needs "
+                      f"the same release at the coordinator and every site: install fedradval {theirs} here, or "
+                      f"agree with the coordinator on another release")
+
+
 from site_client.study.survival_gate import SURVIVAL_CHECKS  # noqa: E402  (it builds on the checks above)
 
 PHASE_CHECKS: dict[str, list[Check]] = {
-    HANDSHAKE: [],
+    HANDSHAKE: [_check_release],
     COMBAT1: [_check_combat1],
     COMBAT2: [_check_combat2],
     TRAIN: [_check_train],
@@ -353,6 +376,8 @@ def check_reply(phase: str, reply: dict, request: dict, context: SiteContext, st
             ok = list(value) == state.model_features
         elif k == "volume_feature":
             ok = value == state.volume_feature
+        elif k == RELEASE:
+            ok = value == fedradval_version()
         elif last == "batches":
             ok = set(value) <= allowed
         elif last.startswith("levels:"):

@@ -31,7 +31,7 @@ def test_flower_simulation_matches_the_in_process_study(tmp_path: Path) -> None:
     data = write_sites(tmp_path / "sites", sizes)
     protocol_path = tmp_path / "study.yaml"
     write_protocol(protocol_path, rounds=2, min_sites=3, round_timeout_s=600)
-    result = simulate(protocol_path, tmp_path / "sites", tmp_path / "work", echo=print)
+    result = simulate(protocol_path, tmp_path / "sites", tmp_path / "work")
     assert result.error is None, result.error
     simulated = result.outcome
     assert sorted(simulated.sites) == sorted(sizes)

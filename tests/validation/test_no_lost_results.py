@@ -33,7 +33,7 @@ def test_mlflow_down_at_the_end_loses_nothing_and_coordinator_log_completes_it(
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     down = f"http://127.0.0.1:{free_port()}"                      # nothing listens there: the server is down
     state = tmp_path / "state"
-    status = RunStatus(None, 7, echo=lambda line: None)
+    status = RunStatus(None, 7)
     with pytest.raises(RuntimeError) as err:
         record_outcome(real_study.outcome, _settings(real_study, down, state / "outcomes"), 7, status)
     saved = sorted((state / "outcomes").glob("outcome-*.pkl"))
