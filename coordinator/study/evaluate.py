@@ -17,6 +17,7 @@ from coordinator.study.calibrate import Z95, CalibrationResult, recal_vector
 from coordinator.study.design import StudyDesign
 from coordinator.study.transport import Session
 from coordinator.validation.calibration import calibration_fit_from_site as calibration_fit
+from coordinator.validation.curves import drawn_counts_match, reliability_from_groups, roc_from_steps
 from coordinator.validation.evaluate import pooled_metrics, site_metrics
 from coordinator.validation.results import AUCEstimate, SiteMetrics
 from protocols.payload import Payload, prefixes, unnest
@@ -90,7 +91,34 @@ def metrics_at(site: str, aggs: dict[str, dict] | None, threshold: float) -> Sit
             m.notes.append(f"AUC from the k-merged histogram: {m.auc.auc:.4f} (bound ±{m.auc.binning_bound:.4f}); "
                            "reported AUC computed at the site on raw scores")
         m.auc = exact
+    _held_out_curves(m, aggs)
     return m
+
+
+def _held_out_curves(m: SiteMetrics, aggs: dict[str, dict]) -> None:
+    """The figures from the site's k-anonymous step curves (:mod:`coordinator.validation.curves`): the ROC
+    reconciled to the site's exact AUC, the reliability points from its groups. A suppressed, absent or
+    inconsistent curve leaves the histogram's curve (or bins) in place with a note."""
+    k = aggs.get("auc", {}).get("k")
+    roc = aggs.get("roc")
+    if roc and not roc.get("suppressed", 0):
+        try:
+            drawn = roc_from_steps(roc, m.auc.auc if m.auc is not None else None, int(k) if k else None)
+        except ValueError as exc:
+            m.notes.append(f"ROC steps: {exc}")
+        else:
+            if m.auc is not None and drawn_counts_match(roc, m.auc.n_pos, m.auc.n_neg):
+                m.roc_fpr, m.roc_tpr, m.roc_area = drawn.fpr, drawn.tpr, drawn.area
+                m.roc_bound, m.roc_step_bound = drawn.bound, drawn.step_bound
+                m.roc_source = "site steps, reconciled" if drawn.reconciled else "site steps"
+            else:
+                m.notes.append("ROC steps: class totals differ from the site's AUC counts; histogram curve drawn")
+    rel = aggs.get("relcurve")
+    if rel and not rel.get("suppressed", 0):
+        try:
+            m.reliability = reliability_from_groups(rel, int(k) if k else None)
+        except ValueError as exc:
+            m.notes.append(f"reliability groups: {exc}")
 
 
 def pooled(per_site: dict[str, dict[str, dict]], threshold: float, name: str = "pooled") -> SiteMetrics | None:

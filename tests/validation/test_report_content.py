@@ -113,7 +113,7 @@ def test_drawn_roc_area_equals_its_stated_area_and_is_within_its_bound_of_the_ex
     by_name = {s.name: s for s in sites}
     for f in study.folds:
         m = f.before
-        fpr, tpr = np.array(m.roc_fpr[::-1]), np.array(m.roc_tpr[::-1])
+        fpr, tpr = np.array(m.roc_fpr), np.array(m.roc_tpr)
         area = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
         assert area == pytest.approx(m.roc_area, abs=1e-12)
         s = by_name[f.heldout_site]
