@@ -32,4 +32,4 @@ def print_results_table(outcome: Any, registered_model: str | None = None) -> No
     table = results_table(results_from_outcome(outcome, registered_model),
                           1 - outcome.results[outcome.preferred_variant].alpha)
     table.title = f"External validation of {outcome.study_name} at each held-out site (leave-one-site-out)"
-    Console(width=120).print(table)
+    Console(width=140).print(table)

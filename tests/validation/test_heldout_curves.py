@@ -153,3 +153,17 @@ def test_reliability_groups_agree_with_calibration_in_the_large() -> None:
         assert sum(pt.n for pt in points) == y.size and len(points) >= 2
         means = [pt.mean_predicted for pt in points]
         assert means == sorted(means)  # groups follow the predictions
+
+
+def test_the_study_run_draws_every_held_out_site_from_its_reconciled_step_curve(real_study) -> None:
+    """run_study over the in-process transport (every site runs its own handler): each held-out site's figure
+    curve is its released step curve, reconciled to its exact AUC, and its reliability groups hold >= k cases."""
+    k = real_study.protocol.privacy.min_cell_count
+    for variant, result in real_study.outcome.results.items():
+        for fold in result.folds:
+            for m in (fold.before, fold.after, fold.baseline):
+                if m is None or m.auc is None:
+                    continue
+                assert m.roc_source == "site steps, reconciled", (variant, fold.heldout_site, m.notes)
+                assert abs(drawn_area(m.roc_fpr, m.roc_tpr) - m.auc.auc) <= m.roc_bound <= 0.02
+                assert m.reliability and all(pt.n >= k for pt in m.reliability)
