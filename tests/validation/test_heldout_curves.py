@@ -124,14 +124,22 @@ def test_study_metrics_draw_the_site_curve_and_fall_back_with_a_note_when_it_is_
     p, y = demo_site(11, 1)
     context = SimpleNamespace(protocol=DEMO, site_name="site_b")
     aggs = evaluation_aggregates(p, y, context)
-    m = metrics_at("site_b", aggs, DEMO.validation.decision_threshold)
+    m = metrics_at("site_b", aggs, DEMO.validation.decision_threshold, K)
     assert m.roc_source == "site steps, reconciled"
     assert abs(drawn_area(m.roc_fpr, m.roc_tpr) - roc_auc_score(y, p)) <= m.roc_bound <= 0.02
     assert m.reliability and all(pt.n >= K for pt in m.reliability)
     aggs["roc"] = dict(aggs["roc"], bin_n_pos=np.r_[aggs["roc"]["bin_n_pos"][:-1], 5])
-    m = metrics_at("site_b", aggs, DEMO.validation.decision_threshold)
+    m = metrics_at("site_b", aggs, DEMO.validation.decision_threshold, K)
     assert m.roc_source == "k-merged histogram"
     assert any("class totals differ from the site's AUC counts" in note for note in m.notes)
+    # a site that states k = 1 and releases a 2-patient step is held to the protocol's k
+    n_pos, n_neg = int(y.sum()), int((1 - y).sum())
+    forged = {"suppressed": 0, "k": 1, "bin_n_pos": np.r_[2, n_pos - 2, np.zeros(BINS - 2)].astype(np.int64),
+              "bin_n_neg": np.r_[0, n_neg, np.zeros(BINS - 2)].astype(np.int64)}
+    aggs["roc"] = forged
+    m = metrics_at("site_b", aggs, DEMO.validation.decision_threshold, K)
+    assert m.roc_source == "k-merged histogram"
+    assert any(f"a curve step holds 1..{K - 1} patients of a class: not drawn" in note for note in m.notes)
 
 
 def test_reliability_groups_agree_with_calibration_in_the_large() -> None:
