@@ -132,3 +132,12 @@ def test_report_says_how_the_figures_are_computed_and_sets_coverage_beside_set_s
     coverage_row = next(line for line in md.splitlines() if line.startswith("| conformal coverage |"))
     assert f"mean set size {sum(sizes) / len(sizes):.2f}" in coverage_row
     assert f"two-class sets {sum(both) / len(both):.2f}" in coverage_row
+
+
+def test_the_coverage_forest_plot_names_each_site_with_its_set_size(generated_study):
+    from coordinator.tracking import coverage_label
+
+    study, _ = generated_study
+    f = next(g for g in study.folds if g.conformal and g.conformal.mean_set_size is not None)
+    c = f.conformal
+    assert coverage_label(f) == f"{f.heldout_site} (set size {c.mean_set_size:.2f}, two-class {c.rate_both:.2f})"
