@@ -31,6 +31,26 @@ HELD_OUT_HARMONISATION = (
     "can be compared site by site.")
 
 
+ROC_FIGURE = (
+    "**ROC figure.** Each held-out site's curve is computed at the site as a k-anonymous step curve: its patients, "
+    "in decreasing order of predicted probability, are grouped into steps of 0 or at least k patients of each "
+    "class (ties in one step; the grouping with the fewest benign–malignant pairs inside a step), and only the "
+    "steps' class counts leave. Every released point lies on the exact ROC curve. Inside a step holding both "
+    "classes the curve is drawn through one knot placed so that the area under the drawn curve equals the site's "
+    "exact AUC (the same share of every such step's box); the legend gives that AUC and the within-step shape "
+    "bound ½·ΣΔFP·ΔTP/(n⁺n⁻), the most another curve through the same points could differ in area. The shape "
+    "between released points is approximate; the number is exact.")
+RELIABILITY_FIGURE = (
+    "**Reliability figure.** For each held-out site the points are groups made at the site: patients sorted by "
+    "predicted probability, cut into about equal-sized groups (protocol reliability_bins) without looking at the "
+    "outcomes, adjacent groups merged until each holds 0 or at least k patients of each class; each point is a "
+    "group's mean prediction and observed proportion (Wilson 95% CI). The groups cover every patient, so the "
+    "count-weighted mean of observed − predicted equals mean(y) − mean(p), whose sign is that of "
+    "calibration-in-the-large. The dashed line is the site's logistic calibration curve σ(a + b·logit p) with the "
+    "intercept a and slope b of the table above. ECE uses fixed equal-width bins (merged likewise); the pooled "
+    "points are those bins summed over sites.")
+
+
 @dataclass
 class Section:
     """One report section: paragraphs, tables (header, rows) and figures (caption, PNG bytes)."""
@@ -140,6 +160,7 @@ def build_sections(
         f"on unbinned scores, and above {BINNING_BOUND_LIMIT} it is not reported. Sensitivity, specificity, PPV and NPV "
         "are exact counts at the protocol's pre-specified decision threshold (Wilson 95% CIs); a site shows them "
         "whenever each cell of its confusion table at that threshold is 0 or at least k.")
+    s.paragraphs.append(ROC_FIGURE)
     for name in ("forest_auc.png", "roc_heldout_sites.png"):
         png = _read_png(parent_plots, name)
         if png:
@@ -168,6 +189,7 @@ def build_sections(
         "calibration slope is the slope of logit(p) in a logistic model with its own intercept: 1 is ideal, below 1 "
         "predictions too extreme. Both are fitted at each held-out site on its own patients (Wald 95% CIs) and "
         "meta-analysed; O/E is observed over expected events.")
+    s.paragraphs.append(RELIABILITY_FIGURE)
     for name in ("reliability.png", "forest_calibration_slope.png"):
         png = _read_png(parent_plots, name)
         if png:
@@ -198,6 +220,8 @@ def build_sections(
         note = r.get("note", "")
         if r.get("adjusted"):
             note = "; ".join(x for x in (note, f"continuity-corrected: {', '.join(r['adjusted'])}") if x)
+        if key == "coverage":  # coverage never without how informative the sets were
+            note = "; ".join(x for x in (note, _set_size_summary(folds)) if x)
         rows.append([labels.get(key, key), str(r.get("k")), _ci(r, "estimate"), tau2, i2,
                      "–" if r.get("pi_low") is None else f"{_f(r['pi_low'])}–{_f(r['pi_high'])}",
                      r.get("scale", ""), note])
@@ -303,7 +327,8 @@ def build_sections(
         "patients of the sites that contributed calibration data, assuming patients are exchangeable within a site. It "
         "gives no guarantee at a hospital outside the study; the held-out coverages above are the evidence for new "
         "sites, and they can fall below 1−α when case mix or scanners differ.",
-        "Per-site AUCs are exact (computed at the site). Figures and pooled values built from histograms are "
+        "Per-site AUCs are exact (computed at the site). A held-out site's ROC curve is exact at its released "
+        "points and approximate between them (its area is the exact AUC); pooled values built from histograms are "
         "coarsened by small-cell merging; each carries its binning bound, and a pooled AUC whose bound exceeds "
         f"{BINNING_BOUND_LIMIT} is not reported.",
         "ΔAUC against the volume-only model: " + "; ".join(sorted({(f.get("auc_difference") or {}).get("method", "not computed")
@@ -334,6 +359,21 @@ def build_sections(
                         f"{tags.get('registered_model', tags.get('model_uri', 'not logged'))}.")
     secs.append(s)
     return secs
+
+
+def _set_size_summary(folds: list[dict]) -> str:
+    """Mean over held-out sites of the mean prediction-set size and of the two-class-set rate (section 8's
+    columns), the text set beside every pooled coverage."""
+    sizes = [c["mean_set_size"] for f in folds if (c := f.get("conformal") or {}).get("mean_set_size") is not None]
+    both = [c["rate_both"] for f in folds if (c := f.get("conformal") or {}).get("rate_both") is not None]
+    if not sizes and not both:
+        return "set sizes withheld at every site"
+    parts = []
+    if sizes:
+        parts.append(f"mean set size {sum(sizes) / len(sizes):.2f}")
+    if both:
+        parts.append(f"two-class sets {sum(both) / len(both):.2f}")
+    return ", ".join(parts) + f" (mean over {max(len(sizes), len(both))} held-out sites)"
 
 
 def _variants_section(study: dict, preferred: str, others: dict[str, dict]) -> Section:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from demo.results import DemoResults, HeldOutSite, _variant, prediction_sets_line, results_table
+from demo.results import DemoResults, HeldOutSite, _variant, results_table
 from coordinator.tracking import fold_values
 
 
@@ -38,8 +38,4 @@ def print_results_table(outcome: Any, registered_model: str | None = None) -> No
     results = results_from_outcome(outcome, registered_model)
     table = results_table(results, 1 - outcome.results[outcome.preferred_variant].alpha)
     table.title = f"External validation of {outcome.study_name} at each held-out site (leave-one-site-out)"
-    console = Console(width=120)
-    console.print(table)
-    sets = prediction_sets_line(results)
-    if sets:  # what the coverage column costs
-        console.print(sets, soft_wrap=True)
+    Console(width=140).print(table)

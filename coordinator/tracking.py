@@ -239,13 +239,22 @@ def _fold_figures(client: Any, run_id: str, f: FoldResult) -> None:
             "plots/decision_curve.png")
 
 
+def coverage_label(f: FoldResult) -> str:
+    """A held-out site's name with its mean set size and two-class rate: coverage is never shown alone."""
+    c = f.conformal
+    parts = [f"set size {c.mean_set_size:.2f}" if c and c.mean_set_size is not None else "",
+             f"two-class {c.rate_both:.2f}" if c and c.rate_both is not None else ""]
+    extra = ", ".join(x for x in parts if x)
+    return f"{f.heldout_site} ({extra})" if extra else f.heldout_site
+
+
 def _study_figures(client: Any, run_id: str, study: StudyResult) -> None:
     from coordinator.validation import figures
 
     folds = study.folds
 
-    def forest(key: str, title: str, get: Any, ref: float | None, path: str) -> None:
-        rows = [(f.heldout_site, *get(f)) for f in folds if get(f) is not None]
+    def forest(key: str, title: str, get: Any, ref: float | None, path: str, label: Any = None) -> None:
+        rows = [((label or (lambda g: g.heldout_site))(f), *get(f)) for f in folds if get(f) is not None]
         if rows:
             labels, est, lo, hi = zip(*rows)
             fig = figures.forest_plot(labels, est, lo, hi, study.meta.get(key), title, ref)
@@ -263,7 +272,8 @@ def _study_figures(client: Any, run_id: str, study: StudyResult) -> None:
     forest("coverage", f"Conformal coverage per held-out site (target {1 - study.alpha:.2f})",
            lambda f: (f.conformal.coverage.value, f.conformal.coverage.ci_low, f.conformal.coverage.ci_high)
            if f.conformal and f.conformal.coverage and not censored_direction(f.conformal.coverage.method) else None,
-           1 - study.alpha, "plots/forest_conformal_coverage.png")  # a coverage released as a bound is no point
+           1 - study.alpha, "plots/forest_conformal_coverage.png",  # a coverage released as a bound is no point
+           label=coverage_label)
     per_site = [f.before for f in folds]
     _figure(client, run_id, figures.roc_figure(per_site, "ROC per held-out site"), "plots/roc_heldout_sites.png")
     _figure(client, run_id, figures.reliability_figure(per_site + ([study.pooled] if study.pooled else []),

@@ -2,7 +2,8 @@
 
 The study's parent run (tags ``role=study``, ``protocol_id``) has one child run per held-out site
 (``role=fold``, ``heldout_site``). Each child holds the metrics of the preferred variant (harmonised)
-under plain names (``auc``, ``auc_ci_low``, ``auc_ci_high``, ``recal_cal_slope``, ``conformal_coverage``)
+under plain names (``auc``, ``auc_ci_low``, ``auc_ci_high``, ``recal_cal_slope``, ``conformal_coverage``,
+``conformal_mean_set_size``, ``conformal_rate_both``)
 and those of the other variant with its name as prefix (``raw_auc``, ...; see coordinator.tracking.log_outcome).
 """
 
@@ -26,8 +27,8 @@ class VariantMetrics:
     cal_slope: float | None          # after recalibration when the store has it, else of the raw model
     conformal_coverage: float | None
     coverage_censored: int = 0  # +1: the site released "<k missed" (a lower bound), -1: "<k covered" (upper)
-    mean_set_size: float | None = None   # of the conformal prediction sets (1 = always one class, 2 = always both)
-    rate_both: float | None = None       # share of two-class sets
+    mean_set_size: float | None = None  # mean number of classes in a prediction set (1 = always decisive)
+    rate_both: float | None = None      # share of patients whose set holds both classes (says nothing)
 
 
 @dataclass
@@ -156,15 +157,20 @@ def mean_coverage_text(results: DemoResults, variant: str) -> str:
 
 
 def results_table(results: DemoResults, target_coverage: float | None = None):  # -> rich.table.Table
-    """One row per held-out site and model variant, then the unweighted mean over held-out sites."""
+    """One row per held-out site and model variant, then the unweighted mean over held-out sites. Beside the
+    conformal coverage: the mean prediction-set size and the share of two-class sets (coverage alone rewards
+    sets that hold both classes)."""
     from rich.table import Table
 
-    coverage = "conformal coverage" + (f" (target {target_coverage:.2f})" if target_coverage is not None else "")
+    coverage = "conformal\ncoverage" + (f"\n(target {target_coverage:.2f})" if target_coverage is not None else "")
     table = Table(title="External validation at each held-out site (leave-one-site-out, read back from MLflow)",
                   title_justify="left")
-    for name, justify in (("held-out site", "left"), ("n (events)", "right"), ("model", "left"),
-                          ("AUC [95% CI]", "right"), ("calibration slope", "right"), (coverage, "right")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    # headers broken by hand and cells never wrapped: one table line per row in a 140-column terminal
+    for name, justify in (("held-out site", "left"), ("n\n(events)", "right"), ("model", "left"),
+                          ("AUC [95% CI]", "right"), ("calibration\nslope", "right"), (coverage, "right"),
+                          ("mean\nset size", "right"), ("two-class\nsets", "right")):
+        table.add_column(name, justify=justify, no_wrap=name != "held-out site",
+                         min_width=22 if name == "held-out site" else None)  # type: ignore[arg-type]
     for site in results.sites:
         for i, variant in enumerate(results.variants):
             m = site.variants.get(variant)
@@ -172,31 +178,21 @@ def results_table(results: DemoResults, target_coverage: float | None = None):  
                 continue
             counts = f"{site.n} ({site.n_events})" if i == 0 and site.n is not None else ""
             table.add_row(site.site if i == 0 else "", counts, VARIANT_LABELS.get(variant, variant), auc_text(m),
-                          _fmt(m.cal_slope), coverage_text(m))
+                          _fmt(m.cal_slope), coverage_text(m), _fmt(m.mean_set_size), _fmt(m.rate_both))
         table.add_section()
     for i, variant in enumerate(results.variants):
         table.add_row("mean of held-out sites" if i == 0 else "", "", VARIANT_LABELS.get(variant, variant),
                       _fmt(results.mean(variant, "auc")), _fmt(results.mean(variant, "cal_slope")),
-                      mean_coverage_text(results, variant), style="bold")
+                      mean_coverage_text(results, variant), _fmt(results.mean(variant, "mean_set_size")),
+                      _fmt(results.mean(variant, "rate_both")), style="bold")
     if results.random_effects_auc:  # the headline summary: random effects over the held-out sites' exact AUCs
         table.add_section()
         for i, variant in enumerate(results.variants):
             if variant in results.random_effects_auc:
                 est, lo, hi = results.random_effects_auc[variant]
                 table.add_row("random effects (REML, HKSJ)" if i == 0 else "", "", VARIANT_LABELS.get(variant, variant),
-                              f"{est:.2f} [{lo:.2f}, {hi:.2f}]", "", "", style="bold")
+                              f"{est:.2f} [{lo:.2f}, {hi:.2f}]", "", "", "", "", style="bold")
     return table
-
-
-def prediction_sets_line(results: DemoResults) -> str | None:
-    """Mean set size and two-class rate over the held-out sites, per variant: what the coverage column costs
-    (a coverage near 1 with every set holding both classes says nothing). None when no site has them."""
-    parts = []
-    for variant in results.variants:
-        size, both = results.mean(variant, "mean_set_size"), results.mean(variant, "rate_both")
-        if size is not None and both is not None:
-            parts.append(f"{VARIANT_LABELS.get(variant, variant)} mean set size {size:.2f}, two-class sets {both:.0%}")
-    return "prediction sets (mean of held-out sites): " + "; ".join(parts) if parts else None
 
 
 def verdict(results: DemoResults) -> str | None:

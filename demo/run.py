@@ -39,7 +39,7 @@ from rich.console import Console
 
 from demo.cohort import CohortError, generate_cohort, site_names, validate_arguments
 from demo.processes import Processes, free_port
-from demo.results import ResultsNotFound, prediction_sets_line, read_results, results_table, verdict
+from demo.results import ResultsNotFound, read_results, results_table, verdict
 from coordinator.flower.certs import create_certificates
 from flowerglue.runtime_env import flower_env
 from coordinator.flower.flwr_cli import FlwrCommandError, list_runs, register_supernode, start_run, stop_run
@@ -358,9 +358,6 @@ class Demo:
                            "AUC 95% CI: DeLong, from the sites' binned score histograms; coverage \"≥ x\" (\"≤ x\"): the "
                            "site released only that fewer than k cases fell outside (inside) their prediction sets.",
                            style="dim")
-        sets = prediction_sets_line(results)
-        if sets:
-            self.console.print(sets, soft_wrap=True)
         line = verdict(results)
         if line:
             self.console.print(line, style="bold", soft_wrap=True)

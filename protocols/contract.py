@@ -225,6 +225,8 @@ _edges = Upto(lambda d: d.bins + 1, "<= bins+1")
 _rbins = Upto(lambda d: d.reliability_bins, "<= reliability bins")
 _redges = Upto(lambda d: d.reliability_bins + 1, "<= reliability bins+1")
 _grid = Upto(lambda d: d.n_thresholds, "<= thresholds")
+_steps = (lambda d, parts: (d.bins,))                 # held-out ROC steps, zero-padded to histogram_bins
+_rsteps = (lambda d, parts: (d.reliability_bins,))    # held-out reliability groups, zero-padded
 _two = (lambda d, parts: (2,))
 _two2 = (lambda d, parts: (2, 2))
 _recal = (lambda d, parts: (d.recal_dim,))
@@ -260,6 +262,12 @@ AGGREGATES: dict[str, list[tuple]] = {
     "auc": [("n", "int", None, "", True, True), ("n_pos", "int", None, "", True, True),
             ("n_neg", "int", None, "", True, True), ("auc", "float", None, "", False, False),
             ("se", "float", None, "", False, False)],
+    # held-out figures (site_client.evaluation.curves): per-step counts, each 0 or >= k; no scores, no thresholds
+    "roc": [("bin_n_pos", "array", _steps, "(bins,) zero-padded", True, True),
+            ("bin_n_neg", "array", _steps, "(bins,) zero-padded", True, True)],
+    "relcurve": [("bin_n_pos", "array", _rsteps, "(reliability bins,) zero-padded", True, True),
+                 ("bin_n_neg", "array", _rsteps, "(reliability bins,) zero-padded", True, True),
+                 ("bin_sum_p", "array", _rsteps, "(reliability bins,) zero-padded", True, False)],
     "localfit": [("n", "int", None, "", True, True), ("theta", "array", _two, "(2,)", True, False),
                  ("info", "array", _two2, "(2, 2)", True, False)],
     # at a far line-search candidate (e.g. log T = -700) honest terms overflow to NaN: allowed, never summed
@@ -273,7 +281,7 @@ AGGREGATES: dict[str, list[tuple]] = {
     "setsize": [(n, "int", None, "", True, True) for n in (
         "n", "n_empty", "n_single", "n_both", "n_single_pos", "n_single_neg")],
 }
-EVALUATION_KINDS = ("histograms", "confusion", "calibration", "reliability", "calfit", "auc")
+EVALUATION_KINDS = ("histograms", "confusion", "calibration", "reliability", "calfit", "auc", "roc", "relcurve")
 APPARENT_KINDS = ("histograms", "calibration")
 
 

@@ -26,5 +26,5 @@ def demo(
     """
     from rich.console import Console
 
-    console = Console(width=None if sys.stdout.isatty() else 130)
+    console = Console(width=None if sys.stdout.isatty() else 140)
     raise typer.Exit(run_demo(DemoSettings(work, sites, cases_per_site, seed, rounds), console))

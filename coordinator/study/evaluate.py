@@ -17,6 +17,7 @@ from coordinator.study.calibrate import Z95, CalibrationResult, recal_vector
 from coordinator.study.design import StudyDesign
 from coordinator.study.transport import Session
 from coordinator.validation.calibration import calibration_fit_from_site as calibration_fit
+from coordinator.validation.curves import drawn_counts_match, reliability_from_groups, roc_from_steps
 from coordinator.validation.evaluate import pooled_metrics, site_metrics
 from coordinator.validation.results import AUCEstimate, SiteMetrics
 from protocols.payload import Payload, prefixes, unnest
@@ -79,8 +80,9 @@ def site_auc(agg: dict | None) -> AUCEstimate | None:
     return AUCEstimate(auc, se, lo, hi, 0.0, int(agg["n_pos"]), int(agg["n_neg"]))
 
 
-def metrics_at(site: str, aggs: dict[str, dict] | None, threshold: float) -> SiteMetrics | None:
-    """C's site_metrics; the AUC is the site's exact one (histogram AUC is kept for pooling and the ROC)."""
+def metrics_at(site: str, aggs: dict[str, dict] | None, threshold: float, k_min: int | None = None) -> SiteMetrics | None:
+    """C's site_metrics; the AUC is the site's exact one (histogram AUC is kept for pooling); the figures from
+    the site's step curves, each step checked against ``k_min`` (the protocol's k; else the k the site states)."""
     if not aggs:
         return None
     m = site_metrics(site, aggs, threshold, calibration_fit(aggs.get("calfit")))
@@ -90,7 +92,34 @@ def metrics_at(site: str, aggs: dict[str, dict] | None, threshold: float) -> Sit
             m.notes.append(f"AUC from the k-merged histogram: {m.auc.auc:.4f} (bound ±{m.auc.binning_bound:.4f}); "
                            "reported AUC computed at the site on raw scores")
         m.auc = exact
+    _held_out_curves(m, aggs, k_min)
     return m
+
+
+def _held_out_curves(m: SiteMetrics, aggs: dict[str, dict], k_min: int | None = None) -> None:
+    """The figures from the site's k-anonymous step curves (:mod:`coordinator.validation.curves`): the ROC
+    reconciled to the site's exact AUC, the reliability points from its groups. A suppressed, absent or
+    inconsistent curve leaves the histogram's curve (or bins) in place with a note."""
+    k = k_min if k_min is not None else (aggs.get("auc") or {}).get("k")
+    roc = aggs.get("roc")
+    if roc and not roc.get("suppressed", 0):
+        try:
+            drawn = roc_from_steps(roc, m.auc.auc if m.auc is not None else None, int(k) if k else None)
+        except ValueError as exc:
+            m.notes.append(f"ROC steps: {exc}")
+        else:
+            if m.auc is None or drawn_counts_match(roc, m.auc.n_pos, m.auc.n_neg):  # no AUC: chords, step bound
+                m.roc_fpr, m.roc_tpr, m.roc_area = drawn.fpr, drawn.tpr, drawn.area
+                m.roc_bound, m.roc_step_bound = drawn.bound, drawn.step_bound
+                m.roc_source = "site steps, reconciled" if drawn.reconciled else "site steps"
+            else:
+                m.notes.append("ROC steps: class totals differ from the site's AUC counts; histogram curve drawn")
+    rel = aggs.get("relcurve")
+    if rel and not rel.get("suppressed", 0):
+        try:
+            m.reliability = reliability_from_groups(rel, int(k) if k else None)
+        except ValueError as exc:
+            m.notes.append(f"reliability groups: {exc}")
 
 
 def pooled(per_site: dict[str, dict[str, dict]], threshold: float, name: str = "pooled") -> SiteMetrics | None:

@@ -154,13 +154,14 @@ def run_study(protocol: Protocol, protocol_id: str, transport: Transport,
     notes += cal.notes
 
     v = protocol.validation
+    k_min = protocol.privacy.min_cell_count
     results = {}
     for variant in design.variants:
         folds = []
         for fold in design.folds:
             rad, vol = model_key(fold, variant, "radiomic"), model_key(fold, variant, "volume")
             for site in design.heldout_sites(fold):
-                before = metrics_at(site, cal.before.get(rad, {}).get(site), v.decision_threshold)
+                before = metrics_at(site, cal.before.get(rad, {}).get(site), v.decision_threshold, k_min)
                 if before is None:
                     continue
                 conformal = None
@@ -170,9 +171,9 @@ def run_study(protocol: Protocol, protocol_id: str, transport: Transport,
                                                 ev.coverage.get(rad, {}).get(site), ev.setsize.get(rad, {}).get(site))
                 folds.append(complete_fold(FoldResult(
                     heldout_site=site, training_sites=design.training_sites(fold), before=before,
-                    after=metrics_at(site, ev.after.get(rad, {}).get(site), v.decision_threshold),
+                    after=metrics_at(site, ev.after.get(rad, {}).get(site), v.decision_threshold, k_min),
                     recalibration=cal.recalibration.get(rad), conformal=conformal,
-                    baseline=metrics_at(site, cal.before.get(vol, {}).get(site), v.decision_threshold),
+                    baseline=metrics_at(site, cal.before.get(vol, {}).get(site), v.decision_threshold, k_min),
                     training_history={"loss": training.history.get(rad, []),
                                       "baseline_loss": training.history.get(vol, [])},
                 ), paired=(cal.before.get(rad, {}).get(site) or {}).get("paired")))

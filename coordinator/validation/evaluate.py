@@ -51,8 +51,9 @@ def site_metrics(
         try:
             m.auc = auc_from_histograms(hist["bin_n_neg"], hist["bin_n_pos"])
             _, fpr, tpr = roc_from_histograms(hist["edges"], hist["bin_n_neg"], hist["bin_n_pos"])
-            m.roc_fpr, m.roc_tpr = fpr.tolist(), tpr.tolist()
+            m.roc_fpr, m.roc_tpr = fpr[::-1].tolist(), tpr[::-1].tolist()  # from (0, 0) to (1, 1)
             m.roc_area, m.roc_bound = m.auc.auc, m.auc.binning_bound
+            m.roc_step_bound, m.roc_source = m.auc.binning_bound, "k-merged histogram"
         except ValueError as exc:
             notes.append(f"AUC: {exc}")
     conf = _usable(aggregates, "confusion", notes)

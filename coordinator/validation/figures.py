@@ -11,34 +11,52 @@ from coordinator.validation.results import HarmonisationDiagnostics, RandomEffec
 
 
 def roc_label(m: SiteMetrics) -> str:
-    """Legend text: the reported AUC (95% CI) and, when the drawn curve is coarser than that AUC, the curve's own
-    area with its bound, so that the figure never contradicts its number."""
+    """Legend text: the reported AUC (95% CI) and what the drawn curve is, so that the figure never contradicts
+    its number: a site's step curve reconciled to its exact AUC says so with its within-step shape bound; a curve
+    whose area differs from the AUC states its own area and bound."""
     if m.auc is None:
         return m.site
     label = f"{m.site}: AUC {m.auc.auc:.3f} ({m.auc.ci_low:.3f}-{m.auc.ci_high:.3f})"
-    if m.roc_area is not None and m.roc_bound is not None and abs(m.roc_area - m.auc.auc) > 5e-4:
-        label += f"; curve area {m.roc_area:.3f} ± {m.roc_bound:.3f} (k-merged bins)"
+    if m.roc_source == "site steps, reconciled" and m.roc_step_bound is not None:
+        label += f"; steps: area = AUC, shape ±{m.roc_step_bound:.3f}"
+    elif m.roc_area is not None and m.roc_bound is not None and abs(m.roc_area - m.auc.auc) > 5e-4:
+        label += f"; curve area {m.roc_area:.3f} ± {m.roc_bound:.3f} ({m.roc_source or 'k-merged bins'})"
     return label
 
 
-def roc_figure(metrics: Sequence[SiteMetrics], title: str = "ROC (from score histograms)") -> Figure:
-    """One ROC curve per site/model through the released histogram's points (ties within a merged bin drawn as a
-    diagonal segment, so the area under the drawn curve is the histogram AUC); legend from :func:`roc_label`."""
+def roc_figure(metrics: Sequence[SiteMetrics], title: str = "ROC") -> Figure:
+    """One ROC curve per site/model through its drawn vertices (``SiteMetrics.roc_fpr/roc_tpr``, from (0, 0) to
+    (1, 1)): a held-out site's k-anonymous step curve reconciled to its exact AUC
+    (:mod:`coordinator.validation.curves`), else the k-merged histogram's curve; legend from :func:`roc_label`."""
     fig = Figure(figsize=(5.5, 5))
     ax = fig.add_subplot()
     for m in metrics:
         if m.roc_fpr:
-            ax.plot(m.roc_fpr[::-1], m.roc_tpr[::-1], drawstyle="default", label=roc_label(m))
+            ax.plot(m.roc_fpr, m.roc_tpr, drawstyle="default", label=roc_label(m))
     ax.plot([0, 1], [0, 1], ls=":", color="grey")
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1))
     ax.legend(fontsize=7, loc="lower right")
     return fig
 
 
+def calibration_curve(m: SiteMetrics, grid: np.ndarray) -> np.ndarray | None:
+    """σ(a + b·logit p) on ``grid`` from the site's fitted calibration intercept a and slope b (None without)."""
+    fit = m.calibration
+    if fit is None or fit.intercept is None or fit.slope is None:
+        return None
+    a, b = fit.intercept.value, fit.slope.value
+    if not (np.isfinite(a) and np.isfinite(b)):
+        return None
+    return 1 / (1 + np.exp(-(a + b * np.log(grid / (1 - grid)))))
+
+
 def reliability_figure(metrics: Sequence[SiteMetrics], title: str = "Reliability diagram") -> Figure:
-    """Observed event rate vs mean predicted probability per bin, Wilson 95% CIs, ECE in the legend."""
+    """Observed event rate vs mean predicted probability per group (a held-out site's k-anonymous groups, or the
+    merged fixed bins of a pool), Wilson 95% CIs, ECE in the legend, and, where the site fitted one, its logistic
+    calibration curve σ(a + b·logit p) (dashed; the intercept and slope reported in the calibration table)."""
     fig = Figure(figsize=(5.5, 5))
     ax = fig.add_subplot()
+    grid = np.linspace(0.005, 0.995, 199)
     for m in metrics:
         if not m.reliability:
             continue
@@ -47,7 +65,11 @@ def reliability_figure(metrics: Sequence[SiteMetrics], title: str = "Reliability
         err = np.array([[p.observed - p.ci_low for p in m.reliability], [p.ci_high - p.observed for p in m.reliability]])
         err = np.maximum(err, 0.0)  # rounding must not make matplotlib refuse the figure
         ece = "" if m.ece is None else f" (ECE {m.ece:.3f})"
-        ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=2, label=f"{m.site}{ece}")
+        line = ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=2, ls="none", label=f"{m.site}{ece}")
+        curve = calibration_curve(m, grid)
+        if curve is not None:
+            ax.plot(grid, curve, ls="--", lw=1, color=line[0].get_color(),
+                    label=f"{m.site}: σ({m.calibration.intercept.value:.2f} + {m.calibration.slope.value:.2f}·logit p)")
     ax.plot([0, 1], [0, 1], ls=":", color="grey")
     ax.set(xlabel="mean predicted probability", ylabel="observed proportion", title=title, xlim=(0, 1), ylim=(0, 1))
     ax.legend(fontsize=7, loc="upper left")

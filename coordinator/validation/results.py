@@ -101,7 +101,8 @@ class Recalibration:
 
 @dataclass(frozen=True)
 class ReliabilityPoint:
-    """One non-empty reliability bin: mean predicted, observed rate with Wilson CI, and its size."""
+    """One non-empty reliability bin or group: mean predicted, observed rate with Wilson CI, and its size (a site's
+    reliability group has no released edges: ``bin_low`` = ``bin_high`` = its mean predicted probability)."""
 
     bin_low: float
     bin_high: float
@@ -205,8 +206,12 @@ class SiteMetrics:
     decision_curve: DecisionCurve | None = None
     roc_fpr: list[float] = field(default_factory=list)
     roc_tpr: list[float] = field(default_factory=list)
-    roc_area: float | None = None   # area under the drawn (k-merged histogram) ROC curve, ties as diagonal segments
-    roc_bound: float | None = None  # |roc_area - AUC on exact scores| <= roc_bound (the histogram's binning bound)
+    # the drawn ROC, vertices from (0, 0) to (1, 1): the site's k-anonymous step curve reconciled to its exact AUC
+    # (coordinator.validation.curves), else the k-merged histogram's curve (ties as diagonal segments)
+    roc_area: float | None = None   # area under the drawn curve
+    roc_bound: float | None = None  # |roc_area - AUC on exact scores| <= roc_bound
+    roc_step_bound: float | None = None  # ½ΣΔFP·ΔTP/(n⁺n⁻): within-step uncertainty of the drawn curve's shape
+    roc_source: str = ""            # "site steps, reconciled", "site steps" or "k-merged histogram"
     notes: list[str] = field(default_factory=list)
 
 

@@ -1,6 +1,7 @@
 """Site-side halves of external validation: aggregates computed at a hospital, sizes independent of n.
 
-Every function returns a plain ``dict[str, numpy array | float | int]`` that is additive across sites.
+Every function returns a plain ``dict[str, numpy array | float | int]``, additive across sites except the
+held-out curves of :mod:`site_client.evaluation.curves` (one site's own step curve each).
 Pass each aggregate through :func:`suppress_small_cells` with the protocol's ``privacy.min_cell_count``
 before it leaves the site.
 """
@@ -19,6 +20,7 @@ from site_client.evaluation.conformal import (
     released_set_statistics,
 )
 from site_client.evaluation.correlation import feature_volume_sums
+from site_client.evaluation.curves import reliability_groups, roc_steps
 from site_client.evaluation.counts import calibration_sums, confusion_counts
 from site_client.evaluation.paired import paired_auc_difference
 from site_client.evaluation.newton import local_calibration_fit, log_temperature_terms, logistic_calibration_terms
@@ -48,5 +50,7 @@ __all__ = [
     "released_calibration_scores",
     "released_set_statistics",
     "reliability_bins",
+    "reliability_groups",
+    "roc_steps",
     "suppress_small_cells",
 ]

@@ -38,6 +38,8 @@ from site_client.evaluation import (
     released_calibration_scores,
     released_set_statistics,
     reliability_bins,
+    reliability_groups,
+    roc_steps,
     suppress_small_cells,
 )
 from site_client.privacy import in_recalibration_box
@@ -79,6 +81,9 @@ def evaluation_aggregates(p: np.ndarray, y: np.ndarray, context: SiteContext) ->
         "reliability": reliability_bins(p, y, v.reliability_bins, site),
         "calfit": local_calibration_fit(p, y),
         "auc": exact_auc(p, y),
+        # the figures: k-anonymous step curves on the raw predictions (site_client.evaluation.curves)
+        "roc": roc_steps(p, y, k, v.histogram_bins, site),
+        "relcurve": reliability_groups(p, y, k, v.reliability_bins, site),
     }
     keep = {"confusion": (v.decision_threshold,)}  # kept wherever the confusion table at it passes k
     return {name: suppress_small_cells(agg, k, keep.get(name, ())) for name, agg in aggs.items()}

@@ -105,7 +105,7 @@ def _table_rows(stdout: str) -> dict[str, list[list[str]]]:
         if "│" not in line:
             continue
         cells = [c.strip() for c in line.strip().strip("│").split("│")]
-        if len(cells) != 6:
+        if len(cells) != 8:
             continue
         if cells[0] in SITES:
             current = cells[0]
@@ -158,6 +158,10 @@ def test_table_matches_the_mlflow_store_and_the_manifests(demo: dict) -> None:
             coverage = metrics.get(f"{prefix}conformal_coverage")  # absent when the fold had no conformal stats
             bound = {1.0: "≥ ", -1.0: "≤ "}.get(metrics.get(f"{prefix}conformal_coverage_censored"), "")
             assert row[5] == "–" if coverage is None else (0.0 <= coverage <= 1.0 and row[5] == f"{bound}{coverage:.2f}")
+            for cell, name in ((row[6], "conformal_mean_set_size"), (row[7], "conformal_rate_both")):  # beside coverage
+                value = metrics.get(f"{prefix}{name}")
+                assert cell == ("–" if value is None else f"{value:.2f}")
+            assert (coverage is None) == (metrics.get(f"{prefix}conformal_mean_set_size") is None)
     mean_rows = rows["mean of held-out sites"]
     for row, prefix in zip(mean_rows, ("", "raw_")):
         mean_auc = sum(by_site[s][f"{prefix}auc"] for s in done) / len(done)

@@ -26,14 +26,23 @@ def test_censored_site_and_the_mean_over_it_read_as_lower_bounds() -> None:
     assert mean_coverage_text(_results(_site("d", None, 0)), "harmonised") == "–"
 
 
-def test_set_sizes_are_printed_beside_coverage() -> None:
-    from demo.results import prediction_sets_line
+def test_set_size_and_two_class_rate_stand_beside_coverage_in_every_row() -> None:
+    """Per site and in the mean row, on one line each in the 140-column console the commands print to."""
+    from rich.console import Console
 
-    def site(name, size, both):
-        m = VariantMetrics(auc=0.8, auc_ci_low=0.7, auc_ci_high=0.9, cal_slope=1.0, conformal_coverage=0.9,
+    from demo.results import results_table
+
+    def site(name: str, size: float, both: float) -> HeldOutSite:
+        m = VariantMetrics(auc=0.8412, auc_ci_low=0.7012, auc_ci_high=0.9311, cal_slope=1.03, conformal_coverage=0.9,
                            mean_set_size=size, rate_both=both)
-        return HeldOutSite(name, 60, 20, {"harmonised": m})
+        return HeldOutSite(name, 60, 36, {"harmonised": m})
 
-    line = prediction_sets_line(_results(site("a", 1.5, 0.5), site("b", 1.2, 0.2)))
-    assert line == "prediction sets (mean of held-out sites): harmonised (ComBat) mean set size 1.35, two-class sets 35%"
-    assert prediction_sets_line(_results(_site("c", 0.9, 0))) is None
+    console = Console(width=140, record=True)
+    console.print(results_table(_results(site("site_a", 1.46, 0.46), site("site_b", 1.20, 0.20)), 0.8))
+    lines = console.export_text().splitlines()
+    assert any("two-class" in line for line in lines) and any("set size" in line for line in lines)
+    rows = {cells[0]: cells for cells in ([c.strip() for c in line.strip().strip("│").split("│")] for line in lines)
+            if len(cells) == 8}
+    assert rows["site_a"][5:] == ["0.90", "1.46", "0.46"]
+    assert rows["site_b"][5:] == ["0.90", "1.20", "0.20"]
+    assert rows["mean of held-out sites"][3:] == ["0.84", "1.03", "0.90", "1.33", "0.33"]

@@ -113,9 +113,31 @@ def test_drawn_roc_area_equals_its_stated_area_and_is_within_its_bound_of_the_ex
     by_name = {s.name: s for s in sites}
     for f in study.folds:
         m = f.before
-        fpr, tpr = np.array(m.roc_fpr[::-1]), np.array(m.roc_tpr[::-1])
+        fpr, tpr = np.array(m.roc_fpr), np.array(m.roc_tpr)
         area = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
         assert area == pytest.approx(m.roc_area, abs=1e-12)
         s = by_name[f.heldout_site]
         assert abs(roc_auc_score(s.y, s.p) - m.roc_area) <= m.roc_bound + 1e-12
         assert f"{m.auc.auc:.3f}" in roc_label(m)
+
+
+def test_report_says_how_the_figures_are_computed_and_sets_coverage_beside_set_size(generated_study):
+    study, _ = generated_study
+    md = _markdown(study)
+    assert "k-anonymous step curve" in md and "equals the site's exact AUC" in md and "½·ΣΔFP·ΔTP/(n⁺n⁻)" in md
+    assert "without looking at the outcomes" in md and "σ(a + b·logit p)" in md and "mean(y) − mean(p)" in md
+    sizes = [f.conformal.mean_set_size for f in study.folds if f.conformal and f.conformal.mean_set_size is not None]
+    both = [f.conformal.rate_both for f in study.folds if f.conformal and f.conformal.rate_both is not None]
+    assert "coverage" in study.meta and sizes and both
+    coverage_row = next(line for line in md.splitlines() if line.startswith("| conformal coverage |"))
+    assert f"mean set size {sum(sizes) / len(sizes):.2f}" in coverage_row
+    assert f"two-class sets {sum(both) / len(both):.2f}" in coverage_row
+
+
+def test_the_coverage_forest_plot_names_each_site_with_its_set_size(generated_study):
+    from coordinator.tracking import coverage_label
+
+    study, _ = generated_study
+    f = next(g for g in study.folds if g.conformal and g.conformal.mean_set_size is not None)
+    c = f.conformal
+    assert coverage_label(f) == f"{f.heldout_site} (set size {c.mean_set_size:.2f}, two-class {c.rate_both:.2f})"
