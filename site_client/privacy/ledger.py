@@ -5,7 +5,8 @@ fsync under an exclusive lock, so that concurrent ClientApp processes never lose
 
     {"grants": {<grant>: [run ids started under that approval]},
      "runs": {<run id>: {"train_rounds": [...], "recalibration_steps": [...], "models": [...],
-                         "evaluations": {"calibrate|<model>": n, "evaluate|<model>": n}}},
+                         "evaluations": {"calibrate|<model>": n, "evaluate|<model>": n},
+                         "released_totals": [class × part totals released], "withheld": [aggregates]}},
      "releases": {<run id>: {<phase>: [release kinds]}},
      "refusals": [{"time", "run_id", "phase", "budget"}]}
 
@@ -92,6 +93,7 @@ class Ledger:
         state.setdefault("recalibration_steps", [])
         state.setdefault("models", [])
         state.setdefault("evaluations", {})
+        state.setdefault("released_totals", [])  # class × part totals released so far (release_guard)
         return state
 
     def refuse(self, run_id: int | None, phase: str, error: BudgetExceeded) -> BudgetExceeded:
