@@ -3,6 +3,8 @@ what a reply released after."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from protocols.models import parse_model_key
@@ -76,8 +78,8 @@ def release_kinds(reply: Payload, models: list[str]) -> list[str]:
     kinds = set()
     for key in reply:
         text = key
-        for model in sorted(models, key=len, reverse=True):
-            text = text.replace(model, "<model>")
+        for model in sorted(models, key=len, reverse=True):  # whole path segments only
+            text = re.sub(rf"(?<![^/]){re.escape(model)}(?![^/])", "<model>", text)
         parts = ["<j>" if part.isdigit() else part for part in text.split("/")]
         kinds.add("/".join(parts))
     return sorted(kinds)
