@@ -13,7 +13,8 @@ calibration part's positives, perhaps 3. This guard sees every reply before it l
    those splits are small-cell controlled on their own, and their differencing across models is the localisation
    bound of docs/privacy.md). A count of an unregistered kind is never sent: the reply fails with the site's
    generic internal error and the kind is named in the site's log. **A new release registers here** (one row).
-2. The totals released so far in this run are kept in the privacy ledger (``released_totals`` of the run).
+2. The totals released so far are kept in the privacy ledger (``released_totals``, for every run of the protocol:
+   a renewed approval runs the same cohort, so a second run must not add what the first withheld).
    Each aggregate of a reply (the keys under one prefix) is admitted only if, together with those, the system
    {x >= 0 : Σ_{cells in S} x = n_S for every released total S} bounds no small cell (true count in 1..k-1) to
    an interval inside [1, k-1] (tightest bounds by linear programming; an exactly computable cell is the special
@@ -24,10 +25,9 @@ calibration part's positives, perhaps 3. This guard sees every reply before it l
    (the held-out evaluation) first, then the calibration part (conformal thresholds, recalibration), then the
    train part (apparent performance), so a small site loses its apparent performance before its validation.
 
-Why this is enough for the whole run: the released set only grows, and each admission is checked against the
-whole set, so after any reply the condition of 2. holds for everything released so far in the run. Studies
-are one run each (the approval's run budget), and a new run of the same protocol starts with the same handshake
-counts, so nothing new is learnt by combining runs beyond what one run could admit.
+Why this is enough for the whole study: the released set only grows, and each admission is checked against the
+whole set, so after any reply the condition of 2. holds for everything released so far, in this run and in any
+earlier run of the same protocol at this site.
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def _withhold(reply: Payload, prefix: str, k: int) -> None:
 
 def guard_release(reply: Payload, payload: Payload, context, counts: dict[str, int]) -> list[str]:
     """Withhold, in place, every aggregate of ``reply`` that would let a small cell be pinned together with
-    what this run released before (rules in the module docstring); records the admitted totals in the ledger.
+    what the site released before under this protocol (rules in the module docstring); records the admitted totals in the ledger.
     ``counts`` are the site's true class × part counts (:func:`site_client.study.handshake.class_counts`).
     Returns the prefixes withheld (for the site's log)."""
     k = int(context.protocol.privacy.min_cell_count)
@@ -170,7 +170,7 @@ def guard_release(reply: Payload, payload: Payload, context, counts: dict[str, i
     withheld = []
     with Ledger.open(context.work_dir, context.protocol_id) as ledger:
         state = ledger.run(context.run_id)
-        released = list(state["released_totals"])
+        released = list(ledger.data["released_totals"])
         for prefix in order:
             new = sorted(aggregates[prefix] - set(released))
             if not new:
@@ -180,7 +180,7 @@ def guard_release(reply: Payload, payload: Payload, context, counts: dict[str, i
                 withheld.append(prefix)
                 continue
             released += new
-        state["released_totals"] = sorted(released)
+        ledger.data["released_totals"] = sorted(released)
         if withheld:
             state.setdefault("withheld", [])
             state["withheld"] += [p for p in withheld if p not in state["withheld"]]

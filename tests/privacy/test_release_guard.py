@@ -54,20 +54,22 @@ def test_the_calibration_part_is_kept_over_the_train_part_and_nothing_pins_a_cel
     values = [42, 17, 25, 6]
     assert pinned(rows, values, 5) == {}
     assert pinned(rows + [SUBSET["train_pos"]], values + [13], 5) == {"cal_pos": (4.0, 4.0)}
-    run = Ledger.read(tmp_path, context.protocol_id)["runs"]["3"]
-    assert run["released_totals"] == ["n", "n_cal_neg", "n_neg", "n_pos"]
-    assert run["withheld"] == ["apparent/m/histograms"]
+    ledger = Ledger.read(tmp_path, context.protocol_id)
+    assert ledger["released_totals"] == ["n", "n_cal_neg", "n_neg", "n_pos"]
+    assert ledger["runs"]["3"]["withheld"] == ["apparent/m/histograms"]
 
 
-def test_the_guard_remembers_the_run_across_messages(tmp_path) -> None:
-    """Released totals live in the ledger: a later message cannot give back what an earlier one made safe."""
+def test_the_guard_remembers_what_left_across_messages_and_runs(tmp_path) -> None:
+    """Released totals live in the ledger: a later message, or a later run of the same protocol (a renewed
+    approval, the same cohort), cannot give back what an earlier one made safe."""
     context = _context(tmp_path)
     assert guard_release({"n": 42, "n_train_pos": 13}, {}, context, COUNTS) == []
     later = {"before/m/auc/n": 42, "before/m/auc/n_pos": 17, "before/m/auc/n_neg": 25, "before/m/auc/auc": 0.7}
     assert guard_release(later, {"eval_models": ["m"]}, context, COUNTS) == ["before/m/auc"]
     assert later == {"before/m/auc/suppressed": 1, "before/m/auc/k": 5}
-    # another run of the protocol starts with its own record
-    assert guard_release(copy.deepcopy({"n": 42, "n_pos": 17}), {}, SimpleNamespace(**{**vars(context), "run_id": 4}), COUNTS) == []
+    next_run = SimpleNamespace(**{**vars(context), "run_id": 4})
+    assert guard_release({"n": 42, "n_pos": 17, "n_neg": 25}, {}, next_run, COUNTS) == [""]
+    assert Ledger.read(tmp_path, context.protocol_id)["runs"]["4"]["withheld"] == [""]
 
 
 def test_a_count_of_an_unregistered_kind_never_leaves_the_site(study, monkeypatch) -> None:
