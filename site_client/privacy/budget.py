@@ -194,6 +194,13 @@ class BudgetCheck:
         self._points("calibrate", payload, train_models)
         self.state["recalibration_steps"].append(step)
 
+    def combat(self, phase: str, small_cells: list[str]) -> None:
+        """ComBat's sums are sent only when no batch, level or batch × level count of the site is in 1..k-1
+        (:mod:`site_client.privacy.combat_cells`); the cells go to the site's log and ledger only."""
+        if small_cells:
+            raise self.refuse(phase, "ComBat batches and covariate levels of at least k cases (privacy.min_cell_count)",
+                              self.protocol.privacy.min_cell_count, "; ".join(small_cells))
+
     def evaluate(self, payload: Payload) -> None:
         models = [str(m) for m in payload.get("eval_models", [])]
         self._models("evaluate", models, self.budget.evaluated_per_message, "validated models")

@@ -3,11 +3,14 @@ what a reply released after."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from protocols.models import parse_model_key
 from protocols.payload import Payload
 from site_client.privacy.budget import IN_PROCESS_GRANT, Budget, BudgetCheck
+from site_client.privacy.combat_cells import small_combat_cells
 from site_client.privacy.ledger import Ledger
 
 #: keys of SiteContext.extra set by the Flower glue from the site's approval entry
@@ -61,6 +64,12 @@ def charge_request(phase: str, payload: Payload, context, cohort=None) -> None:
             check.calibrate(payload, input_scales(payload, context, cohort, models) if models else {})
         elif phase == "evaluate":
             check.evaluate(payload)
+        elif phase in ("combat-round1", "combat-round2"):
+            protocol = context.protocol
+            batch = protocol.batch.column if protocol.batch.by == "column" else None
+            check.combat(phase, small_combat_cells(context.site_name, cohort.table, batch,
+                                                   [c.name for c in protocol.covariates.categorical],
+                                                   protocol.privacy.min_cell_count))
 
 
 def release_kinds(reply: Payload, models: list[str]) -> list[str]:
@@ -69,8 +78,8 @@ def release_kinds(reply: Payload, models: list[str]) -> list[str]:
     kinds = set()
     for key in reply:
         text = key
-        for model in sorted(models, key=len, reverse=True):
-            text = text.replace(model, "<model>")
+        for model in sorted(models, key=len, reverse=True):  # whole path segments only
+            text = re.sub(rf"(?<![^/]){re.escape(model)}(?![^/])", "<model>", text)
         parts = ["<j>" if part.isdigit() else part for part in text.split("/")]
         kinds.add("/".join(parts))
     return sorted(kinds)

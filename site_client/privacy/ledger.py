@@ -5,7 +5,9 @@ fsync under an exclusive lock, so that concurrent ClientApp processes never lose
 
     {"grants": {<grant>: [run ids started under that approval]},
      "runs": {<run id>: {"train_rounds": [...], "recalibration_steps": [...], "models": [...],
-                         "evaluations": {"calibrate|<model>": n, "evaluate|<model>": n}}},
+                         "evaluations": {"calibrate|<model>": n, "evaluate|<model>": n},
+                         "withheld": [aggregates the release guard withheld]}},
+     "released_totals": [class × part totals released in any run (release_guard)],
      "releases": {<run id>: {<phase>: [release kinds]}},
      "refusals": [{"time", "run_id", "phase", "budget"}]}
 
@@ -69,6 +71,7 @@ class Ledger:
             data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
             for key in ("grants", "runs", "releases"):
                 data.setdefault(key, {})
+            data.setdefault("released_totals", [])
             data.setdefault("refusals", [])
             ledger = cls(path, data)
             try:
@@ -84,7 +87,7 @@ class Ledger:
         """The ledger's content (empty structure when nothing was recorded yet)."""
         path = ledger_path(work_dir, protocol_id)
         data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-        return {"grants": {}, "runs": {}, "releases": {}, "refusals": [], **data}
+        return {"grants": {}, "runs": {}, "releases": {}, "refusals": [], "released_totals": [], **data}
 
     def run(self, run_id: int | None) -> dict[str, Any]:
         state = self.data["runs"].setdefault(run_key(run_id), {})

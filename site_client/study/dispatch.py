@@ -19,10 +19,11 @@ from protocols.contract import (
 )
 from protocols.payload import Payload, plain, prefixes, unnest
 from site_client.privacy import BudgetExceeded, charge_request, register_release
+from site_client.privacy.release_guard import guard_release
 from site_client.study.cohort import Cohort, load_cohort
 from site_client.study.context import ProtocolNotApproved, SiteContext, SiteStudyError
 from site_client.study.evaluate import handle_calibrate, handle_evaluate
-from site_client.study.handshake import batch_column, handle_handshake
+from site_client.study.handshake import batch_column, class_counts, handle_handshake
 from site_client.study.harmonise import handle_round1, handle_round2
 from site_client.study.run_state import SiteRunState
 from site_client.study.store import SiteStore
@@ -62,9 +63,8 @@ def check_protocol(payload: Payload, context: SiteContext) -> str:
     return pid
 
 
-def _handshake_state(context: SiteContext, store: SiteStore, reply: Payload) -> SiteRunState:
+def _handshake_state(context: SiteContext, cohort: Cohort, reply: Payload) -> SiteRunState:
     """What the site announced, taken from its own cohort (not from the reply it is about to check)."""
-    cohort = load_cohort(context, store)
     state = SiteRunState(features=list(cohort.features), model_features=list(cohort.model_features),
                          volume_feature=cohort.volume_feature, eligible=bool(reply.get(ELIGIBLE)))
     state.batches = sort_levels(set(batch_labels(context.site_name, cohort.table, batch_column(context)).tolist()))
@@ -114,7 +114,11 @@ def handle(phase: str, payload: Payload, context: SiteContext) -> Payload:
         out["site"] = context.site_name
         out["phase"] = phase
         if phase == HANDSHAKE:
-            state = _handshake_state(context, store, out)
+            cohort = load_cohort(context, store)
+            state = _handshake_state(context, cohort, out)
+        withheld = guard_release(out, payload, context, class_counts(cohort))  # whole-run differencing
+        if withheld:
+            _log(store, phase, f"withheld by the whole-run small-cell guard: {withheld}")
         assert state is not None
         _record(phase, payload, state)
         check_reply(phase, out, payload, context, state)

@@ -16,6 +16,9 @@ from federation.nsclc import protocol
 
 POISONED = "R01-GE-CE1"
 MODEL = "_all/raw/radiomic"
+# the poisoned site's own validation histogram: its apparent (train-part) class totals are withheld by the
+# whole-run release guard (they would give back a class × part cell below k), so they are not there to poison
+HELD = f"before/{POISONED}/raw/radiomic/histograms"
 
 
 @dataclass
@@ -70,7 +73,7 @@ def _inf_weights(reply):
 
 
 def _counts_beyond_cases(reply):
-    key = f"apparent/{MODEL}/histograms/bin_n_pos"
+    key = f"{HELD}/bin_n_pos"
     counts = np.array(reply[key])
     counts[-1] += 10_000
     reply[key] = counts
@@ -78,7 +81,7 @@ def _counts_beyond_cases(reply):
 
 
 def _negative_counts(reply):
-    key = f"apparent/{MODEL}/histograms/bin_n_neg"
+    key = f"{HELD}/bin_n_neg"
     counts = np.array(reply[key])
     counts[0] = -5
     reply[key] = counts
@@ -92,8 +95,8 @@ CASES = [
     ("train", 2, _drop(f"n/{MODEL}"), f"n/{MODEL} is required and missing"),
     ("train", 2, _set(f"n/{MODEL}", 10**12), f"n/{MODEL} counts more cases than the site announced in the handshake"),
     ("train", 2, _set(f"n/{MODEL}", -3), f"n/{MODEL} is below its declared range"),
-    ("calibrate", 1, _counts_beyond_cases, f"apparent/{MODEL}/histograms/bin_n_pos counts more cases than the site announced in the handshake"),
-    ("calibrate", 1, _negative_counts, f"apparent/{MODEL}/histograms/bin_n_neg is below its declared range"),
+    ("calibrate", 1, _counts_beyond_cases, f"{HELD}/bin_n_pos counts more cases than the site announced in the handshake"),
+    ("calibrate", 1, _negative_counts, f"{HELD}/bin_n_neg is below its declared range"),
     ("train", 2, _set("export", 1), "export is not described by the message contract"),
     ("combat-round1", 1, _set("r1/_all/xtx", np.zeros((2, 2))), "r1/_all/xtx has the wrong shape"),
 ]

@@ -135,9 +135,6 @@ def test_every_count_a_site_registers_is_known_to_this_test(study) -> None:
                     f"{site}: released kind {kind} ({phase}) is not classified by this test"
 
 
-@pytest.mark.xfail(strict=True, reason="open: per-class totals of the calibration part (conformal, calhist) and of "
-                   "the train part (apparent) combined with the released margins still pin a small cell; "
-                   "docs/privacy.md 'What remains'")
 def test_the_whole_study_pins_no_small_cell(study) -> None:
     k = study.protocol.privacy.min_cell_count
     exposed = {}

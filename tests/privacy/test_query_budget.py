@@ -39,7 +39,11 @@ def test_the_default_budget_lets_a_whole_study_run_and_the_ledger_shows_it(study
     assert run["train_rounds"] == [1, 2] and ledger["grants"] == {"in-process": ["7"]}
     assert run["recalibration_steps"] == list(range(1, len(run["recalibration_steps"]) + 1))
     assert set(run["evaluations"].values()) == {1} and ledger["refusals"] == []
-    assert "apparent/<model>/histograms/bin_n_pos" in ledger["releases"]["7"]["calibrate"]
+    assert "before/<model>/histograms/bin_n_pos" in ledger["releases"]["7"]["calibrate"]
+    # site-a has 3 positives in its calibration part: its apparent (train-part) class totals would give them
+    # back from n_pos, so the whole-run guard withheld them, and the ledger says which totals left
+    assert ledger["released_totals"] == ["n", "n_cal", "n_neg", "n_pos", "n_train"]
+    assert {w.split("/")[0] for w in run["withheld"]} == {"apparent"}
 
 
 def test_repeated_rounds_and_evaluations_are_refused(study) -> None:
