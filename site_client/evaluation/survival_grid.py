@@ -70,6 +70,9 @@ def kaplan_meier(time: np.ndarray, event: np.ndarray, at: np.ndarray) -> tuple[n
     """
     event_times, d = np.unique(time[event == 1], return_counts=True)
     sorted_time = np.sort(time)
+    at = np.asarray(at, dtype=np.float64)
+    if event_times.size == 0:  # no event (a merged risk group may hold none): S = 1 with no variance
+        return np.ones(at.shape), np.zeros(at.shape), time.size - np.searchsorted(sorted_time, at, side="left")
     at_risk_events = time.size - np.searchsorted(sorted_time, event_times, side="left")
     factors = 1 - d / at_risk_events
     log_s = np.cumsum(np.log(np.where(factors > 0, factors, 1.0)))

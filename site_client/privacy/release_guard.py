@@ -54,8 +54,10 @@ TOTALS: list[tuple[str, str | None]] = [
     (r"fvol/n|schema/n|r[12]/[^/]+/n", "n"),  # feature-volume sums, ComBat rounds: all the site's cases
     # held-out evaluation on all cases, before and after recalibration, and conformal sets
     (rf"(?:before|after)/{_M}/(?:auc|calfit|calibration)/n", "n"),
-    (rf"(?:before|after)/{_M}/(?:auc|calibration|confusion|histograms|reliability|paired)/{_POS}", "n_pos"),
-    (rf"(?:before|after)/{_M}/(?:auc|calibration|confusion|histograms|reliability|paired)/{_NEG}", "n_neg"),
+    (rf"(?:before|after)/{_M}/(?:auc|calibration|confusion|histograms|reliability|paired|roc|relcurve)/{_POS}",
+     "n_pos"),
+    (rf"(?:before|after)/{_M}/(?:auc|calibration|confusion|histograms|reliability|paired|roc|relcurve)/{_NEG}",
+     "n_neg"),
     (rf"(?:before|after)/{_M}/confusion/{_SPLIT}", None),
     (rf"(?:coverage|setsize)/{_M}/n", "n"),
     (rf"coverage/{_M}/n_pos", "n_pos"),
@@ -66,10 +68,19 @@ TOTALS: list[tuple[str, str | None]] = [
     (rf"(?:localfit/{_M}|terms/{_M}/<j>)/n", "n_cal"),
     (rf"calhist/{_M}/bin_n_pos|conformal/{_M}/pos/bin_n_scores", "n_cal_pos"),
     (rf"calhist/{_M}/bin_n_neg|conformal/{_M}/neg/bin_n_scores", "n_cal_neg"),
+    # conformal_method dp_quantile: the class count, and the noisy grid counts (registered as the total they
+    # estimate: the safe side, the guard treats them as exact)
+    (rf"conformal/{_M}/pos/(?:n|bin_n_noisy)", "n_cal_pos"),
+    (rf"conformal/{_M}/neg/(?:n|bin_n_noisy)", "n_cal_neg"),
     # train part: apparent performance
     (rf"apparent/{_M}/calibration/n", "n_train"),
     (rf"apparent/{_M}/(?:histograms|calibration)/{_POS}", "n_train_pos"),
     (rf"apparent/{_M}/(?:histograms|calibration)/{_NEG}", "n_train_neg"),
+    # survival studies (protocols.survival_contract; events count as the positive class, every case trains):
+    # Cox terms and Breslow baselines over the site's cases, held-out evaluation, and its splits by risk group
+    (rf"(?:cox|base|surv)/{_M}/n", "n"),
+    (rf"(?:cox|surv)/{_M}/n_events", "n_pos"),
+    (rf"surv/{_M}/h/<j>/calibration/n|surv/{_M}/km/[^/]+/n", None),
 ]
 _COMPILED = [(re.compile(rf"^(?:{pattern})$"), total) for pattern, total in TOTALS]
 

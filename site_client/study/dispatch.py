@@ -9,6 +9,9 @@ site's own log (``notes.log`` in the run's work folder) and never sent.
 
 from __future__ import annotations
 
+import traceback
+from pathlib import Path
+
 from collections.abc import Callable
 from datetime import datetime, timezone
 
@@ -136,6 +139,8 @@ def handle(phase: str, payload: Payload, context: SiteContext) -> Payload:
         raise Refusal(context.site_name, phase, DATA_ERROR,
                       f"the site's data does not meet protocol {pid[:12]}; details in the site's log") from None
     except Exception as exc:  # noqa: BLE001 - whatever failed, only a generic reason leaves the site
-        _log(store, phase, f"{type(exc).__name__}: {exc}")
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in reversed(frames[-3:]))
+        _log(store, phase, f"{type(exc).__name__}: {exc} (at {where})")
         raise Refusal(context.site_name, phase, INTERNAL_ERROR,
                       "the site could not compute the reply; details in the site's log") from None

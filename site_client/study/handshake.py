@@ -21,6 +21,9 @@ from site_client.study.store import SiteStore
 
 #: Handshake reason of a survival site with too few events (max(k, 2, label.min_events_per_site) follows).
 EVENTS_REASON = "fewer events than the protocol needs per site: "
+#: A survival site's censored cases are a class like the events: 1..k-1 of them would be pinned by the patient
+#: count and the event count every survival message carries (the whole-run guard would then withhold them all).
+CENSORED_REASON = "censored cases: fewer than k={k} and not none"
 
 
 def class_counts(cohort: Cohort) -> dict[str, int]:
@@ -74,6 +77,8 @@ def handle_handshake(payload: Payload, context: SiteContext, store: SiteStore) -
     if is_survival(protocol):  # survival: n_pos = events, n_neg = censored; Cox needs events, censoring may be absent
         wanted = max(need, protocol.label.min_events_per_site)
         problems = [f"{EVENTS_REASON}{wanted}"] if counts["n_pos"] < wanted else []
+        if 0 < counts["n_neg"] < need:
+            problems.append(CENSORED_REASON.format(k=k))
     else:
         problems = [f"{cls} class has fewer than k={k} cases" for cls, key in (("positive", "n_pos"), ("negative", "n_neg"))
                     if counts[key] < need]

@@ -349,7 +349,7 @@ def check_request(phase: str, request: dict, context: SiteContext, state: SiteRu
 
 
 HANDSHAKE_REASONS = ("positive class has fewer than k=", "negative class has fewer than k=", "batch(es) have fewer than k=",
-                     "fewer events than the protocol needs per site: ")
+                     "fewer events than the protocol needs per site: ", "censored cases: fewer than k=")
 
 
 def check_reply(phase: str, reply: dict, request: dict, context: SiteContext, state: SiteRunState) -> None:

@@ -154,3 +154,18 @@ def test_registered_model_round_trips_and_predicts_like_lifelines(cohort: pd.Dat
         CoxModel.from_dict(broken)
     with pytest.raises(SurvivalMathError, match="not a Cox model: 'centre'"):
         CoxModel.from_dict({k: v for k, v in model.to_dict().items() if k != "centre"})
+
+
+def test_kaplan_meier_of_a_group_without_events_is_one_like_lifelines():
+    """A merged risk group may hold no event (0 is allowed by small-cell control): S(t) = 1, Greenwood 0."""
+    from lifelines import KaplanMeierFitter
+
+    from site_client.evaluation.survival_grid import kaplan_meier
+
+    time, event = np.array([3.0, 5.0, 8.0, 13.0]), np.zeros(4, dtype=int)
+    at = np.array([1.0, 5.0, 20.0])
+    survival, variance, at_risk = kaplan_meier(time, event, at)
+    reference = KaplanMeierFitter().fit(time, event).survival_function_at_times(at).to_numpy()
+    np.testing.assert_allclose(survival, reference)
+    np.testing.assert_array_equal(variance, 0.0)
+    np.testing.assert_array_equal(at_risk, [4, 3, 0])

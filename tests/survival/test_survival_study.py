@@ -21,7 +21,7 @@ from site_client.study.context import SiteStudyError
 from site_client.study.store import SiteStore
 
 from .lung_driver import FEATURES, HORIZONS, K, REFERENCE
-from .study_sites import lung_frame, lung_protocol, site_tables
+from .study_sites import STUDY_K, lung_frame, lung_protocol, site_tables
 
 
 def stratified_fit(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
@@ -62,11 +62,11 @@ def test_each_heldout_site_validates_the_model_trained_without_it(lung) -> None:
         assert result["delta_c_vs_volume"]["delta"] == pytest.approx(delta, abs=1e-9)
         assert result["n"] == len(test) and result["n_events"] == int(e.sum())
         for curve in result["km_by_risk_group"].values():
-            assert curve is None or curve["n"] >= K
+            assert curve is None or curve["n"] >= STUDY_K
         for horizon in HORIZONS:
             entry = result["horizons"][float(horizon)]
             if not entry.get("suppressed") and entry["calibration"]:
-                assert min(entry["calibration"]["n"]) >= K
+                assert min(entry["calibration"]["n"]) >= STUDY_K
 
 
 def test_pooled_measures_hold_every_site_that_released_them(lung) -> None:
@@ -278,3 +278,19 @@ def test_site_serves_one_held_out_evaluation_per_run(lung) -> None:
     for phase in (COX_BASELINE, COX_EVALUATE):
         with pytest.raises(Refusal, match="already served 1 time"):
             handle(phase, _request(transport, site, phase), transport.contexts[site])
+
+
+def test_small_censored_class_makes_a_site_ineligible(tmp_path):
+    """At k = 5, an institution with 2 censored patients would have them pinned by its patient and event counts:
+    it declines in the handshake with the reason, sends no statistics, and the study runs on the others."""
+    frame = lung_frame()
+    protocol, pid = lung_protocol(privacy={"min_cell_count": K})
+    transport = InProcessTransport(make_contexts(tmp_path, protocol, pid, site_tables(frame)))
+    lines: list[str] = []
+    outcome = run_study(protocol, pid, transport, progress=lines.append)
+    censored = (frame.status == 0).groupby(frame.site).sum()
+    small = sorted(site for site, n in censored.items() if 0 < n < K)
+    assert small == ["inst03", "inst06", "inst16", "inst21", "inst22"]
+    for site in small:
+        assert any(site in line and "censored cases: fewer than k=5 and not none" in line for line in lines), site
+    assert sorted(outcome.results["raw"].heldout) == sorted(set(censored.index) - set(small))
