@@ -4,8 +4,9 @@
 
 Times (median over repeats): every site aggregate for one held-out evaluation (histograms, confusion grid,
 calibration sums, reliability, paired ΔAUC, conformal histograms, small-cell control) summed over sites, the
-coordinator's metrics from them, and, with ``--mlflow``, ``log_study`` of a generated 4-site study into a
-SQLite store in a temporary folder (with the pyfunc model and its registration).
+coordinator's metrics from them, and, with ``--mlflow``, ``log_study`` of the tests' synthetic 4-site study (run by
+``run_study`` over the in-process transport) into a SQLite store in a temporary folder (with the pyfunc model and
+its registration).
 """
 
 from __future__ import annotations
