@@ -49,6 +49,12 @@ def calibration_terms(eta: np.ndarray, y: np.ndarray, intercept: float, slope: f
     }
 
 
+def temperature_curvature(hess: float, hess_fisher: float) -> float:
+    """Information for a Newton step in u = log T: the observed d²nll/du² when positive, else its expectation
+    Σμ(1-μ)w² (Fisher scoring), so the step still points uphill far from the optimum."""
+    return hess if hess > 0 else hess_fisher
+
+
 def _summed(terms: Sequence[Terms], key: str) -> np.ndarray:
     return np.sum([np.asarray(t[key], dtype=float) for t in terms], axis=0)
 

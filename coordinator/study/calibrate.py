@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fedmath.calibration import temperature_curvature
 from fedmath.logistic import logit, recalibration_vector, sigmoid
 from fedmath.newton import Evaluation, SingularInformation, improves, maximise, newton_step
 
@@ -260,9 +261,8 @@ def _newton_update(method: str, model: str, state: NewtonState, replies: dict, s
             info = np.sum([np.asarray(a["info"], dtype=float) for _, a in terms], axis=0)
         else:
             g = -g  # sites send d NLL/du; the Newton step uses the log-likelihood gradient
-            h = float(np.sum([float(a["hess"]) for _, a in terms]))
-            if h <= 0:
-                h = float(np.sum([float(a["hess_fisher"]) for _, a in terms]))
+            h = temperature_curvature(float(np.sum([float(a["hess"]) for _, a in terms])),
+                                      float(np.sum([float(a["hess_fisher"]) for _, a in terms])))
             info = np.array([[h]])
         evaluated.append((nll, j, point, g, info))
     if not evaluated:

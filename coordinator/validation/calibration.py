@@ -15,7 +15,7 @@ import numpy as np
 from scipy import stats
 
 from coordinator.validation.intervals import wilson_ci
-from fedmath.calibration import newton_fit
+from fedmath.calibration import newton_fit, temperature_curvature
 from fedmath.newton import Evaluation, SingularInformation, maximise
 from coordinator.validation.results import CalibrationFit, Estimate, Recalibration, ReliabilityPoint
 
@@ -136,9 +136,7 @@ def fit_temperature(
     """
     def summed(theta: np.ndarray) -> Evaluation:
         aggs = evaluate(float(theta[0]))
-        h = float(_sum(aggs, "hess"))
-        if h <= 0:
-            h = float(_sum(aggs, "hess_fisher"))
+        h = temperature_curvature(float(_sum(aggs, "hess")), float(_sum(aggs, "hess_fisher")))
         # sites send d NLL/du; zero curvature becomes a singular information, an error only where a step is taken
         return Evaluation(-float(_sum(aggs, "nll")), -np.atleast_1d(_sum(aggs, "grad")), np.array([[max(h, 0.0)]]), aggs)
 
