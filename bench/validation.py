@@ -4,8 +4,9 @@
 
 Times (median over repeats): every site aggregate for one held-out evaluation (histograms, confusion grid,
 calibration sums, reliability, paired ΔAUC, conformal histograms, small-cell control) summed over sites, the
-coordinator's metrics from them, and, with ``--mlflow``, ``log_study`` of a generated 4-site study into a
-SQLite store in a temporary folder (with the pyfunc model and its registration).
+coordinator's metrics from them, and, with ``--mlflow``, ``log_study`` of the tests' synthetic 4-site study (run by
+``run_study`` over the in-process transport) into a SQLite store in a temporary folder (with the pyfunc model and
+its registration).
 """
 
 from __future__ import annotations
@@ -89,19 +90,26 @@ def main() -> None:
     print("coordinator metrics, median s:", round(statistics.median(r[1] for r in runs), 3), [round(r[1], 3) for r in runs])
     if args.mlflow:
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "validation"))
-        from conftest import build_study  # the generated 4-site study of the tests
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from federation.conftest import make_contexts  # the tests' four synthetic sites, run by the product's path
+        from federation.inprocess import InProcessTransport
+        from federation.synthetic import synthetic_protocol, synthetic_sites
 
+        from coordinator.study import run_study
         from coordinator.tracking import default_tracking_uri, log_study
 
-        study, _ = build_study()
+        protocol, pid = synthetic_protocol()
+        with tempfile.TemporaryDirectory() as tmp:
+            contexts = make_contexts(Path(tmp), protocol, pid, synthetic_sites())
+            outcome = run_study(protocol, pid, InProcessTransport(contexts), progress=lambda s: None)
+        study = outcome.results[outcome.preferred_variant]
         times = []
         for _ in range(args.repeats):
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.perf_counter()
                 log_study(study, default_tracking_uri(tmp), experiment="bench", registered_model="bench")
                 times.append(time.perf_counter() - t0)
-        print("log_study to sqlite (4 folds, 23 figures, pyfunc + registry), median s:",
+        print("log_study to sqlite (the synthetic 4-site study: 4 folds, figures, pyfunc + registry), median s:",
               round(statistics.median(times), 1), [round(t, 1) for t in times])
 
 

@@ -179,6 +179,47 @@ def meta_values(study: StudyResult, prefix: str = "") -> dict[str, float]:
     return out
 
 
+#: The study's answer in a few numbers, each the random-effects summary over the held-out sites (the meta key in
+#: ``StudyResult.meta``): logged first, in a batch of their own, under names that sort before every other metric
+#: of the parent run (``headline_`` < ``pooled_``, ``raw_``, ``re_``, ``volume_corr.``), and shown as a table at
+#: the top of the run's description, so they lead the run page, the run table and the chart view.
+HEADLINE = (("auc", "auc"), ("citl", "citl"), ("cal_slope", "cal_slope"), ("coverage", "coverage"),
+            ("delta_auc", "auc_difference"))
+HEADLINE_LABELS = {"auc": "AUC", "citl": "calibration-in-the-large", "cal_slope": "calibration slope",
+                   "coverage": "conformal coverage", "delta_auc": "ΔAUC vs volume only"}
+
+
+def headline_values(study: StudyResult) -> dict[str, float]:
+    """``headline_<name>`` with ``_ci_low``/``_ci_high`` (HKSJ 95% CI) for each of :data:`HEADLINE` that the
+    study could meta-analyse (a quantity without a summary is left out, never NaN)."""
+    out: dict[str, float] = {}
+    for name, meta_key in HEADLINE:
+        summary = study.meta.get(meta_key)
+        if summary is None or not _finite(summary.estimate):
+            continue
+        out[f"headline_{name}"] = float(summary.estimate)
+        for bound in ("ci_low", "ci_high"):
+            if _finite(getattr(summary, bound)):
+                out[f"headline_{name}_{bound}"] = float(getattr(summary, bound))
+    return out
+
+
+def _headline_note(study: StudyResult) -> str:
+    """Markdown table of :func:`headline_values` for the top of the parent run's description."""
+    values = headline_values(study)
+    rows = []
+    for name, meta_key in HEADLINE:
+        if f"headline_{name}" in values:
+            ci = (f"{values[f'headline_{name}_ci_low']:.3f} to {values[f'headline_{name}_ci_high']:.3f}"
+                  if f"headline_{name}_ci_high" in values and f"headline_{name}_ci_low" in values else "–")
+            rows.append(f"| {HEADLINE_LABELS[name]} | `headline_{name}` | {values[f'headline_{name}']:.3f} | {ci} | "
+                        f"{study.meta[meta_key].k} |")
+    if not rows:
+        return ""
+    return ("**Headline results** (random effects over the held-out sites, 95% CI by HKSJ)\n\n"
+            "| quantity | metric | estimate | 95% CI | sites |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n")
+
+
 def site_table(study: StudyResult) -> dict[str, list[Any]]:
     """One row per held-out site (plus a pooled row): the parent run's table (child runs are collapsed)."""
     cols = ["site", "role", "n", "n_events", "auc", "auc_ci_low", "auc_ci_high", "auc_binning_bound",
@@ -400,6 +441,7 @@ def log_study(
     pooled.update(meta_values(study))
     for c in study.feature_volume:
         pooled[f"volume_corr.{_key(c.feature)}"] = c.r
+    _batch(client, pid, metrics=headline_values(study))  # first, on their own: they lead every metric view
     _batch(client, pid, metrics=pooled, params=params)
     client.log_table(pid, data=site_table(study), artifact_file=SITE_TABLE_PATH)
     if study.feature_volume:
@@ -470,10 +512,11 @@ def log_study(
 
 def _parent_note(study: StudyResult) -> str:
     sites = ", ".join(f"{s.name} (n={s.n}, events={s.n_events})" for s in study.sites)
-    return (f"Federated external validation of study **{study.study_name}** (protocol `{study.protocol_id}`).\n\n"
-            f"Sites: {sites}. Leave-one-site-out folds are child runs (expand the parent); the per-site table is "
-            f"the artifact `{SITE_TABLE_PATH}`. No patient-level data left any site: every number comes from "
-            f"aggregates with cells of at least k={study.k_min_cell} patients.")
+    return _headline_note(study) + (
+        f"Federated external validation of study **{study.study_name}** (protocol `{study.protocol_id}`).\n\n"
+        f"Sites: {sites}. Leave-one-site-out folds are child runs (expand the parent); the per-site table is "
+        f"the artifact `{SITE_TABLE_PATH}`. No patient-level data left any site: every number comes from "
+        f"aggregates with cells of at least k={study.k_min_cell} patients.")
 
 
 #: Why the unharmonised final model is registered when the study's preferred variant is the harmonised one.

@@ -11,8 +11,8 @@ On η = logit(p) of the model's probability:
 Site half, :func:`calibration_terms` at (a, b): μ = σ(a + bη), ``grad`` = Σ(y - μ)(1, η) (the score),
 ``info`` = Σ μ(1-μ)(1, η)(1, η)ᵀ (observed = expected information), ``nll`` = Σ[log(1 + e^w) - y·w].
 
-Coordinator half, :func:`newton_fit`: θ ← θ + (ΣI)⁻¹Σg from (0, 1), halving a step that increases the summed nll;
-with ``slope_fixed`` only a moves (g₀/I₀₀). Var(θ̂) = (ΣI)⁻¹ at the optimum (for CITL, 1/I₀₀).
+Coordinator half, :func:`newton_fit`: θ ← θ + (ΣI)⁻¹Σg from (0, 1), halving a step that increases the summed nll
+(the one Newton driver, :mod:`fedmath.newton`); with ``slope_fixed`` only a moves (g₀/I₀₀). Var(θ̂) = (ΣI)⁻¹ at the optimum (for CITL, 1/I₀₀).
 
 The same Newton fit runs at a held-out site on its own terms (:func:`local_calibration`), so only the estimates
 and their variances leave the site. Pure numpy; no I/O.
@@ -25,6 +25,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from fedmath.logistic import sigmoid
+from fedmath.newton import Evaluation, SingularInformation, maximise
+
+#: Halvings of a step that raises the summed nll before the last, 2⁻²⁰-scaled step is kept anyway.
+_HALVINGS = 20
 
 Terms = dict[str, "np.ndarray | float | int"]
 
@@ -45,6 +49,12 @@ def calibration_terms(eta: np.ndarray, y: np.ndarray, intercept: float, slope: f
     }
 
 
+def temperature_curvature(hess: float, hess_fisher: float) -> float:
+    """Information for a Newton step in u = log T: the observed d²nll/du² when positive, else its expectation
+    Σμ(1-μ)w² (Fisher scoring), so the step still points uphill far from the optimum."""
+    return hess if hess > 0 else hess_fisher
+
+
 def _summed(terms: Sequence[Terms], key: str) -> np.ndarray:
     return np.sum([np.asarray(t[key], dtype=float) for t in terms], axis=0)
 
@@ -55,50 +65,42 @@ def newton_fit(
     max_rounds: int = 50,
     tol: float = 1e-10,
 ) -> dict:
-    """Coordinator half: Newton on the summed terms of ``evaluate(a, b)`` (one list of site terms per call).
+    """Coordinator half: Newton on the summed terms of ``evaluate(a, b)`` (one list of site terms per call), by
+    :func:`fedmath.newton.maximise` on ℓ = -Σnll: converged when max|step| < ``tol``, a step that raises the nll
+    halved up to 20 times (the last kept), at most ``max_rounds`` calls of ``evaluate`` after the first.
 
     Returns ``theta`` (a, b), ``cov`` ((ΣI)⁻¹; with ``slope_fixed`` only [0, 0] = 1/I₀₀ is set, the rest 0),
     ``rounds`` (calls of ``evaluate`` after the first), ``converged`` and ``nll``. Raises ValueError when the
     summed information is singular (e.g. all logits equal).
     """
-    theta = np.array([0.0, 1.0 if slope_fixed is None else float(slope_fixed)])
-    terms = evaluate(*theta)
-    nll = float(_summed(terms, "nll"))
-    converged, rounds = False, 0
-    while rounds < max_rounds:
-        g, info = _summed(terms, "grad"), _summed(terms, "info")
+    free = slice(None) if slope_fixed is None else slice(0, 1)  # with the slope fixed only a moves
+
+    def summed(theta: np.ndarray) -> Evaluation:
+        a, b = (theta[0], theta[1]) if slope_fixed is None else (theta[0], float(slope_fixed))
+        terms = evaluate(a, b)
+        return Evaluation(-float(_summed(terms, "nll")), _summed(terms, "grad")[free], _summed(terms, "info")[free, free])
+
+    start = np.array([0.0, 1.0]) if slope_fixed is None else np.array([0.0])
+    try:
+        fit = maximise(summed, start, tolerance=tol, criterion="step", max_iterations=max_rounds,
+                       max_evaluations=max_rounds, max_halvings=_HALVINGS, on_no_ascent="accept")
+    except SingularInformation as exc:
         if slope_fixed is None:
-            try:
-                step = np.linalg.solve(info, g)
-            except np.linalg.LinAlgError as exc:
-                raise ValueError("calibration fit: the summed information matrix is singular (all logits equal?)") from exc
-        else:
-            if info[0, 0] <= 0:
-                raise ValueError("calibration-in-the-large: zero information (every predicted risk is 0 or 1)")
-            step = np.array([g[0] / info[0, 0], 0.0])
-        if np.max(np.abs(step)) < tol:
-            converged = True
-            break
-        scale = 1.0
-        while True:
-            cand = theta + scale * step
-            new = evaluate(*cand)
-            rounds += 1
-            new_nll = float(_summed(new, "nll"))
-            if new_nll <= nll + 1e-12 * max(1.0, abs(nll)) or scale < 1e-6:
-                break
-            scale /= 2
-        theta, terms, nll = cand, new, new_nll
-    info = _summed(terms, "info")
+            raise ValueError("calibration fit: the summed information matrix is singular (all logits equal?)") from exc
+        raise ValueError("calibration-in-the-large: zero information (every predicted risk is 0 or 1)") from exc
+    info = fit.at_optimum.information
     if slope_fixed is None:
+        theta = fit.theta
         try:
             cov = np.linalg.inv(info)
         except np.linalg.LinAlgError:
             cov = np.full((2, 2), np.nan)
     else:
+        theta = np.array([fit.theta[0], float(slope_fixed)])
         cov = np.zeros((2, 2))
         cov[0, 0] = 1.0 / info[0, 0] if info[0, 0] > 0 else np.nan
-    return {"theta": theta, "cov": cov, "rounds": rounds, "converged": converged, "nll": nll}
+    return {"theta": theta, "cov": cov, "rounds": fit.evaluations, "converged": fit.converged,
+            "nll": -fit.at_optimum.objective}
 
 
 def local_calibration(eta: np.ndarray, y: np.ndarray) -> dict:

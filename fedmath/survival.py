@@ -2,8 +2,9 @@
 
 * **Cox linear predictor** ``eta = (x - centre) . beta``. The centre is the training sites' pooled feature mean; the
   baseline cumulative hazard the model carries is the one of a patient at the centre, so ``exp(eta)`` stays near 1.
-* **Newton maximiser** of a concave objective (penalised log partial likelihood) from summed site terms, with step
-  halving: a step that lowers the objective is halved (up to ``max_halvings``), so the iteration never goes downhill.
+* **Newton maximiser** of a concave objective (penalised log partial likelihood) from summed site terms, by the
+  one Newton driver :mod:`fedmath.newton`, with step halving: a step that lowers the objective is halved (up to
+  ``max_halvings``), so the iteration never goes downhill.
   ``objective(beta) = loglik(beta) - ridge/2 * |beta|^2``, gradient ``g - ridge*beta``, information ``I + ridge*Id``.
   Converged when the Newton decrement ``g' I^-1 g / 2`` of the accepted point is below ``tolerance``. A
   maximum where the information has collapsed (smallest eigenvalue below 1e-6 of that at beta = 0) is the
@@ -24,6 +25,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from fedmath.newton import Evaluation, NoAscent, SingularInformation, maximise
 
 
 class SurvivalMathError(ValueError):
@@ -76,47 +79,42 @@ def newton_maximise(
     max_iterations: int = 50,
     max_halvings: int = 30,
 ) -> CoxFit:
-    """Maximise ``loglik - ridge/2 |beta|^2`` where ``evaluate(beta)`` returns the summed terms at beta.
+    """Maximise ``loglik - ridge/2 |beta|^2`` where ``evaluate(beta)`` returns the summed terms at beta, by the one
+    Newton driver (:func:`fedmath.newton.maximise`, Newton-decrement convergence, failing when halving cannot
+    climb).
 
     In a federated study ``evaluate`` is one round: every site computes its terms at beta, the coordinator sums them.
     """
     if ridge < 0 or not np.isfinite(ridge):
         raise SurvivalMathError(f"ridge must be a finite number >= 0, got {ridge}")
-    beta = np.zeros(n_parameters)
-    objective, gradient, information = _penalised(evaluate(beta), beta, ridge)
-    start_information = np.linalg.eigvalsh(information).min() if n_parameters else 0.0
-    for iteration in range(1, max_iterations + 1):
-        try:
-            step = np.linalg.solve(information, gradient)
-        except np.linalg.LinAlgError:
-            raise SurvivalMathError(
-                "the Cox information matrix is singular: a feature is constant within every site or features are collinear"
-            ) from None
-        decrement = float(gradient @ step) / 2
-        if decrement < tolerance:
-            break
-        for _ in range(max_halvings + 1):
-            candidate = beta + step
-            terms = evaluate(candidate)
-            new_objective, new_gradient, new_information = _penalised(terms, candidate, ridge)
-            if np.isfinite(new_objective) and new_objective >= objective - 1e-12 * max(1.0, abs(objective)):
-                break
-            step = step / 2
-        else:
-            raise SurvivalMathError("Newton step halving failed to increase the Cox partial likelihood")
-        beta, objective, gradient, information = candidate, new_objective, new_gradient, new_information
-    else:
+
+    def penalised(beta: np.ndarray) -> Evaluation:
+        return Evaluation(*_penalised(evaluate(beta), beta, ridge))
+
+    start = penalised(np.zeros(n_parameters))
+    start_information = np.linalg.eigvalsh(start.information).min() if n_parameters else 0.0
+    try:
+        fit = maximise(penalised, np.zeros(n_parameters), at_start=start, tolerance=tolerance, criterion="decrement",
+                       max_iterations=max_iterations, max_halvings=max_halvings, on_no_ascent="raise")
+    except SingularInformation:
+        raise SurvivalMathError(
+            "the Cox information matrix is singular: a feature is constant within every site or features are collinear"
+        ) from None
+    except NoAscent:
+        raise SurvivalMathError("Newton step halving failed to increase the Cox partial likelihood") from None
+    if not fit.converged:
         raise SurvivalMathError(
             f"the Cox model did not converge in {max_iterations} Newton steps (monotone likelihood: a feature may "
             "separate events from non-events; consider a ridge penalty)"
         )
+    beta, information, objective = fit.theta, fit.at_optimum.information, fit.at_optimum.objective
     if n_parameters and np.linalg.eigvalsh(information).min() < 1e-6 * start_information:
         raise SurvivalMathError(
             "the Cox likelihood has no finite maximum (monotone likelihood: a feature orders the events perfectly); "
             "consider a ridge penalty"
         )
     covariance = np.linalg.inv(information)
-    return CoxFit(beta, covariance, objective + 0.5 * ridge * float(beta @ beta), objective, iteration)
+    return CoxFit(beta, covariance, objective + 0.5 * ridge * float(beta @ beta), objective, fit.steps + 1)
 
 
 def linear_predictor(features: np.ndarray, beta: np.ndarray, centre: np.ndarray) -> np.ndarray:

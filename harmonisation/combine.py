@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .diagnostics import pool_moments
+from fedmath.moments import pool_moments
 from .eb import batch_adjustments
 from .errors import HarmonisationError
 from .messages import Message

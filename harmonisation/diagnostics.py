@@ -9,7 +9,7 @@ across batches is exact from these:
     F   = (SSB / (K - 1)) / (SSW / (N - K)),   p = P(F_{K-1, N-K} > F)
 
 Moments of one batch split over several sites are pooled exactly with Chan's formula
-(:func:`pool_moments`).
+(:func:`fedmath.moments.pool_moments`, the one home of moment pooling).
 """
 
 from __future__ import annotations
@@ -20,32 +20,21 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from fedmath.moments import part_moments, pool_mean_variance, sample_variance
+
 
 def group_moments(values: np.ndarray, labels: np.ndarray) -> dict:
-    """Per-group count, mean and variance (ddof 1; 0 for a single sample) of samples x features."""
+    """Per-group count, mean and variance (ddof 1; 0 for a single sample) of samples x features
+    (:func:`fedmath.moments.part_moments` per group)."""
     groups = sorted(set(labels.tolist()))
     p = values.shape[1]
     n = np.zeros(len(groups), dtype=np.int64)
     mean = np.zeros((len(groups), p))
     var = np.zeros((len(groups), p))
     for k, g in enumerate(groups):
-        rows = values if len(groups) == 1 else values[labels == g]
-        n[k] = rows.shape[0]
-        mean[k] = rows.mean(axis=0)
-        if n[k] > 1:
-            var[k] = rows.var(axis=0, ddof=1)
+        n[k], mean[k], m2 = part_moments(values if len(groups) == 1 else values[labels == g])
+        var[k] = sample_variance(int(n[k]), m2)
     return {"groups": groups, "n": n, "mean": mean, "var": var}
-
-
-def pool_moments(parts: Sequence[tuple[int, np.ndarray, np.ndarray]]) -> tuple[int, np.ndarray, np.ndarray]:
-    """Combine (n, mean, M2 = Σ(x - mean)²) of disjoint parts: exact, no cancellation.
-
-    n = Σ n_s;  mean = Σ n_s mean_s / n;  M2 = Σ M2_s + Σ n_s (mean_s - mean)².
-    """
-    n = sum(int(pt[0]) for pt in parts)
-    mean = sum(pt[0] * np.asarray(pt[1], dtype=float) for pt in parts) / n
-    m2 = sum(np.asarray(pt[2], dtype=float) + pt[0] * (np.asarray(pt[1]) - mean) ** 2 for pt in parts)
-    return n, mean, m2
 
 
 def anova_from_moments(n: np.ndarray, mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -97,61 +86,32 @@ def batch_summary_table(features: Sequence[str], before: dict, after: dict | Non
     return pd.concat(rows, ignore_index=True)
 
 
-def _batch_part(msg: dict, k: int, feature_index: np.ndarray | None) -> tuple[int, np.ndarray, np.ndarray]:
-    """(n, mean, sum of squared deviations) of batch ``k`` in one site's message, optionally for some features."""
-    n_k = int(msg["batch_n"][k])
-    mean, var = msg["mean"][k], msg["var"][k]
-    if feature_index is not None:
-        mean, var = mean[feature_index], var[feature_index]
-    return n_k, mean, var * max(n_k - 1, 0)
-
-
-def _grouped_moments(groups: list[str], parts_per_group: list[list[tuple]]) -> dict:
-    """Pool each group's parts into (n, mean, var with ddof 1; zeros for a one-sample group)."""
+def _grouped_moments(groups: list[str], parts_per_group: list[list[tuple[dict, int]]],
+                     feature_index: np.ndarray | None) -> dict:
+    """Pool each group's (message, batch index) parts into (n, mean, var with ddof 1; zeros for a one-sample
+    group) by :func:`fedmath.moments.pool_mean_variance`, optionally for some features."""
     out_n, out_mean, out_var = [], [], []
     for parts in parts_per_group:
-        n, mean, m2 = pool_moments(parts)
+        n, mean, var = pool_mean_variance([int(m["batch_n"][k]) for m, k in parts], [m["mean"][k] for m, k in parts],
+                                          [m["var"][k] for m, k in parts], feature_index)
         out_n.append(n)
         out_mean.append(mean)
-        out_var.append(m2 / (n - 1) if n > 1 else np.zeros_like(mean))
+        out_var.append(var)
     return {"groups": groups, "n": np.array(out_n), "mean": np.array(out_mean), "var": np.array(out_var)}
 
 
 def pooled_batch_moments(messages: Sequence[dict], batches: Sequence[str],
                          feature_index: np.ndarray | None = None) -> dict:
     """Hub side: pool per-(site, batch) moments from ``schema``/``diagnostics`` messages by batch."""
-    parts = [
-        [_batch_part(msg, list(msg["batches"]).index(b), feature_index) for msg in messages if b in msg["batches"]]
-        for b in batches
-    ]
-    return _grouped_moments(list(batches), parts)
+    parts = [[(msg, list(msg["batches"]).index(b)) for msg in messages if b in msg["batches"]] for b in batches]
+    return _grouped_moments(list(batches), parts, feature_index)
 
 
 def pooled_site_moments(messages: Sequence[dict], feature_index: np.ndarray | None = None) -> dict:
     """Hub side: per-site moments (all of a site's batches pooled) from ``schema``/``diagnostics``
     messages; groups are the site names."""
-    parts = [[_batch_part(msg, k, feature_index) for k in range(len(msg["batches"]))] for msg in messages]
-    return _grouped_moments([m["site"] for m in messages], parts)
-
-
-def pooled_site_moments(messages: Sequence[dict], feature_index: np.ndarray | None = None) -> dict:
-    """Hub side: per-site moments (all of a site's batches pooled) from ``schema``/``diagnostics``
-    messages; groups are the site names."""
-    out_n, out_mean, out_var = [], [], []
-    for msg in messages:
-        parts = []
-        for k in range(len(msg["batches"])):
-            n_k = int(msg["batch_n"][k])
-            mean, var = msg["mean"][k], msg["var"][k]
-            if feature_index is not None:
-                mean, var = mean[feature_index], var[feature_index]
-            parts.append((n_k, mean, var * max(n_k - 1, 0)))
-        n, mean, m2 = pool_moments(parts)
-        out_n.append(n)
-        out_mean.append(mean)
-        out_var.append(m2 / (n - 1) if n > 1 else np.zeros_like(mean))
-    return {"groups": [m["site"] for m in messages], "n": np.array(out_n),
-            "mean": np.array(out_mean), "var": np.array(out_var)}
+    parts = [[(msg, k) for k in range(len(msg["batches"]))] for msg in messages]
+    return _grouped_moments([m["site"] for m in messages], parts, feature_index)
 
 
 def site_diagnostics(site: str, values: np.ndarray, labels: np.ndarray) -> dict:

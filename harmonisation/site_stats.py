@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedmath.moments import part_moments
+
 from .design import SiteData
 from .messages import Message
 
@@ -51,10 +53,9 @@ def standardise(sd: SiteData, plan: Message, fit: Message, scale: Message) -> tu
 
 
 def batch_stats(z: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
-    """(n, γ̂ = mean, M2 = Σ(z - γ̂)²) per feature of one batch's standardised rows."""
-    mean = z.mean(axis=0)
-    dev = z - mean
-    return int(z.shape[0]), mean, np.einsum("ij,ij->j", dev, dev)
+    """(n, γ̂ = mean, M2 = Σ(z - γ̂)²) per feature of one batch's standardised rows
+    (:func:`fedmath.moments.part_moments`)."""
+    return part_moments(z)
 
 
 def site_batch_moments(sd: SiteData, plan: Message, z: np.ndarray) -> Message | None:

@@ -7,7 +7,8 @@ class histograms of p (k-merged) and per-class conformal-score histograms; held-
 Warm start: Platt (or temperature) fitted at the coordinator on the pooled binned calibration histograms
 (bin-midpoint logits weighted by counts). Newton rounds: all models' sites return the exact Newton terms
 (Σ gradient, Σ information, Σ NLL) at the current parameters; θ ← θ + (ΣI)⁻¹Σg, halving a step that raises
-the summed NLL. A model is converged when its Newton step is below ``NEWTON_TOL``; the last step is then
+the summed NLL (step and ascent test of :mod:`fedmath.newton`; the rounds evaluate a whole line search of
+candidate points at once, so the driver loop itself runs only for the local warm start). A model is converged when its Newton step is below ``NEWTON_TOL``; the last step is then
 applied without a further round. Candidates of the first Newton round include a second warm start, the
 information-weighted mean of the sites' own Platt fits (``combined_local_fits``). On the demo cohort
 (calibration parts of ~15 cases per site, strongly over-confident models: Platt slope 0.2-0.4) the recalibration
@@ -26,7 +27,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fedmath.logistic import recalibration_vector, sigmoid
+from fedmath.calibration import temperature_curvature
+from fedmath.logistic import logit, recalibration_vector, sigmoid
+from fedmath.newton import Evaluation, SingularInformation, improves, maximise, newton_step
 
 from coordinator.validation.combine import combine_aggregates
 from coordinator.validation.conformal import protocol_thresholds
@@ -70,28 +73,18 @@ def warm_start(method: str, hist: dict) -> np.ndarray:
     """Recalibration fitted on binned calibration data (bin midpoints); the Newton rounds then refine it."""
     theta = np.array([0.0, 1.0]) if method == "platt" else np.array([0.0])
     edges = np.asarray(hist["edges"], dtype=float)
-    mid = np.clip(0.5 * (edges[:-1] + edges[1:]), 1e-6, 1 - 1e-6)
-    eta = np.log(mid) - np.log1p(-mid)
+    eta = logit(np.clip(0.5 * (edges[:-1] + edges[1:]), 1e-6, 1 - 1e-6))  # bin midpoints
     pos, neg = np.asarray(hist["bin_n_pos"], dtype=float), np.asarray(hist["bin_n_neg"], dtype=float)
     if pos.sum() == 0 or neg.sum() == 0:
         return theta
-    g, info, nll = _terms(method, eta, pos, neg, theta)
-    for _ in range(50):
-        try:
-            step = np.linalg.solve(info, g)
-        except np.linalg.LinAlgError:
-            break
-        scale = 1.0
-        while True:
-            cand = theta + scale * step
-            g2, i2, nll2 = _terms(method, eta, pos, neg, cand)
-            if nll2 <= nll + 1e-12 * max(1.0, abs(nll)) or scale < 1e-6:
-                break
-            scale /= 2
-        theta, g, info, nll = cand, g2, i2, nll2
-        if np.max(np.abs(scale * step)) < 1e-10:
-            break
-    return theta
+
+    def binned(point: np.ndarray) -> Evaluation:
+        g, info, nll = _terms(method, eta, pos, neg, point)
+        return Evaluation(-nll, g, info)
+
+    fit = maximise(binned, theta, tolerance=1e-10, criterion="step", max_iterations=50, max_halvings=20,
+                   on_no_ascent="accept", on_singular="stop")
+    return fit.theta
 
 
 def combined_local_fits(fits: list[dict]) -> np.ndarray | None:
@@ -269,9 +262,8 @@ def _newton_update(method: str, model: str, state: NewtonState, replies: dict, s
             info = np.sum([np.asarray(a["info"], dtype=float) for _, a in terms], axis=0)
         else:
             g = -g  # sites send d NLL/du; the Newton step uses the log-likelihood gradient
-            h = float(np.sum([float(a["hess"]) for _, a in terms]))
-            if h <= 0:
-                h = float(np.sum([float(a["hess_fisher"]) for _, a in terms]))
+            h = temperature_curvature(float(np.sum([float(a["hess"]) for _, a in terms])),
+                                      float(np.sum([float(a["hess_fisher"]) for _, a in terms])))
             info = np.array([[h]])
         evaluated.append((nll, j, point, g, info))
     if not evaluated:
@@ -279,7 +271,7 @@ def _newton_update(method: str, model: str, state: NewtonState, replies: dict, s
         notes.append(f"{model}: no Newton terms; recalibration left at {state.theta.tolist()}")
         return
     nll, _, point, g, info = min(evaluated, key=lambda e: (e[0], e[1]))
-    if state.nll is not None and nll > state.nll + 1e-12 * max(1.0, abs(state.nll)):
+    if state.nll is not None and not improves(-nll, -state.nll):
         shrink = float(np.min(np.abs(state.candidates - state.theta).max(axis=1)))
         if state.step is None or shrink < 1e-9:
             state.converged = True
@@ -296,8 +288,8 @@ def _newton_update(method: str, model: str, state: NewtonState, replies: dict, s
                      "scores do not rank the classes the right way round on the calibration parts); stopped there")
         return
     try:
-        step = np.linalg.solve(info, g)
-    except np.linalg.LinAlgError:
+        step = newton_step(g, info)
+    except SingularInformation:
         state.converged = True
         notes.append(f"{model}: singular recalibration information; stopped")
         return

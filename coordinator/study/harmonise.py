@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from harmonisation.combine import combine_round1, combine_round2
-from harmonisation.diagnostics import pool_moments
+from fedmath.moments import pool_mean_variance
 from harmonisation.model import ComBatModel
 from harmonisation.schema import ComBatOptions, build_plan
 from protocols.contract import fold_sizes
@@ -100,14 +100,10 @@ def run_harmonisation(protocol: Protocol, session: Session, design: StudyDesign,
 
 def raw_moments(hs: HandshakeResult, sites: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Exact pooled mean and SD (ddof 1) of every feature over ``sites`` from their per-batch moments."""
-    parts = []
-    for site in sites:
-        schema = hs.schemas[site]
-        for i, n in enumerate(np.asarray(schema["batch_n"])):
-            n = int(n)
-            parts.append((n, np.asarray(schema["mean"][i], dtype=float), np.asarray(schema["var"][i], dtype=float) * max(n - 1, 0)))
-    n, mean, m2 = pool_moments(parts)
-    return mean, np.sqrt(m2 / max(n - 1, 1))
+    schemas = [hs.schemas[site] for site in sites]
+    _, mean, var = pool_mean_variance([size for sc in schemas for size in np.asarray(sc["batch_n"])],
+                                      [m for sc in schemas for m in sc["mean"]], [v for sc in schemas for v in sc["var"]])
+    return mean, np.sqrt(var)
 
 
 def standardisation(design: StudyDesign, hs: HandshakeResult, harm: HarmonisationResult | None,

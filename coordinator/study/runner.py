@@ -27,7 +27,8 @@ from coordinator.validation.correlation import pearson_from_sums
 from coordinator.validation.results import (FinalModel, FoldResult, HarmonisationDiagnostics, ModelWeights, SiteInfo,
                                             StudyResult)
 from coordinator.validation.study import add_meta_analyses, complete_fold
-from harmonisation.diagnostics import batch_effect_table, pool_moments, pooled_batch_moments
+from fedmath.moments import pool_mean_variance
+from harmonisation.diagnostics import batch_effect_table, pooled_batch_moments
 from protocols.contract import Dims
 from protocols.logs import get_logger
 from protocols.models import ALL_SITES, model_key
@@ -93,11 +94,8 @@ def _site_diagnostics(hs: HandshakeResult, after: dict[str, dict[str, dict]]) ->
     for site, diag in sorted(after.get(ALL_SITES, {}).items()):
         rows = []
         for moments in (hs.schemas[site], diag):
-            n = [int(v) for v in np.asarray(moments["batch_n"])]
-            parts = [(n[i], np.asarray(moments["mean"][i], dtype=float), np.asarray(moments["var"][i], dtype=float) * max(n[i] - 1, 0))
-                     for i in range(len(n))]
-            total, mean, m2 = pool_moments(parts)
-            rows.append((mean, np.sqrt(m2 / max(total - 1, 1))))
+            _, mean, var = pool_mean_variance(np.asarray(moments["batch_n"]), moments["mean"], moments["var"])
+            rows.append((mean, np.sqrt(var)))
         (mb, sb), (ma, sa) = rows
         out.append(HarmonisationDiagnostics(site, list(hs.features), mb.tolist(), ma.tolist(), sb.tolist(), sa.tolist()))
     return out

@@ -5,7 +5,8 @@ With H±(b) the counts per bin, n± = ΣH±, C±(b) = Σ_{b'<=b} H±(b'):
 * AUC = Σ_b H⁺(b)·[C⁻(b-1) + ½H⁻(b)] / (n⁺n⁻) — Mann-Whitney on bin indices, ties (same bin) count ½;
 * |AUC_binned - AUC_raw| <= ½·Σ_b H⁺(b)H⁻(b)/(n⁺n⁻) — only within-bin pairs can be ordered differently;
 * DeLong: V10(b) = [C⁻(b-1) + ½H⁻(b)]/n⁻, V01(b) = [n⁺ - C⁺(b) + ½H⁺(b)]/n⁺,
-  S10 = ΣH⁺(V10 - AUC)²/(n⁺-1), S01 = ΣH⁻(V01 - AUC)²/(n⁻-1), Var = S10/n⁺ + S01/n⁻;
+  S10 = ΣH⁺(V10 - AUC)²/(n⁺-1), S01 = ΣH⁻(V01 - AUC)²/(n⁻-1), Var = S10/n⁺ + S01/n⁻ (placements and variance
+  from :mod:`fedmath.auc`, the formulas the sites use on their raw scores);
 * 95% CI: logit(AUC) ± 1.96·SE/(AUC(1-AUC)), back-transformed (stays inside (0, 1)).
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 from scipy import stats
 
 from coordinator.validation.results import AUCDifference, AUCEstimate
+from fedmath.auc import delong_variance, grouped_placements, kernel_placements
 
 Z95 = float(stats.norm.ppf(0.975))
 #: A histogram AUC whose binning bound exceeds this is flagged, never printed as a result (the held-out sites'
@@ -41,11 +43,7 @@ def auc_from_histograms(h_neg: object, h_pos: object, level: float = 0.95) -> AU
     n_neg, n_pos = hn.sum(), hp.sum()
     if n_neg < 2 or n_pos < 2:
         raise ValueError(f"AUC and its DeLong variance need >= 2 cases per class, got {int(n_pos)} positive, {int(n_neg)} negative")
-    c_neg = np.cumsum(hn)
-    c_pos = np.cumsum(hp)
-    c_neg_before = c_neg - hn
-    v10 = (c_neg_before + 0.5 * hn) / n_neg
-    v01 = (n_pos - c_pos + 0.5 * hp) / n_pos
+    v10, v01 = grouped_placements(hp, hn)
     auc = float(np.sum(hp * v10) / n_pos)
     bound = float(0.5 * np.sum(hp * hn) / (n_pos * n_neg))
     return _estimate(auc, v10, v01, hp, hn, bound, level)
@@ -56,8 +54,7 @@ def _delong(psi: np.ndarray, hp: np.ndarray, hn: np.ndarray, overlap: np.ndarray
     n_pos, n_neg = hp.sum(), hn.sum()
     if n_neg < 2 or n_pos < 2:
         raise ValueError(f"AUC and its DeLong variance need >= 2 cases per class, got {int(n_pos)} positive, {int(n_neg)} negative")
-    v10 = psi @ hn / n_neg
-    v01 = hp @ psi / n_pos
+    v10, v01 = kernel_placements(psi, hp, hn)
     auc = float(hp @ v10 / n_pos)
     bound = float(0.5 * (hp @ overlap @ hn) / (n_pos * n_neg))
     return _estimate(auc, v10, v01, hp, hn, bound, level)
@@ -68,9 +65,7 @@ def _estimate(
 ) -> AUCEstimate:
     """DeLong SE from the placement values, Var = S10/n+ + S01/n-, and the CI on the logit scale."""
     n_pos, n_neg = hp.sum(), hn.sum()
-    s10 = float(np.sum(hp * (v10 - auc) ** 2) / (n_pos - 1))
-    s01 = float(np.sum(hn * (v01 - auc) ** 2) / (n_neg - 1))
-    se = math.sqrt(s10 / n_pos + s01 / n_neg)
+    se = math.sqrt(delong_variance(v10, v01, hp, hn))
     z = float(stats.norm.ppf(0.5 + level / 2))
     if 0 < auc < 1:
         lg = math.log(auc / (1 - auc))

@@ -1,9 +1,9 @@
 """Calibration metrics from summed site aggregates, and federated Newton fits.
 
-Newton drivers take ``evaluate(params) -> list of site aggregates`` (in the deployment: one Flower round that
+The fits take ``evaluate(params) -> list of site aggregates`` (in the deployment: one Flower round that
 broadcasts ``params`` and collects each site's ``logistic_calibration_terms`` / ``log_temperature_terms``; in
-tests: a local closure). They sum the terms over sites and step; a step that increases the summed negative
-log-likelihood is halved (one extra round).
+tests: a local closure). They sum the terms over sites and step with the one Newton driver
+(:mod:`fedmath.newton`); a step that increases the summed negative log-likelihood is halved (one extra round).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import numpy as np
 from scipy import stats
 
 from coordinator.validation.intervals import wilson_ci
-from fedmath.calibration import newton_fit
+from fedmath.calibration import newton_fit, temperature_curvature
+from fedmath.newton import Evaluation, SingularInformation, maximise
 from coordinator.validation.results import CalibrationFit, Estimate, Recalibration, ReliabilityPoint
 
 Aggregate = dict[str, "np.ndarray | float | int"]
@@ -128,35 +129,23 @@ def fit_platt(evaluate: Callable[[float, float], Sequence[Aggregate]], **kw: flo
 def fit_temperature(
     evaluate: Callable[[float], Sequence[Aggregate]], max_rounds: int = 50, tol: float = 1e-10
 ) -> Recalibration:
-    """Federated Newton on u = log T for p' = σ(logit p / T); Fisher scoring when the observed Hessian <= 0.
+    """Federated Newton on u = log T for p' = σ(logit p / T) (:func:`fedmath.newton.maximise`, as the logistic
+    fit); Fisher scoring when the observed Hessian <= 0.
 
     ``evaluate(u)`` returns the sites' ``log_temperature_terms``. SE of T by the delta method: T·SE(u).
     """
-    u = 0.0
-    aggs = evaluate(u)
-    nll = float(_sum(aggs, "nll"))
-    converged, rounds = False, 0
-    while rounds < max_rounds:
-        g, h = float(_sum(aggs, "grad")), float(_sum(aggs, "hess"))
-        if h <= 0:
-            h = float(_sum(aggs, "hess_fisher"))
-        if h <= 0:
-            raise ValueError("temperature fit: zero curvature (all logits are 0?)")
-        step = -g / h
-        if abs(step) < tol:
-            converged = True
-            break
-        scale = 1.0
-        while True:
-            nu = u + scale * step
-            new = evaluate(nu)
-            rounds += 1
-            new_nll = float(_sum(new, "nll"))
-            if new_nll <= nll + 1e-12 * max(1.0, abs(nll)) or scale < 1e-6:
-                break
-            scale /= 2
-        u, aggs, nll = nu, new, new_nll
-    h = float(_sum(aggs, "hess"))
-    t = math.exp(u)
+    def summed(theta: np.ndarray) -> Evaluation:
+        aggs = evaluate(float(theta[0]))
+        h = temperature_curvature(float(_sum(aggs, "hess")), float(_sum(aggs, "hess_fisher")))
+        # sites send d NLL/du; zero curvature becomes a singular information, an error only where a step is taken
+        return Evaluation(-float(_sum(aggs, "nll")), -np.atleast_1d(_sum(aggs, "grad")), np.array([[max(h, 0.0)]]), aggs)
+
+    try:
+        fit = maximise(summed, np.array([0.0]), tolerance=tol, criterion="step", max_iterations=max_rounds,
+                       max_evaluations=max_rounds, max_halvings=20, on_no_ascent="accept")
+    except SingularInformation:
+        raise ValueError("temperature fit: zero curvature (all logits are 0?)") from None
+    h = float(_sum(fit.at_optimum.terms, "hess"))
+    t = math.exp(float(fit.theta[0]))
     se_t = t / math.sqrt(h) if h > 0 else float("nan")
-    return Recalibration("temperature", {"temperature": t}, {"temperature": se_t}, rounds, converged)
+    return Recalibration("temperature", {"temperature": t}, {"temperature": se_t}, fit.evaluations, fit.converged)

@@ -14,7 +14,7 @@ from combat_testkit import feature_names, generate_sites
 from harmonisation import ComBatModel
 from harmonisation.combine import combine_round1, combine_round2
 from harmonisation.design import prepare_site
-from harmonisation.diagnostics import pool_moments
+from fedmath.moments import pool_moments
 from harmonisation.eb import batch_adjustments
 from harmonisation.schema import ComBatOptions, build_plan, site_schema
 from harmonisation.site_stats import site_round1, site_round2

@@ -1,4 +1,4 @@
-"""What the report says, from a study built through the site and coordinator pure functions (no MLflow needed):
+"""What the report says, from the study the product ran (``run_study``, in-process transport; no MLflow needed):
 the headline AUC is the random-effects one, a pooled histogram AUC with a binning bound above 0.02 is not printed,
 CITL and slope are both shown, censored coverage stays out of the meta-analysis, harmonisation is explained."""
 
@@ -24,8 +24,8 @@ def _markdown(study, others=None):
     return render_markdown("t", build_sections(to_jsonable(study), _run(), Path("/nonexistent"), {}, others))
 
 
-def test_headline_is_random_effects_and_flagged_pooled_auc_is_not_printed(generated_study):
-    study, _ = generated_study
+def test_headline_is_random_effects_and_flagged_pooled_auc_is_not_printed(study_result):
+    study, _ = study_result
     study = copy.deepcopy(study)
     md = _markdown(study)
     re_auc = study.meta["auc"]
@@ -41,16 +41,15 @@ def test_headline_is_random_effects_and_flagged_pooled_auc_is_not_printed(genera
     assert "0.557 (" not in md and "not reported (binning bound ±0.410 > 0.02)" in md
 
 
-def test_citl_and_slope_are_both_reported_and_meta_analysed(generated_study):
+def test_citl_and_slope_are_both_reported_and_meta_analysed(study_result):
     """The held-out sites' own fits, as the study computes them (local_calibration_fit -> calibration_fit_from_site)."""
     from coordinator.validation.calibration import calibration_fit_from_site
     from site_client.evaluation import local_calibration_fit
 
-    study, sites = generated_study
+    study, cases = study_result
     study = copy.deepcopy(study)
-    by_name = {s.name: s for s in sites}
     for f in study.folds:
-        s = by_name[f.heldout_site]
+        s = cases[f.heldout_site]
         f.before.calibration = calibration_fit_from_site(local_calibration_fit(s.p, s.y, s.name))
     study.meta.clear()
     add_meta_analyses(study)
@@ -62,10 +61,10 @@ def test_citl_and_slope_are_both_reported_and_meta_analysed(generated_study):
     assert f"{study.meta['citl'].estimate:.3f}" in md
 
 
-def test_censored_coverage_is_reported_apart_not_pooled(generated_study):
+def test_censored_coverage_is_reported_apart_not_pooled(study_result):
     from coordinator.validation.conformal import AT_LEAST
 
-    study, _ = generated_study
+    study, _ = study_result
     study = copy.deepcopy(study)
     study.meta.clear()
     study.notes = []
@@ -79,8 +78,8 @@ def test_censored_coverage_is_reported_apart_not_pooled(generated_study):
     assert any(f"coverage at {f.heldout_site} released as a bound" in note for note in study.notes)
 
 
-def test_held_out_harmonisation_is_explained_with_the_unharmonised_variant_beside_it(generated_study):
-    study, _ = generated_study
+def test_held_out_harmonisation_is_explained_with_the_unharmonised_variant_beside_it(study_result):
+    study, _ = study_result
     raw = to_jsonable(study)
     md = _markdown(study, {"raw": raw})
     assert "transductive" in md and "needs a batch of cases" in md and "case-mix" in md
@@ -101,7 +100,7 @@ def test_demo_table_prints_the_random_effects_auc_as_its_own_row():
     assert "random effects (REML, HKSJ)" in text and "0.81 [0.70, 0.89]" in text and "0.77 [0.65, 0.86]" in text
 
 
-def test_drawn_roc_area_equals_its_stated_area_and_is_within_its_bound_of_the_exact_auc(generated_study):
+def test_drawn_roc_area_equals_its_stated_area_and_is_within_its_bound_of_the_exact_auc(study_result):
     """The figure's curve is the k-merged histogram ROC: its trapezoid area is the stated curve area, and the AUC on
     exact scores lies within the stated bound of it (sklearn's AUC as the independent exact value)."""
     import numpy as np
@@ -109,14 +108,13 @@ def test_drawn_roc_area_equals_its_stated_area_and_is_within_its_bound_of_the_ex
 
     from coordinator.validation.figures import roc_label
 
-    study, sites = generated_study
-    by_name = {s.name: s for s in sites}
+    study, cases = study_result
     for f in study.folds:
         m = f.before
         fpr, tpr = np.array(m.roc_fpr), np.array(m.roc_tpr)
         area = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
         assert area == pytest.approx(m.roc_area, abs=1e-12)
-        s = by_name[f.heldout_site]
+        s = cases[f.heldout_site]
         assert abs(roc_auc_score(s.y, s.p) - m.roc_area) <= m.roc_bound + 1e-12
         assert f"{m.auc.auc:.3f}" in roc_label(m)
 

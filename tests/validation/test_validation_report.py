@@ -9,13 +9,13 @@ import pytest
 pytestmark = pytest.mark.deployment
 
 
-def test_report_html_and_markdown_from_mlflow(mlflow_server, logged_study, generated_study, tmp_path):
+def test_report_html_and_markdown_from_mlflow(mlflow_server, logged_real_study, study_result, tmp_path):
     from mlflow import MlflowClient
 
     from coordinator.report import write_report
 
-    study, _ = generated_study
-    html_path, md_path = write_report(logged_study.parent_run_id, tmp_path / "rep", mlflow_server)
+    study, _ = study_result
+    html_path, md_path = write_report(logged_real_study.parent_run_id, tmp_path / "rep", mlflow_server)
     html = html_path.read_text()
     md = md_path.read_text()
     # self-contained: every image inline, no external references
@@ -28,14 +28,14 @@ def test_report_html_and_markdown_from_mlflow(mlflow_server, logged_study, gener
     assert "conformal guarantee does not cover a new site" in md
     assert f"{study.folds[0].before.auc.auc:.3f}" in md  # numbers come from the logged run
     assert f"{study.meta['auc'].estimate:.3f}" in md
-    arts = {a.path for a in MlflowClient(tracking_uri=mlflow_server).list_artifacts(logged_study.parent_run_id, "report")}
+    arts = {a.path for a in MlflowClient(tracking_uri=mlflow_server).list_artifacts(logged_real_study.parent_run_id, "report")}
     assert arts == {"report/report.html", "report/report.md"}
 
 
-def test_report_refuses_a_child_run_and_unknown_ids(mlflow_server, logged_study, tmp_path):
+def test_report_refuses_a_child_run_and_unknown_ids(mlflow_server, logged_real_study, tmp_path):
     from coordinator.report import write_report
 
-    fold_id = next(iter(logged_study.fold_run_ids.values()))
+    fold_id = next(iter(logged_real_study.fold_run_ids.values()))
     with pytest.raises(ValueError, match="is a child run .* pass the study's parent run id"):
         write_report(fold_id, tmp_path, mlflow_server)
     with pytest.raises(ValueError, match="run '0123456789abcdef0123456789abcdef' not found"):
