@@ -119,8 +119,8 @@ def test_drawn_roc_area_equals_its_stated_area_and_is_within_its_bound_of_the_ex
         assert f"{m.auc.auc:.3f}" in roc_label(m)
 
 
-def test_report_says_how_the_figures_are_computed_and_sets_coverage_beside_set_size(generated_study):
-    study, _ = generated_study
+def test_report_says_how_the_figures_are_computed_and_sets_coverage_beside_set_size(study_result):
+    study, _ = study_result
     md = _markdown(study)
     assert "k-anonymous step curve" in md and "equals the site's exact AUC" in md and "½·ΣΔFP·ΔTP/(n⁺n⁻)" in md
     assert "without looking at the outcomes" in md and "σ(a + b·logit p)" in md and "mean(y) − mean(p)" in md
@@ -132,10 +132,10 @@ def test_report_says_how_the_figures_are_computed_and_sets_coverage_beside_set_s
     assert f"two-class sets {sum(both) / len(both):.2f}" in coverage_row
 
 
-def test_the_coverage_forest_plot_names_each_site_with_its_set_size(generated_study):
+def test_the_coverage_forest_plot_names_each_site_with_its_set_size(study_result):
     from coordinator.tracking import coverage_label
 
-    study, _ = generated_study
+    study, _ = study_result
     f = next(g for g in study.folds if g.conformal and g.conformal.mean_set_size is not None)
     c = f.conformal
     assert coverage_label(f) == f"{f.heldout_site} (set size {c.mean_set_size:.2f}, two-class {c.rate_both:.2f})"
