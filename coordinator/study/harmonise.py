@@ -1,9 +1,14 @@
-"""Federated ComBat for every fold at once, coordinator side: two message rounds for all folds.
+"""Federated ComBat for every fold at once, coordinator side: one or two message rounds for all folds.
 
 Per fold f (training sites T_f): plan_f = ``build_plan`` over the handshake schemas of T_f; round 1 sums
 XᵀX, XᵀY of T_f → B̂_f, α̂_f (``combine_round1``); round 2 sums SSR → σ̂²_f (``combine_round2``). σ̂²_f goes
 out with the first training message; the held-out site of f then applies the frozen (α̂_f, β̂_f, σ̂²_f)
 without refitting. The frozen estimates of each fold are kept as :class:`harmonisation.ComBatModel`.
+
+Without covariates (the design holds batch columns only) round 2 is not needed (:func:`scale_from_handshake`):
+least squares on batch indicators fits every batch its own mean, so the SSR of batch b is (n_b − 1)·s²_b,
+from the per-batch variances the sites announced in the handshake. Each site's fits (B̂_f, α̂_f) then travel
+with its first training message instead of a round of their own (``HarmonisationResult.fits_with_training``).
 
 Standardisation without an extra round (:func:`standardisation`): the raw variant uses the exact pooled mean
 and SD of the fold's training sites from the handshake's per-batch moments; the harmonised variant uses the
@@ -38,6 +43,7 @@ class HarmonisationResult:
     scales: dict[str, dict] = field(default_factory=dict)
     models: dict[str, ComBatModel] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    fits_with_training: bool = False  # no SSR round: the fits go out with the first training message
 
 
 def options(protocol: Protocol) -> ComBatOptions:
@@ -84,6 +90,14 @@ def run_harmonisation(protocol: Protocol, session: Session, design: StudyDesign,
     for fold, plan in out.plans.items():
         msgs = [unnest(replies[s], key(R1, fold)) for s in design.training_sites(fold) if s in replies]
         out.fits[fold] = combine_round1(plan, msgs)
+    scales = {fold: scale_from_handshake(plan, hs, [s for s in design.training_sites(fold) if s in replies])
+              for fold, plan in out.plans.items()}
+    if all(scale is not None for scale in scales.values()):
+        for fold, plan in out.plans.items():
+            out.scales[fold] = scales[fold]
+            out.models[fold] = ComBatModel.from_messages(plan, out.fits[fold], out.scales[fold])
+        out.fits_with_training = True
+        return out
     requests = {}
     for site in session.active:
         req = {TRAIN_FOLDS: design.train_folds(site)}
@@ -96,6 +110,32 @@ def run_harmonisation(protocol: Protocol, session: Session, design: StudyDesign,
         out.scales[fold] = combine_round2(plan, msgs)
         out.models[fold] = ComBatModel.from_messages(plan, out.fits[fold], out.scales[fold])
     return out
+
+
+def scale_from_handshake(plan: dict, hs: HandshakeResult, sites: list[str]) -> dict | None:
+    """σ̂² of a design with batch columns only (no covariates, every batch inside one site), from the
+    handshake: the fitted value of every row is its batch's mean, so SSR_k = Σ_b∈k (n_b − 1)·s²_b (s² with
+    ddof 1, as the sites announced it); in reference-batch mode only the reference batch counts. The sums then
+    go through ``combine_round2`` like the sites' round-2 messages. None when the design has covariates (the
+    fitted values are not the batch means: the SSR round is needed)."""
+    if plan["categorical"] or plan["continuous"] or plan["spanning"]:
+        return None
+    idx = [hs.features.index(f) for f in plan["features"]]
+    ref = plan.get("ref_batch") or None
+    msgs = []
+    for site in sites:
+        schema = hs.schemas[site]
+        ssr, n = np.zeros(len(idx)), 0
+        for i, batch in enumerate(schema["batches"]):
+            n_b = int(np.asarray(schema["batch_n"])[i])
+            if ref is not None and batch != ref:
+                continue
+            if n_b > 1:
+                ssr += (n_b - 1) * np.asarray(schema["var"][i], dtype=float)[idx]
+            n += n_b
+        if n:
+            msgs.append({"ssr": ssr, "n": n})
+    return combine_round2(plan, msgs)
 
 
 def raw_moments(hs: HandshakeResult, sites: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -134,12 +174,15 @@ def standardisation(design: StudyDesign, hs: HandshakeResult, harm: Harmonisatio
 
 def first_round_extras(site: str, design: StudyDesign, harm: HarmonisationResult | None,
                        std: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]) -> Payload:
-    """What the first training message adds for ``site``: σ̂² of its folds and their standardisation."""
+    """What the first training message adds for ``site``: σ̂² of its folds (and their fits when no SSR round
+    carried them) and their standardisation."""
     folds = design.train_folds(site) + design.heldout_folds(site)
     extra: Payload = {TRAIN_FOLDS: design.train_folds(site), HELDOUT_FOLDS: design.heldout_folds(site)}
     for fold in folds:
         if harm is not None and fold in harm.scales:
             extra.update(nest(key(SCALE, fold), harm.scales[fold]))
+            if harm.fits_with_training:
+                extra.update(nest(key(FIT, fold), harm.fits[fold]))
         for variant, (mean, sd) in std[fold].items():
             extra.update(nest(key(STD, fold, variant), {"mean": mean, "sd": sd}))
     return extra

@@ -208,6 +208,19 @@ def _check_combat2(request: dict, context: SiteContext, state: SiteRunState, mat
             raise _not_allowed(context, phase, key(FIT, fold), "names a fold this run did not introduce")
 
 
+def _check_fits_once(request: dict, context: SiteContext, state: SiteRunState, phase: str) -> None:
+    """Each fold's ComBat fit arrives exactly once: in combat-round2 (then never again: the site computed its
+    SSR at that fit), or, when the coordinator skipped that round (no covariates), in the first training
+    message, for every fold whose σ̂² it carries."""
+    fits = set(prefixes(request, FIT))
+    if fits and state.served.get(COMBAT2):
+        raise _not_allowed(context, phase, key(FIT, sorted(fits)[0]), "was broadcast in combat-round2 already")
+    if context.protocol.harmonisation.combat and not state.served.get(COMBAT2):
+        missing = sorted(set(prefixes(request, SCALE)) - fits)
+        if missing:
+            raise _not_allowed(context, phase, key(SCALE, missing[0]), "comes without the fold's ComBat fit")
+
+
 def _check_train(request: dict, context: SiteContext, state: SiteRunState, matched: list, phase: str) -> None:
     p = context.protocol
     if request[ROUND] > p.model.rounds:
@@ -224,16 +237,17 @@ def _check_train(request: dict, context: SiteContext, state: SiteRunState, match
         if p.harmonisation.combat and not set(request.get(TRAIN_FOLDS, [])) <= set(state.train_folds):
             raise _not_allowed(context, phase, TRAIN_FOLDS, "names a fold the site does not train in this run")
         mine = set(request.get(TRAIN_FOLDS, [])) | set(request.get(HELDOUT_FOLDS, []))
-        for name in (STD, SCALE):
+        for name in (STD, SCALE, FIT):
             for fold in prefixes(request, name):
                 if fold not in mine:
                     raise _not_allowed(context, phase, key(name, fold), "names a fold the site neither trains nor is held out of")
+        _check_fits_once(request, context, state, phase)
         if not p.harmonisation.combat:
             state.folds = sorted(introduced)
             state.train_folds = sorted(request.get(TRAIN_FOLDS, []))
     elif not state.standardised:
         raise Refusal(context.site_name, phase, OUT_OF_ORDER, "the first training message has not been served")
-    elif TRAIN_FOLDS in request or prefixes(request, SCALE):
+    elif TRAIN_FOLDS in request or prefixes(request, SCALE) or prefixes(request, FIT):
         raise _not_allowed(context, phase, TRAIN_FOLDS, "is only allowed in the first training message")
     _check_names(request, context, state, matched, phase)
     _check_trained_models(request[MODELS], state, context, phase, MODELS)
