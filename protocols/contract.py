@@ -369,7 +369,7 @@ _declare(COMBAT1, REPLY, [
 
 
 def _fit_fields() -> list[Field]:
-    """A fold's ComBat fit: in combat-round2, or in the first training message when no SSR round was needed."""
+    """A fold's ComBat fit: in combat-round2, or in the first training message when no ComBat round was needed."""
     return [
         Field(FIT + "/{fold}/kind", "str", "'fit'"),
         Field(FIT + "/{fold}/beta", "array", "B̂", dtype="f", shape=lambda d, parts: (parts.get("q", -1), parts.get("p", -1)),
@@ -403,6 +403,7 @@ _declare(TRAIN, REQUEST, [
           shape=lambda d, parts: (parts.get("p", -1),), shape_text="(p_fold,)", lo=0, hi=1),
     Field(STD + "/{fold}/{variant}/mean", "array", "standardisation mean", dtype="f", shape=_p, shape_text="(p,)"),
     Field(STD + "/{fold}/{variant}/sd", "array", "standardisation SD", dtype="f", shape=_p, shape_text="(p,)", lo=0.0),
+    *_PLAN_FIELDS,
     *_fit_fields(),
 ])
 _declare(TRAIN, REPLY, [

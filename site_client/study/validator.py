@@ -215,7 +215,7 @@ def _check_fits_once(request: dict, context: SiteContext, state: SiteRunState, p
     fits = set(prefixes(request, FIT))
     if fits and state.served.get(COMBAT2):
         raise _not_allowed(context, phase, key(FIT, sorted(fits)[0]), "was broadcast in combat-round2 already")
-    if context.protocol.harmonisation.combat and not state.served.get(COMBAT2):
+    if context.protocol.harmonisation.combat and not state.served.get(COMBAT2):  # no round 2: fits come here
         missing = sorted(set(prefixes(request, SCALE)) - fits)
         if missing:
             raise _not_allowed(context, phase, key(SCALE, missing[0]), "comes without the fold's ComBat fit")
@@ -226,15 +226,25 @@ def _check_train(request: dict, context: SiteContext, state: SiteRunState, match
     if request[ROUND] > p.model.rounds:
         raise _not_allowed(context, phase, ROUND, "is beyond the protocol's model.rounds")
     first = bool(prefixes(request, STD))
+    plans = prefixes(request, PLAN)
+    if plans and not first:
+        raise _not_allowed(context, phase, PLAN, "is only allowed in the first training message")
     if first:
         introduced = set(state.folds) if p.harmonisation.combat else (
             set(request.get(TRAIN_FOLDS, [])) | set(request.get(HELDOUT_FOLDS, [])))
-        if p.harmonisation.combat and not state.folds:
+        if plans:  # no ComBat round (no covariates): the plans come here, checked as in combat-round1
+            if state.served.get(COMBAT1):
+                raise _not_allowed(context, phase, PLAN, "was sent in combat-round1 already")
+            _check_combat1(request, context, state, matched, phase)
+            introduced = set(plans)
+            state.folds, state.train_folds = sorted(plans), sorted(request.get(TRAIN_FOLDS, []))
+        elif p.harmonisation.combat and not state.folds:
             raise Refusal(context.site_name, phase, OUT_OF_ORDER, "ComBat has not been served in this run")
         if len(introduced) > MAX_FOLDS or not all(_valid_fold(f) for f in introduced):
             raise _not_allowed(context, phase, TRAIN_FOLDS, "names too many folds or an invalid fold")
         _check_fold_lists(request, context, state, phase, introduced)
-        if p.harmonisation.combat and not set(request.get(TRAIN_FOLDS, [])) <= set(state.train_folds):
+        trained = set(plans) & set(request.get(TRAIN_FOLDS, [])) if plans else set(state.train_folds)
+        if p.harmonisation.combat and not set(request.get(TRAIN_FOLDS, [])) <= trained:
             raise _not_allowed(context, phase, TRAIN_FOLDS, "names a fold the site does not train in this run")
         mine = set(request.get(TRAIN_FOLDS, [])) | set(request.get(HELDOUT_FOLDS, []))
         for name in (STD, SCALE, FIT):
