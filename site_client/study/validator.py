@@ -210,7 +210,7 @@ def _check_combat2(request: dict, context: SiteContext, state: SiteRunState, mat
 
 def _check_fits_once(request: dict, context: SiteContext, state: SiteRunState, phase: str) -> None:
     """Each fold's ComBat fit arrives exactly once: in combat-round2 (then never again: the site computed its
-    SSR at that fit), or, when the coordinator skipped that round (no covariates), in the first training
+    SSR at that fit), or, when the coordinator needed no ComBat round (no covariates), in the first training
     message, for every fold whose σ̂² it carries."""
     fits = set(prefixes(request, FIT))
     if fits and state.served.get(COMBAT2):
@@ -247,7 +247,7 @@ def _check_train(request: dict, context: SiteContext, state: SiteRunState, match
         if p.harmonisation.combat and not set(request.get(TRAIN_FOLDS, [])) <= trained:
             raise _not_allowed(context, phase, TRAIN_FOLDS, "names a fold the site does not train in this run")
         mine = set(request.get(TRAIN_FOLDS, [])) | set(request.get(HELDOUT_FOLDS, []))
-        for name in (STD, SCALE, FIT):
+        for name in (STD, SCALE, FIT, PLAN):
             for fold in prefixes(request, name):
                 if fold not in mine:
                     raise _not_allowed(context, phase, key(name, fold), "names a fold the site neither trains nor is held out of")
