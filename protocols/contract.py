@@ -390,19 +390,25 @@ _declare(COMBAT1, REPLY, [
           shape_text="(q, p_fold)", required=True, each=TRAIN_FOLDS),
     _int(R1 + "/{fold}/n", "cases", lo=1, required=True, each=TRAIN_FOLDS, counts=True),
 ])
-_declare(COMBAT2, REQUEST, [
-    _names(TRAIN_FOLDS, "folds this site trains", _folds, required=True),
-    Field(FIT + "/{fold}/kind", "str", "'fit'"),
-    Field(FIT + "/{fold}/beta", "array", "B̂", dtype="f", shape=lambda d, parts: (parts.get("q", -1), parts.get("p", -1)),
-          shape_text="(q, p_fold)"),
-    Field(FIT + "/{fold}/alpha", "array", "grand mean α̂", dtype="f", shape=lambda d, parts: (parts.get("p", -1),),
-          shape_text="(p_fold,)"),
-    _float(FIT + "/{fold}/cond", "cond(XᵀX)", finite=False),
-    Field(FIT + "/{fold}/cont_mean", "array", "continuous covariates' mean", dtype="f",
-          shape=_vec(lambda d: d.n_continuous), shape_text="(c,)"),
-    Field(FIT + "/{fold}/cont_sd", "array", "continuous covariates' SD", dtype="f",
-          shape=_vec(lambda d: d.n_continuous), shape_text="(c,)"),
-])
+
+
+def _fit_fields() -> list[Field]:
+    """A fold's ComBat fit: in combat-round2, or in the first training message when no ComBat round was needed."""
+    return [
+        Field(FIT + "/{fold}/kind", "str", "'fit'"),
+        Field(FIT + "/{fold}/beta", "array", "B̂", dtype="f", shape=lambda d, parts: (parts.get("q", -1), parts.get("p", -1)),
+              shape_text="(q, p_fold)"),
+        Field(FIT + "/{fold}/alpha", "array", "grand mean α̂", dtype="f", shape=lambda d, parts: (parts.get("p", -1),),
+              shape_text="(p_fold,)"),
+        _float(FIT + "/{fold}/cond", "cond(XᵀX)", finite=False),
+        Field(FIT + "/{fold}/cont_mean", "array", "continuous covariates' mean", dtype="f",
+              shape=_vec(lambda d: d.n_continuous), shape_text="(c,)"),
+        Field(FIT + "/{fold}/cont_sd", "array", "continuous covariates' SD", dtype="f",
+              shape=_vec(lambda d: d.n_continuous), shape_text="(c,)"),
+    ]
+
+
+_declare(COMBAT2, REQUEST, [_names(TRAIN_FOLDS, "folds this site trains", _folds, required=True), *_fit_fields()])
 _declare(COMBAT2, REPLY, [
     Field(R2 + "/{fold}/ssr", "array", "residual sum of squares per feature", dtype="f",
           shape=lambda d, parts: (parts.get("p", -1),), shape_text="(p_fold,)", lo=0.0),
@@ -421,6 +427,8 @@ _declare(TRAIN, REQUEST, [
           shape=lambda d, parts: (parts.get("p", -1),), shape_text="(p_fold,)", lo=0, hi=1),
     Field(STD + "/{fold}/{variant}/mean", "array", "standardisation mean", dtype="f", shape=_p, shape_text="(p,)"),
     Field(STD + "/{fold}/{variant}/sd", "array", "standardisation SD", dtype="f", shape=_p, shape_text="(p,)", lo=0.0),
+    *_PLAN_FIELDS,
+    *_fit_fields(),
 ])
 _declare(TRAIN, REPLY, [
     _params(W, "the site's updated parameters", MODELS, True),

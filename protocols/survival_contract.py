@@ -28,7 +28,8 @@ from __future__ import annotations
 import numpy as np
 
 from protocols.contract import (
-    CONTRACT, EVAL_MODELS, HELDOUT_FOLDS, MODELS, REPLY, REQUEST, SCALE, STD, STEP, TRAIN, TRAIN_FOLDS, Dims,
+    CONTRACT, EVAL_MODELS, FIT, HELDOUT_FOLDS, MODELS, PLAN, REPLY, REQUEST, SCALE, STD, STEP, TRAIN, TRAIN_FOLDS,
+    Dims,
     Field, Upto, _declare, _flag, _float, _int, _models, _names, _folds,
 )
 
@@ -76,7 +77,9 @@ _curve = Upto(lambda d: d.n_curve_thresholds, "<= decision-curve thresholds")
 _GRID_FIELD = Field(GRID, "array", "candidate grid times (public: from the horizons)", dtype="f", shape=_grid,
                     shape_text="<= 24 + horizons", lo=0.0, required=True)
 
-_first_message = [f for f in CONTRACT[(TRAIN, REQUEST)].fields if f.template.split("/")[0] in (SCALE, STD)]
+# the first Cox message carries what the first training message carries: standardisation, the ComBat scale,
+# and (batches only, no covariates) the ComBat plans and fits the coordinator derived from the handshake
+_first_message = [f for f in CONTRACT[(TRAIN, REQUEST)].fields if f.template.split("/")[0] in (SCALE, STD, PLAN, FIT)]
 
 _declare(COX, REQUEST, [
     _int(STEP, "Newton evaluation (1: first, carries the standardisation)", lo=1, hi=MAX_COX_STEPS, required=True),

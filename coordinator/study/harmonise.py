@@ -1,9 +1,16 @@
-"""Federated ComBat for every fold at once, coordinator side: two message rounds for all folds.
+"""Federated ComBat for every fold at once, coordinator side: one or two message rounds for all folds.
 
 Per fold f (training sites T_f): plan_f = ``build_plan`` over the handshake schemas of T_f; round 1 sums
 XᵀX, XᵀY of T_f → B̂_f, α̂_f (``combine_round1``); round 2 sums SSR → σ̂²_f (``combine_round2``). σ̂²_f goes
 out with the first training message; the held-out site of f then applies the frozen (α̂_f, β̂_f, σ̂²_f)
 without refitting. The frozen estimates of each fold are kept as :class:`harmonisation.ComBatModel`.
+
+Without covariates (the design holds batch columns only) neither round is needed: the handshake's per-batch
+moments are the sums both rounds would send. XᵀX = Σ_b n_b·x_b x_bᵀ and XᵀY = Σ_b n_b·x_b ȳ_bᵀ (x_b the
+design row of batch b; :func:`fit_from_handshake`), and least squares on batch indicators fits every batch its
+own mean, so the SSR of batch b is (n_b − 1)·s²_b (:func:`scale_from_handshake`). Each site's plans and fits
+(B̂_f, α̂_f) then travel with its first training message, where the site gate checks the plans as it would
+in round 1 (``HarmonisationResult.with_training``).
 
 Standardisation without an extra round (:func:`standardisation`): the raw variant uses the exact pooled mean
 and SD of the fold's training sites from the handshake's per-batch moments; the harmonised variant uses the
@@ -38,6 +45,7 @@ class HarmonisationResult:
     scales: dict[str, dict] = field(default_factory=dict)
     models: dict[str, ComBatModel] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    with_training: bool = False  # no ComBat round: plans and fits go out with the first training message
 
 
 def options(protocol: Protocol) -> ComBatOptions:
@@ -69,11 +77,20 @@ def _plans(protocol: Protocol, design: StudyDesign, hs: HandshakeResult, notes: 
 
 
 def run_harmonisation(protocol: Protocol, session: Session, design: StudyDesign, hs: HandshakeResult) -> HarmonisationResult:
-    """Two rounds (XᵀX/XᵀY, then SSR) for every fold; fails (ValueError) on an impossible design."""
+    """Two rounds (XᵀX/XᵀY, then SSR) for every fold, none without covariates; fails (ValueError) on an
+    impossible design."""
     out = HarmonisationResult()
     out.plans = _plans(protocol, design, hs, out.notes)
     if session.checker is not None:
         session.checker.sizes = fold_sizes(out.plans)
+    if all(_batch_columns_only(plan) for plan in out.plans.values()):
+        for fold, plan in out.plans.items():
+            sites = design.training_sites(fold)
+            out.fits[fold] = fit_from_handshake(plan, hs, sites)
+            out.scales[fold] = scale_from_handshake(plan, hs, sites)
+            out.models[fold] = ComBatModel.from_messages(plan, out.fits[fold], out.scales[fold])
+        out.with_training = True
+        return out
     requests: dict[str, Payload] = {}
     for site in session.active:
         req: Payload = {TRAIN_FOLDS: design.train_folds(site)}
@@ -96,6 +113,64 @@ def run_harmonisation(protocol: Protocol, session: Session, design: StudyDesign,
         out.scales[fold] = combine_round2(plan, msgs)
         out.models[fold] = ComBatModel.from_messages(plan, out.fits[fold], out.scales[fold])
     return out
+
+
+def _batch_columns_only(plan: dict) -> bool:
+    return not (plan["categorical"] or plan["continuous"] or plan["spanning"])
+
+
+def _design_row(plan: dict, batch: str) -> np.ndarray:
+    """The design row of every case of ``batch`` when the design holds batch columns only (reference mode:
+    the reference batch's column is all ones, as ``harmonisation.design.prepare_site`` builds it)."""
+    batches = list(plan["batches"])
+    row = np.zeros(len(plan["design_columns"]))
+    row[batches.index(batch)] = 1.0
+    if plan.get("ref_batch"):
+        row[batches.index(plan["ref_batch"])] = 1.0
+    return row
+
+
+def fit_from_handshake(plan: dict, hs: HandshakeResult, sites: list[str]) -> dict:
+    """Round 1 of a design with batch columns only, from the handshake: per site XᵀX = Σ_b n_b·x_b x_bᵀ and
+    XᵀY = Σ_b n_b·x_b ȳ_bᵀ over its batches (every case of a batch has the same design row x_b), combined by
+    ``combine_round1`` like the sites' round-1 messages."""
+    idx = [hs.features.index(f) for f in plan["features"]]
+    msgs = []
+    for site in sites:
+        schema = hs.schemas[site]
+        q = len(plan["design_columns"])
+        xtx, xty, n = np.zeros((q, q)), np.zeros((q, len(idx))), 0
+        for i, batch in enumerate(schema["batches"]):
+            n_b = int(np.asarray(schema["batch_n"])[i])
+            row = _design_row(plan, batch)
+            xtx += n_b * np.outer(row, row)
+            xty += n_b * np.outer(row, np.asarray(schema["mean"][i], dtype=float)[idx])
+            n += n_b
+        msgs.append({"xtx": xtx, "xty": xty, "n": n})
+    return combine_round1(plan, msgs)
+
+
+def scale_from_handshake(plan: dict, hs: HandshakeResult, sites: list[str]) -> dict:
+    """σ̂² of a design with batch columns only (no covariates, every batch inside one site), from the
+    handshake: the fitted value of every row is its batch's mean, so SSR_k = Σ_b∈k (n_b − 1)·s²_b (s² with
+    ddof 1, as the sites announced it); in reference-batch mode only the reference batch counts. The sums then
+    go through ``combine_round2`` like the sites' round-2 messages."""
+    idx = [hs.features.index(f) for f in plan["features"]]
+    ref = plan.get("ref_batch") or None
+    msgs = []
+    for site in sites:
+        schema = hs.schemas[site]
+        ssr, n = np.zeros(len(idx)), 0
+        for i, batch in enumerate(schema["batches"]):
+            n_b = int(np.asarray(schema["batch_n"])[i])
+            if ref is not None and batch != ref:
+                continue
+            if n_b > 1:
+                ssr += (n_b - 1) * np.asarray(schema["var"][i], dtype=float)[idx]
+            n += n_b
+        if n:
+            msgs.append({"ssr": ssr, "n": n})
+    return combine_round2(plan, msgs)
 
 
 def raw_moments(hs: HandshakeResult, sites: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -130,12 +205,16 @@ def standardisation(design: StudyDesign, hs: HandshakeResult, harm: Harmonisatio
 
 def first_round_extras(site: str, design: StudyDesign, harm: HarmonisationResult | None,
                        std: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]) -> Payload:
-    """What the first training message adds for ``site``: σ̂² of its folds and their standardisation."""
+    """What the first training message adds for ``site``: σ̂² of its folds (and their plans and fits when no
+    ComBat round carried them) and their standardisation."""
     folds = design.train_folds(site) + design.heldout_folds(site)
     extra: Payload = {TRAIN_FOLDS: design.train_folds(site), HELDOUT_FOLDS: design.heldout_folds(site)}
     for fold in folds:
         if harm is not None and fold in harm.scales:
             extra.update(nest(key(SCALE, fold), harm.scales[fold]))
+            if harm.with_training:
+                extra.update(nest(key(PLAN, fold), harm.plans[fold]))
+                extra.update(nest(key(FIT, fold), harm.fits[fold]))
         for variant, (mean, sd) in std[fold].items():
             extra.update(nest(key(STD, fold, variant), {"mean": mean, "sd": sd}))
     return extra

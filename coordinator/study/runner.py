@@ -1,6 +1,7 @@
 """The study, start to end, as pure orchestration over a Transport (no Flower, no MLflow).
 
-Message rounds: handshake (1) → ComBat (2, all folds; 0 when harmonisation.combat is false) → training
+Message rounds: handshake (1) → ComBat (all folds: 2 with covariates; 0 without, or when harmonisation.combat
+is false) → training
 (model.rounds) → calibration step 0 (1) → recalibration Newton (3–4 on small calibration parts; 0 when none) →
 evaluation (1). See docs/architecture.md.
 """
@@ -115,7 +116,7 @@ def run_study(protocol: Protocol, protocol_id: str, transport: Transport,
     session.checker.counts = dict(hs.counts)
     harm: HarmonisationResult | None = None
     if protocol.harmonisation.combat:
-        progress("federated ComBat for every fold (2 rounds)")
+        progress("federated ComBat for every fold (no round without covariates, 2 with)")
         harm, design = _harmonise(protocol, session, hs)
         notes += harm.notes
     else:

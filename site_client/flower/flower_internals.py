@@ -157,12 +157,65 @@ def use_executor(executor: Any) -> Any:
     return module.run_superexec
 
 
+START_CLIENT_INTERNAL = "flwr.supernode.start_client_internal"
+# The SuperNode's fixed sleeps in flwr 1.41.0 ``supernode/start_client_internal.py`` and what the site's
+# SuperNode sleeps instead (seconds):
+# * line 263, ``time.sleep(3)`` after a pull that brought no message. In lockstep rounds the last site to
+#   reply always pulls once more, finds nothing and sleeps: the next round's message then waits for the rest
+#   of those 3 s (2.0 s median of a 5.2 s loopback round). 0.5 s: one small Fleet API request per site and
+#   half-second while idle (the SuperLink answers ``receive`` from its state, nothing is pushed).
+# * lines 470 and 506, ``time.sleep(0.5)`` while the ClientApp's reply (or an object of it) is not yet in
+#   the SuperNode's own in-memory state: a local check, so 0.05 s.
+SUPERNODE_SLEEPS = {3: 0.5, 0.5: 0.05}
+SUPERNODE_SLEEP_CALLS = {"time.sleep(3)": 1, "time.sleep(0.5)": 2}  # exactly these, and no other sleep
+
+
+class _ShorterSleeps:
+    """Stands in for the ``time`` module inside Flower's SuperNode loop: ``sleep(d)`` sleeps
+    ``SUPERNODE_SLEEPS.get(d, d)``; every other attribute is the real ``time``'s."""
+
+    def __init__(self, real: Any, sleeps: dict[float, float]) -> None:
+        self._real, self._sleeps = real, dict(sleeps)
+
+    def sleep(self, seconds: float) -> None:
+        self._real.sleep(self._sleeps.get(seconds, seconds))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def shorten_supernode_sleeps() -> bool:
+    """Make the SuperNode's idle pull and reply polls shorter (:data:`SUPERNODE_SLEEPS`), only when the
+    installed Flower is in the pinned range and its loop still holds exactly the sleeps listed in
+    :data:`SUPERNODE_SLEEP_CALLS`. Returns False (Flower's own timing is kept, with a warning) otherwise: the
+    change only saves time, so a Flower that moved these lines still runs, just slower."""
+    try:
+        require_supported_flower()
+        module = importlib.import_module(START_CLIENT_INTERNAL)
+        source = inspect.getsource(module)
+    except (UnsupportedFlowerError, ImportError, OSError) as exc:
+        log.warning("SuperNode idle sleep left at Flower's default: %s", exc)
+        return False
+    found = {call: source.count(call) for call in SUPERNODE_SLEEP_CALLS}
+    if found != SUPERNODE_SLEEP_CALLS or source.count("sleep(") != sum(SUPERNODE_SLEEP_CALLS.values()) \
+            or not isinstance(getattr(module, "time", None), type(inspect)):
+        log.warning("SuperNode idle sleep left at Flower's default: %s no longer has the sleeps %s (found %s)",
+                    START_CLIENT_INTERNAL, SUPERNODE_SLEEP_CALLS, found)
+        return False
+    module.time = _ShorterSleeps(module.time, SUPERNODE_SLEEPS)
+    return True
+
+
 FLEET_HTTP = "flwr.supernode.fleet_http_connection"
 EXPECTED_INTERNALS[FLEET_HTTP] = {"FleetHttpClient": (), "NodeAuthHttpInterceptor": ("private_key", "public_key")}
 
 
+SUPERNODE_LAUNCHER = "site_client.flower.supernode_launcher"  # ``python -m`` this: the site's SuperNode
+
+
 def running_supernode_with_key(private_key: Path) -> int | None:
-    """The pid of a live ``flower-supernode`` on this machine started with ``private_key``, else None."""
+    """The pid of a live SuperNode (``flower-supernode``, or ``python -m`` :data:`SUPERNODE_LAUNCHER`) on
+    this machine started with ``private_key``, else None."""
     wanted = str(private_key.resolve())
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -171,7 +224,8 @@ def running_supernode_with_key(private_key: Path) -> int | None:
             words = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if any(w.endswith("flower-supernode") for w in words[:2]) and "--auth-supernode-private-key" in words:
+        supernode = any(w.endswith("flower-supernode") for w in words[:2]) or SUPERNODE_LAUNCHER in words[:3]
+        if supernode and "--auth-supernode-private-key" in words:
             index = words.index("--auth-supernode-private-key")
             if index + 1 < len(words) and words[index + 1] == wanted:
                 return int(entry.name)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -67,14 +66,10 @@ def write_node_config(settings: SiteSettings) -> Path:
     return path
 
 
-def supernode_executable() -> str:
-    candidate = Path(sys.executable).with_name("flower-supernode")
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("flower-supernode")
-    if not found:
-        raise FileNotFoundError("flower-supernode not found; install fedradval (it brings flwr)")
-    return found
+def supernode_launcher_command() -> list[str]:
+    """The site's SuperNode: ``flower-supernode`` through :mod:`site_client.flower.supernode_launcher` (Flower's
+    fixed idle sleep shortened where the installed Flower is the pinned one), from this Python."""
+    return [sys.executable, "-m", "site_client.flower.supernode_launcher"]
 
 
 def supernode_command(
@@ -87,7 +82,8 @@ def supernode_command(
     executable: str | None = None,
     superexec_auth_secret_file: Path | None = None,
 ) -> list[str]:
-    """Arguments for ``flower-supernode``; TLS unless ``insecure``; a key turns on authentication.
+    """Arguments for ``flower-supernode`` (started through :func:`supernode_launcher_command` unless
+    ``executable`` names another); TLS unless ``insecure``; a key turns on authentication.
 
     The SuperNode always leaves ClientApps to the site's SuperExec (``--isolation process``, see
     :mod:`site_client.flower.warm_exec`), which the supervisor starts next to it: Flower's own
@@ -95,7 +91,7 @@ def supernode_command(
     protects the local Runtime API (only a SuperExec holding the secret may take tasks).
     """
     command = [
-        executable or supernode_executable(),
+        *([executable] if executable else supernode_launcher_command()),
         "--superlink",
         coordinator,
         "--node-config",

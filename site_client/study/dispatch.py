@@ -78,12 +78,12 @@ def _handshake_state(context: SiteContext, cohort: Cohort, reply: Payload) -> Si
 
 def _record(phase: str, request: Payload, state: SiteRunState) -> None:
     """What this request introduced into the run (after it was served)."""
-    if phase == COMBAT1:
+    if phase == COMBAT1 or (phase in (TRAIN, "cox") and prefixes(request, PLAN)):  # plans in round 1, or with the first training message
         folds = prefixes(request, PLAN)
         state.folds = list(folds)
         state.train_folds = list(request[TRAIN_FOLDS])
         state.fold_sizes = fold_sizes({f: unnest(request, key(PLAN, f)) for f in folds})
-    elif phase in (TRAIN, "cox") and prefixes(request, STD):
+    if phase in (TRAIN, "cox") and prefixes(request, STD):
         state.standardised = True
     elif phase == CALIBRATE and request[STEP] == 0:
         state.calibrated_models = list(request[TRAIN_MODELS])

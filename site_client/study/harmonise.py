@@ -3,7 +3,9 @@
 * ``combat-round1``: store each fold's plan; for each fold this site trains: XᵀX, XᵀY, n (harmonisation
   :func:`site_round1`).
 * ``combat-round2``: store each fold's fit (B̂, α̂); for each fold this site trains: SSR per feature, n.
-* first ``train`` message (:func:`finalise`): with σ̂², adjust the site's own data per fold (training folds:
+  Without covariates the coordinator has both rounds' sums from the handshake's per-batch moments and skips
+  both rounds: the plans and fits then come with the first training message.
+* first ``train`` message (:func:`finalise`): with σ̂² (and the plans and fits, when no round brought them), adjust the site's own data per fold (training folds:
   local empirical-Bayes adjustment; the fold it is held out of: the frozen training estimates, never refitted,
   :func:`apply_to_heldout_site`) and store the matrices, with each fold's standardisation.
 """
@@ -38,9 +40,7 @@ def _fold_file(kind: str, fold: str) -> str:
 def handle_round1(payload: Payload, context: SiteContext, store: SiteStore, cohort: Cohort) -> Payload:
     reply: Payload = {}
     train_folds = list(payload.get(TRAIN_FOLDS, []))
-    for fold in prefixes(payload, PLAN):
-        plan = unnest(payload, key(PLAN, fold))
-        store.write_message(_fold_file("plan", fold), plan)
+    for fold, plan in _store_plans(payload, store).items():
         if fold in train_folds:
             sd = prepare_site(context.site_name, cohort.table, plan)
             msg = site_round1(sd)
@@ -48,12 +48,28 @@ def handle_round1(payload: Payload, context: SiteContext, store: SiteStore, coho
     return reply
 
 
+def _store_plans(payload: Payload, store: SiteStore) -> dict[str, dict]:
+    """Keep every fold's ComBat plan (the site gate checked it); returns them by fold."""
+    plans = {}
+    for fold in prefixes(payload, PLAN):
+        plans[fold] = unnest(payload, key(PLAN, fold))
+        store.write_message(_fold_file("plan", fold), plans[fold])
+    return plans
+
+
+def _store_fits(payload: Payload, store: SiteStore) -> dict[str, dict]:
+    """Keep every fold's broadcast fit (B̂, α̂) for the adjustment; returns them by fold."""
+    fits = {}
+    for fold in prefixes(payload, FIT):
+        fits[fold] = unnest(payload, key(FIT, fold))
+        store.write_message(_fold_file("fit", fold), fits[fold])
+    return fits
+
+
 def handle_round2(payload: Payload, context: SiteContext, store: SiteStore, cohort: Cohort) -> Payload:
     reply: Payload = {}
     train_folds = list(payload.get(TRAIN_FOLDS, []))
-    for fold in prefixes(payload, FIT):
-        fit = unnest(payload, key(FIT, fold))
-        store.write_message(_fold_file("fit", fold), fit)
+    for fold, fit in _store_fits(payload, store).items():
         if fold in train_folds:
             plan = store.read_message(_fold_file("plan", fold))
             sd = prepare_site(context.site_name, cohort.table, plan)
@@ -75,6 +91,8 @@ def finalise(payload: Payload, context: SiteContext, store: SiteStore, cohort: C
     heldout_folds = set(payload.get(HELDOUT_FOLDS, []))
     arrays: dict[str, np.ndarray] = {}
     notes: list[str] = []
+    _store_plans(payload, store)
+    _store_fits(payload, store)
     for fold in prefixes(payload, SCALE):
         if fold not in train_folds | heldout_folds:
             continue

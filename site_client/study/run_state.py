@@ -2,8 +2,8 @@
 against. Persisted as ``run_state.json`` in the run's work folder (a fresh process may serve each message).
 
 The handshake records the site's own feature list, batch labels and covariate levels (exactly what it
-announced); the first ComBat round (or, without ComBat, the first training message) records the folds this
-run introduced and which of them the site trains; calibration step 0 records the models it calibrates and
+announced); the first ComBat round (or, without ComBat or without covariates, the first training message)
+records the folds this run introduced and which of them the site trains; calibration step 0 records the models it calibrates and
 validates. ``served`` counts the requests served per phase and ``limits`` is free room for per-run budgets
 (the privacy budgets build on both); everything here is written only by :mod:`site_client.study.dispatch`.
 """

@@ -63,7 +63,7 @@ def _started(context: SiteContext, state: SiteRunState, phase: str) -> None:
 
 
 def _check_cox(request: dict, context: SiteContext, state: SiteRunState, matched: list, phase: str) -> None:
-    check_first_message(request, context, state, phase)
+    check_first_message(request, context, state, matched, phase)
     _check_names(request, context, state, matched, phase)
     _check_trained_models(request[MODELS], state, context, phase, MODELS)
     _listed_exactly(request, request[MODELS], (BETA,), context, phase)

@@ -211,42 +211,66 @@ def _check_combat2(request: dict, context: SiteContext, state: SiteRunState, mat
             raise _not_allowed(context, phase, key(FIT, fold), "names a fold this run did not introduce")
 
 
+def _check_fits_once(request: dict, context: SiteContext, state: SiteRunState, phase: str) -> None:
+    """Each fold's ComBat fit arrives exactly once: in combat-round2 (then never again: the site computed its
+    SSR at that fit), or, when the coordinator needed no ComBat round (no covariates), in the first training
+    message, for every fold whose σ̂² it carries."""
+    fits = set(prefixes(request, FIT))
+    if fits and state.served.get(COMBAT2):
+        raise _not_allowed(context, phase, key(FIT, sorted(fits)[0]), "was broadcast in combat-round2 already")
+    if context.protocol.harmonisation.combat and not state.served.get(COMBAT2):  # no round 2: fits come here
+        missing = sorted(set(prefixes(request, SCALE)) - fits)
+        if missing:
+            raise _not_allowed(context, phase, key(SCALE, missing[0]), "comes without the fold's ComBat fit")
+
+
 def _check_train(request: dict, context: SiteContext, state: SiteRunState, matched: list, phase: str) -> None:
     p = context.protocol
     if request[ROUND] > p.model.rounds:
         raise _not_allowed(context, phase, ROUND, "is beyond the protocol's model.rounds")
-    check_first_message(request, context, state, phase)
+    check_first_message(request, context, state, matched, phase)
     _check_names(request, context, state, matched, phase)
     _check_trained_models(request[MODELS], state, context, phase, MODELS)
 
 
-def check_first_message(request: dict, context: SiteContext, state: SiteRunState, phase: str) -> None:
+def check_first_message(request: dict, context: SiteContext, state: SiteRunState, matched: list, phase: str) -> None:
     """The first model message (binary training or Cox) carries the fold lists, ComBat scale and
     standardisation, only for folds this run introduced and this site trains or is held out of; later
     messages carry none and need the first one served."""
     p = context.protocol
     first = bool(prefixes(request, STD))
+    plans = prefixes(request, PLAN)
+    if plans and not first:
+        raise _not_allowed(context, phase, PLAN, "is only allowed in the first training message")
     if first:
         introduced = set(state.folds) if p.harmonisation.combat else (
             set(request.get(TRAIN_FOLDS, [])) | set(request.get(HELDOUT_FOLDS, [])))
-        if p.harmonisation.combat and not state.folds:
+        if plans:  # no ComBat round (no covariates): the plans come here, checked as in combat-round1
+            if state.served.get(COMBAT1):
+                raise _not_allowed(context, phase, PLAN, "was sent in combat-round1 already")
+            _check_combat1(request, context, state, matched, phase)
+            introduced = set(plans)
+            state.folds, state.train_folds = sorted(plans), sorted(request.get(TRAIN_FOLDS, []))
+        elif p.harmonisation.combat and not state.folds:
             raise Refusal(context.site_name, phase, OUT_OF_ORDER, "ComBat has not been served in this run")
         if len(introduced) > MAX_FOLDS or not all(_valid_fold(f) for f in introduced):
             raise _not_allowed(context, phase, TRAIN_FOLDS, "names too many folds or an invalid fold")
         _check_fold_lists(request, context, state, phase, introduced)
-        if p.harmonisation.combat and not set(request.get(TRAIN_FOLDS, [])) <= set(state.train_folds):
+        trained = set(plans) & set(request.get(TRAIN_FOLDS, [])) if plans else set(state.train_folds)
+        if p.harmonisation.combat and not set(request.get(TRAIN_FOLDS, [])) <= trained:
             raise _not_allowed(context, phase, TRAIN_FOLDS, "names a fold the site does not train in this run")
         mine = set(request.get(TRAIN_FOLDS, [])) | set(request.get(HELDOUT_FOLDS, []))
-        for name in (STD, SCALE):
+        for name in (STD, SCALE, FIT, PLAN):
             for fold in prefixes(request, name):
                 if fold not in mine:
                     raise _not_allowed(context, phase, key(name, fold), "names a fold the site neither trains nor is held out of")
+        _check_fits_once(request, context, state, phase)
         if not p.harmonisation.combat:
             state.folds = sorted(introduced)
             state.train_folds = sorted(request.get(TRAIN_FOLDS, []))
     elif not state.standardised:
         raise Refusal(context.site_name, phase, OUT_OF_ORDER, "the first training message has not been served")
-    elif TRAIN_FOLDS in request or prefixes(request, SCALE):
+    elif TRAIN_FOLDS in request or prefixes(request, SCALE) or prefixes(request, FIT):
         raise _not_allowed(context, phase, TRAIN_FOLDS, "is only allowed in the first training message")
 
 

@@ -88,6 +88,11 @@ def _negative_counts(reply):
     return reply
 
 
+def _negative_variances(reply):
+    reply["schema/var"] = -1.0 - np.asarray(reply["schema/var"])
+    return reply
+
+
 CASES = [
     ("train", 2, _nan_weights, f"w/{MODEL}/0 holds NaN or inf"),
     ("train", 1, _inf_weights, f"w/{MODEL}/1 holds NaN or inf"),
@@ -98,7 +103,8 @@ CASES = [
     ("calibrate", 1, _counts_beyond_cases, f"{HELD}/bin_n_pos counts more cases than the site announced in the handshake"),
     ("calibrate", 1, _negative_counts, f"{HELD}/bin_n_neg is below its declared range"),
     ("train", 2, _set("export", 1), "export is not described by the message contract"),
-    ("combat-round1", 1, _set("r1/_all/xtx", np.zeros((2, 2))), "r1/_all/xtx has the wrong shape"),
+    # without covariates ComBat is fitted from the handshake's per-batch moments: a poisoned schema never reaches it
+    ("handshake", 1, _negative_variances, "schema/var is below its declared range"),
 ]
 
 

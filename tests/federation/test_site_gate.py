@@ -265,3 +265,58 @@ def test_a_cohort_error_leaves_the_site_as_a_generic_reason_with_the_detail_in_i
     assert str(err.value) == (f"site {SITE} refused handshake (data-error): the site's data does not meet protocol "
                               f"{pid[:12]}; details in the site's log")
     assert detail in next(context.work_dir.glob("study/*/notes.log")).read_text()
+
+
+# ---- ComBat plans and fits: exactly once, in their rounds or (no covariates, no round) in the first training message ----
+@pytest.fixture(scope="module")
+def study_without_covariates(tmp_path_factory):
+    p, pid = synthetic_protocol(model={"rounds": 2}, covariates={"categorical": [], "continuous": []})
+    tables = {site: table.drop(columns=["sex", "age"]) for site, table in synthetic_sites().items()}
+    transport = InProcessTransport(make_contexts(tmp_path_factory.mktemp("gate-nocov"), p, pid, tables))
+    outcome = run_study(p, pid, transport, progress=lambda s: None)
+    assert "combat-round1" not in outcome.rounds_by_phase and "combat-round2" not in outcome.rounds_by_phase
+    return p, pid, transport, synthetic_sites()  # with the columns the refusal texts must not quote
+
+
+def test_a_first_training_message_without_the_combat_fit_is_refused_when_no_round_2_brought_it(study_without_covariates):
+    request = _request(study_without_covariates[2], "train", 0)
+    fold = sorted(k.split("/")[1] for k in request if k.startswith("scale/"))[0]
+    for name in [k for k in request if k.startswith(f"fit/{fold}/")]:
+        del request[name]
+    assert _refused(study_without_covariates, "train", request) == _not_allowed(
+        study_without_covariates, "train", f"scale/{fold} comes without the fold's ComBat fit")
+
+
+def test_a_combat_fit_or_plan_in_a_later_training_message_is_refused(study_without_covariates):
+    transport = study_without_covariates[2]
+    first = _request(transport, "train", 0)
+    for name, why in (("fit/", "train_folds is only allowed in the first training message"),
+                      ("plan/", "plan is only allowed in the first training message")):
+        later = _request(transport, "train", 1)
+        later.update({k: v for k, v in first.items() if k.startswith(name)})
+        assert _refused(study_without_covariates, "train", later) == _not_allowed(study_without_covariates, "train", why)
+
+
+def test_a_forged_plan_in_the_first_training_message_is_refused(study_without_covariates):
+    request = _request(study_without_covariates[2], "train", 0)
+    fold = sorted(k.split("/")[1] for k in request if k.startswith("plan/"))[0]
+    request[f"plan/{fold}/batch_col"] = "case_id"  # one batch per patient: the "harmonised" data would be the ids' means
+    assert _refused(study_without_covariates, "train", request) == _not_allowed(
+        study_without_covariates, "train", f"plan/{fold}/batch_col differs from the protocol")
+
+
+def test_a_plan_in_the_first_training_message_after_combat_round_1_is_refused(study):
+    transport = study[2]
+    request = _request(transport, "train", 0)
+    request.update({k: v for k, v in _request(transport, "combat-round1").items() if k.startswith("plan/")})
+    assert _refused(study, "train", request) == _not_allowed(study, "train", "plan was sent in combat-round1 already")
+
+
+def test_a_second_combat_fit_after_round_2_is_refused(study):
+    transport = study[2]
+    request = _request(transport, "train", 0)
+    fits = {k: v for k, v in _request(transport, "combat-round2").items() if k.startswith("fit/")}
+    fold = sorted(k.split("/")[1] for k in request if k.startswith("scale/"))[0]
+    request.update({k: v for k, v in fits.items() if k.startswith(f"fit/{fold}/")})
+    assert _refused(study, "train", request) == _not_allowed(
+        study, "train", f"fit/{fold} was broadcast in combat-round2 already")

@@ -111,7 +111,26 @@ def test_every_site_trains_all_its_folds_in_one_round_and_never_its_own(study, n
     assert outcome.rounds == transport.rounds
     assert outcome.rounds_by_phase["train"] == p.model.rounds
     assert outcome.rounds_by_phase["handshake"] == 1
-    assert outcome.rounds_by_phase["combat-round1"] == 1 and outcome.rounds_by_phase["combat-round2"] == 1
+    assert "combat-round1" not in outcome.rounds_by_phase and "combat-round2" not in outcome.rounds_by_phase
+
+
+def test_message_rounds_of_the_study_are_pinned(study):
+    """The round count of the whole study on the in-process transport (issue #17: target training + 5).
+    Handshake 1; ComBat none (no covariates: both rounds' sums are in the handshake's per-batch moments, the
+    plans and fits travel with the first training message); training; calibration step 0 and the Newton
+    rounds; evaluation 1. Every message after the handshake carries all folds (lockstep), so the count does
+    not grow with the number of sites."""
+    p, pid, transport, outcome = study
+    assert outcome.rounds == transport.rounds == p.model.rounds + 7
+    assert outcome.rounds_by_phase == {"handshake": 1, "train": p.model.rounds,
+                                       "calibrate": 1 + outcome.newton_rounds, "evaluate": 1}
+    assert outcome.newton_rounds == 4
+    first_train = {e.site: e.request for e in transport.log if e.phase == "train" and e.request["round"] == 1}
+    assert sorted(first_train) == sorted(outcome.sites)
+    for site, request in first_train.items():  # plans and fits came with the first training message, its folds only
+        mine = set(request["train_folds"]) | set(request["heldout_folds"])
+        assert {k.split("/")[1] for k in request if k.startswith("fit/")} == mine, site
+        assert {k.split("/")[1] for k in request if k.startswith("plan/")} == mine, site
 
 
 def _strings(value) -> list[str]:
@@ -155,7 +174,7 @@ def test_outcome_holds_both_variants_baseline_recalibration_and_final_model(stud
         assert final.weights.features == outcome.features
         assert final.weights.layers[0][0].shape == (1, len(outcome.features))
     extra = outcome.rounds - p.model.rounds
-    assert extra == 3 + outcome.rounds_by_phase["calibrate"] + outcome.rounds_by_phase["evaluate"]
+    assert extra == 1 + outcome.rounds_by_phase["calibrate"] + outcome.rounds_by_phase["evaluate"]
 
 
 def test_after_harmonisation_site_means_equal_pooled_neurocombat(study, nsclc_tables):
