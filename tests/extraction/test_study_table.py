@@ -106,7 +106,7 @@ def test_repeated_case_id_in_a_joined_manifest_is_left_out_and_logged(site):
     twin[0] = lines[2].split(",")[0]  # line 6 reuses line 3's case id
     lines[5] = ",".join(twin)
     context.data.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    reply = _handshake(context)
-    assert reply["n"] == 12
+    _handshake(context)  # (its counts of 12 cases may be withheld by the whole-run small-cell guard)
+    assert len(_cohort_table(store)) == 12
     assert "site_a-0002" not in _cohort_table(store).index
     assert "case_id 'site_a-0002' is used on manifest lines 3, 6; case ids must be unique" in _log(store)
