@@ -33,19 +33,45 @@ _HALVINGS = 20
 Terms = dict[str, "np.ndarray | float | int"]
 
 
-def calibration_terms(eta: np.ndarray, y: np.ndarray, intercept: float, slope: float) -> Terms:
-    """Site half: n, score ``grad``, information ``info`` and ``nll`` of y ~ σ(a + b·η) at (a, b)."""
+def binomial_platt_terms(eta: np.ndarray, successes: np.ndarray, trials: np.ndarray, intercept: float,
+                         slope: float) -> Terms:
+    """Terms of y ~ σ(a + b·η) at (a, b) from ``successes`` out of ``trials`` cases at each η (one case each:
+    per-case data; bin counts: a calibration histogram). μ = σ(a + bη):
+    ``grad`` = Σ(s - t·μ)(1, η), ``info`` = Σ t·μ(1-μ)(1, η)(1, η)ᵀ, ``nll`` = Σ[t·log(1 + e^w) - s·w]."""
     eta = np.asarray(eta, dtype=float)
-    y = np.asarray(y, dtype=float)
     w = intercept + slope * eta
     mu = sigmoid(w)
     x = np.stack([np.ones_like(eta), eta], axis=1)
-    v = mu * (1.0 - mu)
+    v = trials * mu * (1.0 - mu)
     return {
-        "n": int(eta.size),
-        "grad": x.T @ (y - mu),
+        "n": int(np.sum(trials)),
+        "grad": x.T @ (successes - trials * mu),
         "info": (x * v[:, None]).T @ x,
-        "nll": float(np.sum(np.logaddexp(0.0, w) - y * w)),
+        "nll": float(np.sum(trials * np.logaddexp(0.0, w) - successes * w)),
+    }
+
+
+def calibration_terms(eta: np.ndarray, y: np.ndarray, intercept: float, slope: float) -> Terms:
+    """Site half: n, score ``grad``, information ``info`` and ``nll`` of y ~ σ(a + b·η) at (a, b), one case per η."""
+    eta = np.asarray(eta, dtype=float)
+    return binomial_platt_terms(eta, np.asarray(y, dtype=float), np.ones(eta.size), intercept, slope)
+
+
+def binomial_temperature_terms(eta: np.ndarray, successes: np.ndarray, trials: np.ndarray, log_t: float) -> Terms:
+    """Terms of temperature scaling p' = σ(η / T) in u = log T, from ``successes`` out of ``trials`` cases at
+    each η. w = η e^{-u}, μ = σ(w), r = t·μ - s: d nll/du = -Σ r·w (``grad``); d² nll/du² = Σ[t·μ(1-μ)w² + r·w]
+    (``hess``, can be negative far from the optimum); ``hess_fisher`` = Σ t·μ(1-μ)w² (its expectation, >= 0);
+    ``nll`` = Σ[t·log(1 + e^w) - s·w]."""
+    w = np.asarray(eta, dtype=float) * np.exp(-log_t)
+    mu = sigmoid(w)
+    r = trials * mu - successes
+    fisher = float(np.sum(trials * mu * (1.0 - mu) * w * w))
+    return {
+        "n": int(np.sum(trials)),
+        "grad": float(-np.sum(r * w)),
+        "hess": fisher + float(np.sum(r * w)),
+        "hess_fisher": fisher,
+        "nll": float(np.sum(trials * np.logaddexp(0.0, w) - successes * w)),
     }
 
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fedmath.calibration import temperature_curvature
-from fedmath.logistic import logit, recalibration_vector, sigmoid
+from fedmath.calibration import binomial_platt_terms, binomial_temperature_terms, temperature_curvature
+from fedmath.logistic import logit, recalibration_vector
 from fedmath.newton import Evaluation, SingularInformation, improves, maximise, newton_step
 
 from coordinator.validation.combine import combine_aggregates
@@ -52,21 +52,13 @@ Z95 = 1.959963984540054
 
 
 def _terms(method: str, eta: np.ndarray, pos: np.ndarray, neg: np.ndarray, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """(gradient of the log-likelihood, information, NLL) of counts (pos, neg) at logits eta."""
-    n = pos + neg
+    """(gradient of the log-likelihood, information, NLL) of bin counts (pos, neg) at logits eta: the sites'
+    own terms (:mod:`fedmath.calibration`) with each bin's counts as its cases."""
     if method == "platt":
-        w = theta[0] + theta[1] * eta
-        mu = sigmoid(w)
-        x = np.stack([np.ones_like(eta), eta], axis=1)
-        g = x.T @ (pos - n * mu)
-        info = (x * (n * mu * (1 - mu))[:, None]).T @ x
-    else:  # temperature, theta = [u = log T]
-        w = eta * math.exp(-theta[0])
-        mu = sigmoid(w)
-        g = np.array([np.sum((n * mu - pos) * w)])          # d logL / du
-        info = np.array([[np.sum(n * mu * (1 - mu) * w * w)]])
-    nll = float(np.sum(n * np.logaddexp(0.0, w) - pos * w))
-    return g, info, nll
+        t = binomial_platt_terms(eta, pos, pos + neg, float(theta[0]), float(theta[1]))
+        return t["grad"], t["info"], t["nll"]
+    t = binomial_temperature_terms(eta, pos, pos + neg, float(theta[0]))  # theta = [u = log T]
+    return np.array([-t["grad"]]), np.array([[t["hess_fisher"]]]), t["nll"]
 
 
 def warm_start(method: str, hist: dict) -> np.ndarray:

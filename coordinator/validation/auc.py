@@ -20,6 +20,7 @@ from scipy import stats
 
 from coordinator.validation.results import AUCDifference, AUCEstimate
 from fedmath.auc import delong_variance, grouped_placements, kernel_placements
+from fedmath.logistic import sigmoid
 
 Z95 = float(stats.norm.ppf(0.975))
 #: A histogram AUC whose binning bound exceeds this is flagged, never printed as a result (the held-out sites'
@@ -70,7 +71,7 @@ def _estimate(
     if 0 < auc < 1:
         lg = math.log(auc / (1 - auc))
         half = z * se / (auc * (1 - auc))
-        lo, hi = 1 / (1 + math.exp(-(lg - half))), 1 / (1 + math.exp(-(lg + half)))
+        lo, hi = (float(v) for v in sigmoid(np.array([lg - half, lg + half])))
     else:  # perfect separation: logit undefined, report the degenerate interval
         lo = hi = auc
     return AUCEstimate(auc=auc, se=se, ci_low=lo, ci_high=hi, binning_bound=bound, n_pos=int(n_pos), n_neg=int(n_neg))

@@ -8,16 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedmath.calibration import calibration_terms, local_calibration
-from fedmath.logistic import sigmoid
+from fedmath.calibration import binomial_temperature_terms, calibration_terms, local_calibration
 from site_client.evaluation._checks import as_labels, as_probabilities, logit
 
 Aggregate = dict[str, "np.ndarray | float | int"]
-
-
-def _nll(mu_logit: np.ndarray, y: np.ndarray) -> float:
-    # -Σ [y log σ(w) + (1-y) log(1-σ(w))] = Σ [log(1 + e^w) - y w]
-    return float(np.sum(np.logaddexp(0.0, mu_logit) - y * mu_logit))
 
 
 def logistic_calibration_terms(
@@ -52,14 +46,4 @@ def log_temperature_terms(p: object, y: object, log_t: float, site: str | None =
     y = as_labels(y, p.size, "y", site)
     if not np.isfinite(log_t):
         raise ValueError(f"log temperature must be finite, got {log_t!r}")
-    w = logit(p) * np.exp(-log_t)
-    mu = sigmoid(w)
-    r = mu - y
-    fisher = float(np.sum(mu * (1.0 - mu) * w * w))
-    return {
-        "n": int(p.size),
-        "grad": float(-np.sum(r * w)),
-        "hess": fisher + float(np.sum(r * w)),
-        "hess_fisher": fisher,
-        "nll": _nll(w, y),
-    }
+    return binomial_temperature_terms(logit(p), y, np.ones(p.size), float(log_t))

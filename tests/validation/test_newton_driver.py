@@ -60,3 +60,26 @@ def test_singular_information_and_no_ascent_are_named():
     downhill = lambda theta: Evaluation(-float(theta[0]), np.array([1.0]), np.array([[1.0]]))
     with pytest.raises(NoAscent, match="failed to increase the objective"):
         maximise(downhill, np.array([0.0]), tolerance=1e-10, max_halvings=5)
+
+
+def test_binned_warm_start_equals_statsmodels_binomial_glm_on_the_bin_counts():
+    """The coordinator's warm start fits the recalibration on calibration histograms through the sites' own
+    terms with bin counts as cases (fedmath.calibration.binomial_*_terms): equal to a binomial GLM on
+    (positives, negatives) per bin midpoint."""
+    import statsmodels.api as sm
+
+    from coordinator.study.calibrate import warm_start
+    from fedmath.logistic import logit
+
+    rng = np.random.default_rng(3)
+    edges = np.linspace(0.0, 1.0, 11)
+    mid = logit(0.5 * (edges[:-1] + edges[1:]))
+    n = rng.integers(5, 40, size=10)
+    pos = rng.binomial(n, 1 / (1 + np.exp(-0.6 * mid))).astype(float)  # an over-confident model: T about 1.7
+    neg = n - pos
+    hist = {"edges": edges, "bin_n_pos": pos, "bin_n_neg": neg}
+    glm = sm.GLM(np.column_stack([pos, neg]), sm.add_constant(mid), family=sm.families.Binomial()).fit(tol=1e-14)
+    np.testing.assert_allclose(warm_start("platt", hist), glm.params, atol=1e-8)
+    # temperature: σ(η / T) is a GLM without intercept in η, slope 1/T
+    glm_t = sm.GLM(np.column_stack([pos, neg]), mid[:, None], family=sm.families.Binomial()).fit(tol=1e-14)
+    np.testing.assert_allclose(np.exp(-warm_start("temperature", hist)[0]), glm_t.params[0], rtol=1e-7)
