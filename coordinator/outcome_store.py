@@ -14,27 +14,14 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from coordinator.validation.results import to_jsonable
+from protocols.files import write_atomic
 
 FORMAT = "fedradval.study_outcome/1"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_outcome(outcome: Any, folder: str | os.PathLike[str]) -> Path:
@@ -43,11 +30,11 @@ def save_outcome(outcome: Any, folder: str | os.PathLike[str]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = folder / f"outcome-{outcome.protocol_id[:12]}-{stamp}.pkl"
-    _atomic_write(path, pickle.dumps({"format": FORMAT, "outcome": outcome}, protocol=pickle.HIGHEST_PROTOCOL))
+    write_atomic(path, pickle.dumps({"format": FORMAT, "outcome": outcome}, protocol=pickle.HIGHEST_PROTOCOL), mode=0o600)
     summary = {"format": FORMAT, "study": outcome.study_name, "protocol_id": outcome.protocol_id,
                "preferred_variant": outcome.preferred_variant, "sites": outcome.sites, "dropped": outcome.dropped,
                "notes": outcome.notes, "results": {v: to_jsonable(r) for v, r in outcome.results.items()}}
-    _atomic_write(path.with_suffix(".json"), json.dumps(summary, indent=1, default=str).encode("utf-8"))
+    write_atomic(path.with_suffix(".json"), json.dumps(summary, indent=1, default=str), mode=0o600)
     return path
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from coordinator.validation.auc import BINNING_BOUND_LIMIT
 from coordinator.validation.conformal import censored_direction
+from protocols.files import write_atomic
 
 REPORT_ARTIFACT_DIR = "report"
 
@@ -86,12 +87,6 @@ def _prop(d: dict | None) -> str:
     text = _ci(d, "value")
     direction = censored_direction(str(d.get("method", ""))) if d and d.get("value") is not None else 0
     return {1: "≥ ", -1: "≤ "}.get(direction, "") + text
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _read_png(root: Path, rel: str) -> bytes | None:
@@ -505,8 +500,8 @@ def write_report(run_id: str, out_dir: str | os.PathLike[str], tracking_uri: str
         else:
             sections = build_sections(study, run, parent_plots, dict(sorted(fold_plots.items())), others)
         html_path, md_path = out / "report.html", out / "report.md"
-        _atomic_write(html_path, render_html(title, sections))
-        _atomic_write(md_path, render_markdown(title, sections))
+        write_atomic(html_path, render_html(title, sections))
+        write_atomic(md_path, render_markdown(title, sections))
     client.log_artifact(run_id, str(html_path), REPORT_ARTIFACT_DIR)
     client.log_artifact(run_id, str(md_path), REPORT_ARTIFACT_DIR)
     return html_path, md_path

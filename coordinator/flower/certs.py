@@ -17,19 +17,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from protocols.files import write_atomic
+
 
 CERT_FILES = ("ca.crt", "server.pem", "server.key")
-
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -91,10 +82,10 @@ def create_certificates(folder: Path, hosts: list[str], days: int = 365, overwri
         .sign(ca_key, hashes.SHA384())
     )
     pem = serialization.Encoding.PEM
-    _write(targets[0], ca_cert.public_bytes(pem), 0o644)
-    _write(targets[1], _key_pem(ca_key), 0o600)
-    _write(targets[2], server_cert.public_bytes(pem), 0o644)
-    _write(targets[3], _key_pem(server_key), 0o600)
+    write_atomic(targets[0], ca_cert.public_bytes(pem), 0o644)
+    write_atomic(targets[1], _key_pem(ca_key), 0o600)
+    write_atomic(targets[2], server_cert.public_bytes(pem), 0o644)
+    write_atomic(targets[3], _key_pem(server_key), 0o600)
     return targets
 
 

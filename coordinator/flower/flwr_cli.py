@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from flowerglue.runtime_env import flower_env
+from protocols.files import write_atomic
 
 PROFILE = "study"
 APP_DIR = Path(__file__).resolve().parent / "app"
@@ -48,9 +49,7 @@ def write_profile(flwr_home: Path, address: str, root_certificates: Path | None,
         lines.append(f"root-certificates = {_toml_str(str(root_certificates.resolve()))}")
     flwr_home.mkdir(parents=True, exist_ok=True)
     path = flwr_home / "config.toml"
-    tmp = path.with_suffix(".toml.tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, "\n".join(lines) + "\n")
     return path
 
 

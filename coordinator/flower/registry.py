@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from protocols.files import write_atomic
 
 
 def registry_path(state_dir: Path) -> Path:
@@ -24,7 +24,4 @@ def record_site(state_dir: Path, node_id: str, name: str) -> None:
     entries = load_registry(state_dir)
     entries[str(node_id)] = name
     path = registry_path(state_dir)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".sites-", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(entries, handle, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(entries, indent=1, sort_keys=True), mode=0o600)

@@ -9,13 +9,12 @@ log (``flwr log``) or, in a simulation, the terminal, with a time, a level and `
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from protocols.logs import get_logger
+from protocols.files import write_atomic
 
 log = get_logger("coordinator.study")
 
@@ -72,7 +71,4 @@ class RunStatus:
             "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".run-", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1)
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(data, indent=1), mode=0o600)

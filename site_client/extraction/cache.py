@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from protocols.files import write_atomic
 
 # Bump when a code change alters feature values: old cache entries then stop matching.
 ENGINE_VERSION = "ibsi-1"
@@ -60,11 +60,4 @@ def load(folder: Path, key: str) -> dict[str, float] | None:
 
 def store(folder: Path, key: str, features: dict[str, float]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump({"engine": ENGINE_VERSION, "features": features}, out)
-        os.replace(temporary, folder / f"{key}.json")
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomic(folder / f"{key}.json", json.dumps({"engine": ENGINE_VERSION, "features": features}), mode=0o600)

@@ -16,10 +16,11 @@ never a mix. The next run picks the change up. Details (paths, case ids) go to t
 
 from __future__ import annotations
 
+from protocols.files import write_atomic
+
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,10 +81,7 @@ def _changes(recorded: dict, current: dict) -> list[str]:
 
 
 def _write_json(folder: Path, name: str, data: dict) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        json.dump(data, out, indent=1, sort_keys=True)
-    os.replace(temporary, folder / name)
+    write_atomic(folder / name, json.dumps(data, indent=1, sort_keys=True), mode=0o600)
 
 
 def current_table(data: Path, kind: str, protocol, folder: Path, log: Log) -> StudyTable:

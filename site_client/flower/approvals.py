@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from site_client.flower.audit import PRIVATE_FILE, private_dir
-from site_client.flower.files import write_atomic
+from protocols.files import write_atomic
 
 APPROVALS_FILE = "approvals.json"
 DEFAULT_RUNS = 1

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from protocols.payload import payload_nbytes
-from site_client.flower.files import write_atomic
+from protocols.files import write_atomic
 
 AUDIT_FILE = "audit.jsonl"
 HEAD_FILE = "audit.head"

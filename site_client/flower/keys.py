@@ -7,7 +7,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from site_client.flower.files import write_atomic
+from protocols.files import write_atomic
 
 
 def generate_keypair(private_path: Path, comment: str = "fedradval-site") -> Path:

@@ -12,7 +12,7 @@ import secrets
 from pathlib import Path
 
 from site_client.flower.approvals import APPROVALS_FILE
-from site_client.flower.files import write_atomic
+from protocols.files import write_atomic
 
 DEFAULT_WORK_DIR = Path("fedradval-site")
 SUPEREXEC_SECRET_FILE = "superexec-auth.secret"

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from site_client.flower.client_app import SiteSettings
-from site_client.flower.files import write_atomic
+from protocols.files import write_atomic
 
 # flower-supernode exit codes worth explaining to hospital IT (flwr.common.exit.ExitCode). Flower prints
 # "Exit Code: <n>" before leaving (the process status itself may be 1), so the supervisor reads its output.

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from site_client.flower.audit import PRIVATE_FILE, private_dir
-from site_client.flower.files import write_atomic
+from protocols.files import write_atomic
 
 LEDGER_DIR = "privacy"
 IN_PROCESS_RUN = "local"  # the run key of a study served without Flower (tests, benchmarks): one study per work folder

@@ -1,4 +1,4 @@
-"""Atomic file writes: write a sibling temp file, fsync, os.replace (never a half-written file)."""
+"""Atomic file writes for both sides: a sibling temp file, fsync, os.replace (never a half-written file)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` in one step."""
+def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` (text is written as UTF-8) in one step, with permissions ``mode``."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
