@@ -32,6 +32,11 @@ ARGS = ["--sites", "4", "--cases-per-site", "24", "--rounds", "1", "--seed", "7"
 DEMO_TIMEOUT_S = 2400  # a few minutes on an idle 2-core machine; far more when the machine is shared
 
 
+def _is_supernode(process: str) -> bool:
+    """A site's SuperNode: Flower's ``flower-supernode``, or the site's launcher of it (``python -m``)."""
+    return "flower-supernode" in process or "site_client.flower.supernode_launcher" in process
+
+
 def _marked_processes(marker: str) -> list[str]:
     """Live processes whose environment carries ``marker`` (every descendant of the demo inherits it)."""
     found = []
@@ -168,9 +173,6 @@ def test_table_matches_the_mlflow_store_and_the_manifests(demo: dict) -> None:
         assert row[3] == f"{mean_auc:.2f}"
     diff = sum(by_site[s]["auc"] - by_site[s]["raw_auc"] for s in done) / len(done)
     assert f"mean AUC difference {diff:+.3f}" in stdout, stdout[-2000:]
-    sizes = [by_site[s]["conformal_mean_set_size"] for s in done if "conformal_mean_set_size" in by_site[s]]
-    if sizes:  # set sizes beside coverage, read back from the store
-        assert f"harmonised (ComBat) mean set size {sum(sizes) / len(sizes):.2f}" in stdout.replace("\n", ""), stdout[-2000:]
     assert f"--backend-store-uri {uri} --port 5000" in stdout.replace("\n", "")
 
 
@@ -211,7 +213,7 @@ def test_ctrl_c_stops_every_process(demo: dict) -> None:
         else:
             pytest.fail("the demo ended before launching the study:\n" + "".join(seen)[-4000:])
         time.sleep(5)
-        assert len([p for p in _marked_processes(marker) if "flower-supernode" in p]) == len(SITES)
+        assert len([p for p in _marked_processes(marker) if _is_supernode(p)]) == len(SITES)
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=120)
     finally:
