@@ -19,6 +19,7 @@ from mlflow.pyfunc import PythonModel
 
 from fedmath.conformal import prediction_sets
 from fedmath.logistic import recalibrate
+from fedmath.model_input import feature_matrix
 from fedmath.network import predict_proba
 
 
@@ -33,17 +34,7 @@ class FedradvalModel(PythonModel):
 
     def predict(self, context, model_input, params=None):
         frame = pd.DataFrame(model_input)
-        features = self.cfg["features"]
-        missing = [f for f in features if f not in frame.columns]
-        if missing:
-            raise ValueError(f"the model needs the feature column(s) {', '.join(missing)} "
-                             f"(it was validated on: {', '.join(features)})")
-        x = frame[features].to_numpy(dtype=np.float64)
-        bad = ~np.isfinite(x)
-        if bad.any():
-            row, col = (int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(f"feature {features[col]!r} of row {row} is {float(x[row, col])!r}: every feature must be a "
-                             f"finite number ({int(bad.sum())} such value(s) in the input)")
+        x = feature_matrix(frame, self.cfg["features"])
         p_raw = predict_proba(self.params, (x - self.mean) / self.scale)
         out = {"p_raw": p_raw, "p": recalibrate(p_raw, self.cfg["recalibration"], self.recal)}
         if self.cfg["q_neg"] is not None and self.cfg["q_pos"] is not None:

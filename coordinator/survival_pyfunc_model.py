@@ -10,11 +10,11 @@ Imports only numpy, pandas, mlflow and fedmath.
 
 import json
 
-import numpy as np
 import pandas as pd
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
+from fedmath.model_input import feature_matrix
 from fedmath.survival import CoxModel
 
 
@@ -31,17 +31,7 @@ class FedradvalSurvivalModel(PythonModel):
 
     def predict(self, context, model_input, params=None):
         frame = pd.DataFrame(model_input)
-        features = list(self.model.features)
-        missing = [f for f in features if f not in frame.columns]
-        if missing:
-            raise ValueError(f"the model needs the feature column(s) {', '.join(missing)} "
-                             f"(it was validated on: {', '.join(features)})")
-        x = frame[features].to_numpy(dtype=np.float64)
-        bad = ~np.isfinite(x)
-        if bad.any():
-            row, col = (int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(f"feature {features[col]!r} of row {row} is {float(x[row, col])!r}: every feature must be a "
-                             f"finite number ({int(bad.sum())} such value(s) in the input)")
+        x = feature_matrix(frame, list(self.model.features))
         predicted = self.model.predict(x, self.horizons)
         out = {"linear_predictor": predicted["linear_predictor"]}
         for j, horizon in enumerate(self.horizons):
