@@ -31,7 +31,7 @@ from coordinator.flower.state import flwr_home  # noqa: E402
 from site_client.flower.audit import read_audit  # noqa: E402
 from site_client.flower.supernode_launcher import KEEP_FLOWER_SLEEPS_ENV  # noqa: E402
 from tests.deployment.harness import Deployment, process_groups_alive  # noqa: E402
-from tests.deployment.synthetic import write_protocol, write_sites  # noqa: E402
+from tests.deployment.synthetic import in_process_study, write_protocol, write_sites  # noqa: E402
 
 
 def machine() -> str:
@@ -108,27 +108,6 @@ def deployment_study(root: Path, n_sites: int, rounds: int, cases: int) -> dict[
         left = process_groups_alive(dep.pgids)
         if left:
             print(f"WARNING: leftover processes {left}", file=sys.stderr)
-
-
-def in_process_study(root: Path, n_sites: int, rounds: int, cases: int) -> dict[str, object]:
-    """The anchor: the same study with the in-process transport (site code called directly, no Flower)."""
-    import yaml
-
-    from coordinator.study import run_study
-    from protocols import parse_protocol, protocol_id
-    from site_client.study import SiteContext
-    from tests.federation.inprocess import InProcessTransport
-    from tests.deployment.synthetic import protocol_yaml
-
-    names = [f"site-{i + 1}" for i in range(n_sites)]
-    data = write_sites(root / "data", {n: cases + 4 * i for i, n in enumerate(names)})
-    protocol = parse_protocol(yaml.safe_load(protocol_yaml(rounds=rounds, min_sites=max(2, n_sites - 1))))
-    pid = protocol_id(protocol)
-    contexts = {n: SiteContext(site_name=n, protocol=protocol, protocol_id=pid, approved_ids={pid}, data=data[n],
-                               data_kind="features", work_dir=root / "work" / n) for n in names}
-    started = time.monotonic()
-    outcome = run_study(protocol, pid, InProcessTransport(contexts), progress=lambda line: None)
-    return {"wall": time.monotonic() - started, "rounds": outcome.rounds, "by_phase": dict(outcome.rounds_by_phase)}
 
 
 def _tree_usage(root_pid: int, cpu_seen: dict[int, float]) -> int:

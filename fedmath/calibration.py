@@ -33,21 +33,41 @@ _HALVINGS = 20
 Terms = dict[str, "np.ndarray | float | int"]
 
 
-def binomial_platt_terms(eta: np.ndarray, successes: np.ndarray, trials: np.ndarray, intercept: float,
-                         slope: float) -> Terms:
-    """Terms of y ~ σ(a + b·η) at (a, b) from ``successes`` out of ``trials`` cases at each η (one case each:
-    per-case data; bin counts: a calibration histogram). μ = σ(a + bη):
-    ``grad`` = Σ(s - t·μ)(1, η), ``info`` = Σ t·μ(1-μ)(1, η)(1, η)ᵀ, ``nll`` = Σ[t·log(1 + e^w) - s·w]."""
+#: Rows of :func:`platt_case_terms`: one case's nll, score (2) and information (upper triangle, 3).
+PLATT_TERM_ROWS = ("nll", "grad_a", "grad_b", "info_aa", "info_ab", "info_bb")
+
+
+def platt_case_terms(eta: np.ndarray, intercept: float, slope: float) -> np.ndarray:
+    """One case's terms of y ~ σ(a + b·η) at (a, b), for a negative and for a positive case at each η:
+    a 6 × 2m matrix (rows :data:`PLATT_TERM_ROWS`; columns: a negative case at each of the m logits, then a
+    positive one). With w = a + bη, μ = σ(w), x = (1, η): nll = log(1 + e^w) - y·w, score (y - μ)x,
+    information μ(1-μ)xxᵀ. Every summed term below is this matrix times case counts, so a weighted set of
+    stand-in cases (the coordinator's pseudo-data surrogate) has its terms from the same formula."""
     eta = np.asarray(eta, dtype=float)
     w = intercept + slope * eta
     mu = sigmoid(w)
-    x = np.stack([np.ones_like(eta), eta], axis=1)
-    v = trials * mu * (1.0 - mu)
+    v = mu * (1.0 - mu)
+    soft = np.logaddexp(0.0, w)
+    columns = []
+    for y in (0.0, 1.0):
+        r = y - mu
+        columns.append(np.vstack([soft - y * w, r, r * eta, v, v * eta, v * eta * eta]))
+    return np.hstack(columns)
+
+
+def binomial_platt_terms(eta: np.ndarray, successes: np.ndarray, trials: np.ndarray, intercept: float,
+                         slope: float) -> Terms:
+    """Terms of y ~ σ(a + b·η) at (a, b) from ``successes`` out of ``trials`` cases at each η (one case each:
+    per-case data; bin counts: a calibration histogram): :func:`platt_case_terms` summed with the counts,
+    i.e. ``grad`` = Σ(s - t·μ)(1, η), ``info`` = Σ t·μ(1-μ)(1, η)(1, η)ᵀ, ``nll`` = Σ[t·log(1 + e^w) - s·w]."""
+    successes, trials = np.asarray(successes, dtype=float), np.asarray(trials, dtype=float)
+    counts = np.concatenate([np.broadcast_to(trials - successes, np.shape(eta)), np.broadcast_to(successes, np.shape(eta))])
+    nll, ga, gb, iaa, iab, ibb = platt_case_terms(eta, intercept, slope) @ counts
     return {
         "n": int(np.sum(trials)),
-        "grad": x.T @ (successes - trials * mu),
-        "info": (x * v[:, None]).T @ x,
-        "nll": float(np.sum(trials * np.logaddexp(0.0, w) - successes * w)),
+        "grad": np.array([ga, gb]),
+        "info": np.array([[iaa, iab], [iab, ibb]]),
+        "nll": float(nll),
     }
 
 
@@ -57,22 +77,35 @@ def calibration_terms(eta: np.ndarray, y: np.ndarray, intercept: float, slope: f
     return binomial_platt_terms(eta, np.asarray(y, dtype=float), np.ones(eta.size), intercept, slope)
 
 
-def binomial_temperature_terms(eta: np.ndarray, successes: np.ndarray, trials: np.ndarray, log_t: float) -> Terms:
-    """Terms of temperature scaling p' = σ(η / T) in u = log T, from ``successes`` out of ``trials`` cases at
-    each η. w = η e^{-u}, μ = σ(w), r = t·μ - s: d nll/du = -Σ r·w (``grad``); d² nll/du² = Σ[t·μ(1-μ)w² + r·w]
-    (``hess``, can be negative far from the optimum); ``hess_fisher`` = Σ t·μ(1-μ)w² (its expectation, >= 0);
-    ``nll`` = Σ[t·log(1 + e^w) - s·w]."""
+#: Rows of :func:`temperature_case_terms`.
+TEMPERATURE_TERM_ROWS = ("nll", "grad", "hess", "hess_fisher")
+
+
+def temperature_case_terms(eta: np.ndarray, log_t: float) -> np.ndarray:
+    """One case's terms of temperature scaling p' = σ(η / T) in u = log T, for a negative and for a positive
+    case at each η: a 4 × 2m matrix (rows :data:`TEMPERATURE_TERM_ROWS`; columns as :func:`platt_case_terms`).
+    w = η e^{-u}, μ = σ(w), r = μ - y: nll = log(1 + e^w) - y·w; d nll/du = -r·w; d² nll/du² = μ(1-μ)w² + r·w;
+    its expectation μ(1-μ)w²."""
     w = np.asarray(eta, dtype=float) * np.exp(-log_t)
     mu = sigmoid(w)
-    r = trials * mu - successes
-    fisher = float(np.sum(trials * mu * (1.0 - mu) * w * w))
-    return {
-        "n": int(np.sum(trials)),
-        "grad": float(-np.sum(r * w)),
-        "hess": fisher + float(np.sum(r * w)),
-        "hess_fisher": fisher,
-        "nll": float(np.sum(trials * np.logaddexp(0.0, w) - successes * w)),
-    }
+    fisher = mu * (1.0 - mu) * w * w
+    soft = np.logaddexp(0.0, w)
+    columns = []
+    for y in (0.0, 1.0):
+        r = mu - y
+        columns.append(np.vstack([soft - y * w, -r * w, fisher + r * w, fisher]))
+    return np.hstack(columns)
+
+
+def binomial_temperature_terms(eta: np.ndarray, successes: np.ndarray, trials: np.ndarray, log_t: float) -> Terms:
+    """Terms of temperature scaling p' = σ(η / T) in u = log T, from ``successes`` out of ``trials`` cases at
+    each η: :func:`temperature_case_terms` summed with the counts. d nll/du (``grad``); d² nll/du² (``hess``,
+    can be negative far from the optimum); ``hess_fisher`` = Σ t·μ(1-μ)w² (its expectation, >= 0); ``nll``."""
+    successes, trials = np.asarray(successes, dtype=float), np.asarray(trials, dtype=float)
+    counts = np.concatenate([np.broadcast_to(trials - successes, np.shape(eta)), np.broadcast_to(successes, np.shape(eta))])
+    nll, grad, hess, fisher = temperature_case_terms(eta, log_t) @ counts
+    return {"n": int(np.sum(trials)), "grad": float(grad), "hess": float(hess), "hess_fisher": float(fisher),
+            "nll": float(nll)}
 
 
 def temperature_curvature(hess: float, hess_fisher: float) -> float:

@@ -4,15 +4,18 @@ Step 0 (one round): sites receive the final parameters; training sites return, f
 class histograms of p (k-merged) and per-class conformal-score histograms; held-out sites return their
 "before" evaluation aggregates (kept for :mod:`coordinator.study.evaluate`).
 
-Warm start: Platt (or temperature) fitted at the coordinator on the pooled binned calibration histograms
-(bin-midpoint logits weighted by counts). Newton rounds: all models' sites return the exact Newton terms
-(Σ gradient, Σ information, Σ NLL) at the current parameters; θ ← θ + (ΣI)⁻¹Σg, halving a step that raises
-the summed NLL (step and ascent test of :mod:`fedmath.newton`; the rounds evaluate a whole line search of
-candidate points at once, so the driver loop itself runs only for the local warm start). A model is converged when its Newton step is below ``NEWTON_TOL``; the last step is then
-applied without a further round. Candidates of the first Newton round include a second warm start, the
-information-weighted mean of the sites' own Platt fits (``combined_local_fits``). On the demo cohort
-(calibration parts of ~15 cases per site, strongly over-confident models: Platt slope 0.2-0.4) the recalibration
-still takes 3-4 Newton rounds.
+Step 0 also carries a fixed design of recalibration points (``FIRST_POINTS``: the identity map first, then
+points spread over the slopes and intercepts that over- and under-confident models need), and every training
+site returns its exact Newton terms (Σ score, Σ information, Σ NLL) at each of them. From then on, after each
+round, the coordinator rebuilds the pooled log-likelihood from stand-in cases matched to *every* exact
+evaluation so far (:mod:`coordinator.study.recalibration_surrogate`) and the next round evaluates that
+surrogate's optimum, a few points around it, the exact Newton point from the best point so far and a short
+line search along that step (at most ``privacy.candidate_points`` points, the sites' budget). A model is
+converged when the exact Newton step at its best evaluated point is below ``NEWTON_TOL``; that last step is
+applied without a further round. A round that improves nothing shrinks the line search instead. On the tests'
+NSCLC study and the benchmark study this takes 1-2 Newton rounds (4-5 with Newton from the identity alone:
+steep optima of under-confident and volume-only models); the binned warm start and the sites' own Platt fits
+are further candidates of the first round.
 
 Conformal: class-conditional split conformal on the training sites' calibration parts, score 1 − p̂ of the
 true class on the model's (not yet recalibrated) probability, q̂_y from the pooled histograms
@@ -31,6 +34,8 @@ from fedmath.calibration import binomial_platt_terms, binomial_temperature_terms
 from fedmath.logistic import logit, recalibration_vector
 from fedmath.newton import Evaluation, SingularInformation, improves, maximise, newton_step
 
+from coordinator.study.recalibration_surrogate import ExactTerms, platt_rows, proposed_optimum, temperature_rows
+
 from coordinator.validation.combine import combine_aggregates
 from coordinator.validation.conformal import protocol_thresholds
 from coordinator.validation.results import Recalibration
@@ -46,7 +51,18 @@ from coordinator.study.transport import Session
 # less (tests compare with a pooled scipy fit to 1e-6).
 NEWTON_TOL = 1e-3
 MAX_LOG_T = math.log(1e3)  # |log T| beyond which temperature scaling is declared degenerate
-LINE_SEARCH = (8.0, 4.0, 2.0, 1.0, 0.5, 0.25, 0.1, 0.02)  # multiples of the Newton step evaluated in one round
+LINE_SEARCH = (8.0, 4.0, 2.0, 1.0, 0.5, 0.25, 0.1, 0.02)  # multiples of the step after a round that improved nothing
+#: Step 0's recalibration points, the identity map first (a protocol allowing fewer candidate points takes the
+#: first ones). Platt (a, b): slopes 0 to 8 (over-confident models need b < 1, under-confident ones b > 1;
+#: b = 0 gives the class sums of η exactly) and intercepts ±1. Temperature: log T from -2 to 3.
+FIRST_POINTS = {
+    "platt": np.array([[0.0, 1.0], [0.0, 0.0], [0.0, 0.5], [0.0, 2.0], [0.0, 4.0], [0.0, 8.0],
+                       [-1.0, 1.0], [1.0, 1.0], [-1.0, 3.0], [1.0, 3.0]]),
+    "temperature": np.array([[0.0], [1.0], [-1.0], [2.0], [-0.5], [0.5], [3.0], [-2.0], [1.5], [-1.5]]),
+}
+#: Points around the surrogate's optimum, in standard errors of the best point (so the next surrogate is pinned
+#: down where it matters), and multiples of the exact Newton step from the best point.
+AROUND_OPTIMUM_SE, NEWTON_MULTIPLES = 0.05, (2.0, 0.5)
 MAX_NEWTON_ROUNDS = 12
 Z95 = 1.959963984540054
 
@@ -106,6 +122,8 @@ class NewtonState:
     info: np.ndarray | None = None
     converged: bool = False
     iterations: int = 0
+    evaluated: list[ExactTerms] = field(default_factory=list)  # every exact evaluation so far (the surrogate's input)
+    extra: list[np.ndarray] = field(default_factory=list)      # further candidates of the next round (warm starts)
 
 
 @dataclass
@@ -161,7 +179,7 @@ def run_calibration(protocol: Protocol, session: Session, design: StudyDesign, w
             req.update(params_to_payload(key(W, model), weights[model]))
         if method != "none":
             for model in train_models:
-                req[key(PAR, model)] = _identity(method)[None, :]
+                req[key(PAR, model)] = _first_points(protocol)
         requests[site] = req
     replies = session.exchange("calibrate", requests)
     models = design.all_models()
@@ -194,18 +212,19 @@ def run_calibration(protocol: Protocol, session: Session, design: StudyDesign, w
         if method == "none":
             out.recalibration[model] = Recalibration("none", {})
             continue
-        state = NewtonState(theta=_identity(method), candidates=_identity(method)[None, :])
+        state = NewtonState(theta=_identity(method), candidates=_first_points(protocol))
         states[model] = state
-        # step 0 carried the exact terms at the identity map: the first Newton evaluation, no extra round
-        _newton_update(method, model, state, {s: replies[s] for s in trainers}, trainers, out.notes)
-        if cal and not state.converged:
+        if cal:  # candidates only: kept if their exact NLL is the lowest
             warm = warm_start(method, combine_aggregates([a for _, a in cal], [s for s, _ in cal]))
-            if np.all(np.isfinite(warm)):  # a candidate only: kept if its exact NLL is the lowest
-                state.candidates = np.vstack([warm[None, :], state.candidates])
-        if method == "platt" and not state.converged:
+            if np.all(np.isfinite(warm)):
+                state.extra.append(warm)
+        if method == "platt":
             local = combined_local_fits([unnest(replies[s], key(LOCALFIT, model)) for s in trainers])
-            if local is not None:  # another candidate: usually the closest, from where Newton needs 1-2 steps
-                state.candidates = np.vstack([local[None, :], state.candidates])
+            if local is not None:
+                state.extra.append(local)
+        # step 0 carried the exact terms at the first points: the first Newton evaluation, no extra round
+        _newton_update(method, model, state, {s: replies[s] for s in trainers}, trainers, out.notes,
+                       protocol.privacy.candidate_points)
     # Newton rounds, all models together
     while any(not s.converged for s in states.values()) and out.newton_rounds < MAX_NEWTON_ROUNDS:
         pending = {m: s for m, s in states.items() if not s.converged}
@@ -221,7 +240,8 @@ def run_calibration(protocol: Protocol, session: Session, design: StudyDesign, w
         out.newton_rounds += 1
         for model, state in pending.items():
             fold = model.split("/")[0]
-            _newton_update(method, model, state, replies, design.training_sites(fold), out.notes)
+            _newton_update(method, model, state, replies, design.training_sites(fold), out.notes,
+                           protocol.privacy.candidate_points)
     for model, state in states.items():
         if not state.converged:
             out.notes.append(f"{model}: recalibration not converged after {MAX_NEWTON_ROUNDS} Newton rounds")
@@ -239,9 +259,15 @@ def _identity(method: str) -> np.ndarray:
     return np.array([0.0, 1.0]) if method == "platt" else np.array([0.0])
 
 
-def _newton_update(method: str, model: str, state: NewtonState, replies: dict, sites: list[str], notes: list[str]) -> None:
-    """Sum the sites' Newton terms at every candidate point; move to the best one if it lowers the NLL, then
-    plan the next candidates θ + s·step (s in LINE_SEARCH) so a step that overshoots costs no extra round."""
+def _first_points(protocol: Protocol) -> np.ndarray:
+    return FIRST_POINTS[protocol.validation.recalibration][:protocol.privacy.candidate_points]
+
+
+def _newton_update(method: str, model: str, state: NewtonState, replies: dict, sites: list[str], notes: list[str],
+                   budget: int) -> None:
+    """Sum the sites' Newton terms at every candidate point; move to the best point evaluated so far if this
+    round lowered the NLL, then plan at most ``budget`` candidates for the next round (:func:`_plan`); after a
+    round that lowered nothing, a line search towards the last step instead (shorter multiples)."""
     evaluated = []
     for j, point in enumerate(state.candidates):
         terms = [(s, unnest(replies[s], key(TERMS, model, j))) for s in sites if s in replies]
@@ -250,13 +276,17 @@ def _newton_update(method: str, model: str, state: NewtonState, replies: dict, s
             continue
         g = np.sum([np.atleast_1d(np.asarray(a["grad"], dtype=float)) for _, a in terms], axis=0)
         nll = float(np.sum([float(a["nll"]) for _, a in terms]))
+        n = int(np.sum([int(a.get("n", 0)) for _, a in terms]))
         if method == "platt":
             info = np.sum([np.asarray(a["info"], dtype=float) for _, a in terms], axis=0)
+            rows = platt_rows(nll, g, info)
         else:
+            fisher = float(np.sum([float(a["hess_fisher"]) for _, a in terms]))
+            rows = temperature_rows(nll, float(g[0]), fisher)
             g = -g  # sites send d NLL/du; the Newton step uses the log-likelihood gradient
-            h = temperature_curvature(float(np.sum([float(a["hess"]) for _, a in terms])),
-                                      float(np.sum([float(a["hess_fisher"]) for _, a in terms])))
-            info = np.array([[h]])
+            info = np.array([[temperature_curvature(float(np.sum([float(a["hess"]) for _, a in terms])), fisher)]])
+        if len(terms) == len([s for s in sites if s in replies]):  # the surrogate needs every site's cases
+            state.evaluated.append(ExactTerms(np.asarray(point, dtype=float), n, rows))
         evaluated.append((nll, j, point, g, info))
     if not evaluated:
         state.converged = True
@@ -270,7 +300,7 @@ def _newton_update(method: str, model: str, state: NewtonState, replies: dict, s
             notes.append(f"{model}: recalibration line search stalled; kept {state.theta.tolist()}")
             return
         state.step = state.step * LINE_SEARCH[-1] / 2
-        state.candidates = np.array([state.theta + s * state.step for s in LINE_SEARCH])
+        state.candidates = np.array([state.theta + s * state.step for s in LINE_SEARCH])[:budget]
         return
     state.theta, state.nll, state.info = np.asarray(point, dtype=float), nll, info
     state.iterations += 1
@@ -290,4 +320,28 @@ def _newton_update(method: str, model: str, state: NewtonState, replies: dict, s
         state.converged = True
         return
     state.step = step
-    state.candidates = np.array([state.theta + s * step for s in LINE_SEARCH])
+    state.candidates = _plan(method, state, step, budget)
+
+
+def _plan(method: str, state: NewtonState, step: np.ndarray, budget: int) -> np.ndarray:
+    """Next round's points, in order of priority: the surrogate's optimum, the exact Newton point, the warm
+    starts (first round only), points ±AROUND_OPTIMUM_SE standard errors around the surrogate's optimum along
+    each axis, then multiples of the Newton step. At most ``budget``."""
+    newton_point = state.theta + step
+    points = []
+    optimum = proposed_optimum(method, state.evaluated, newton_point) if state.evaluated else None
+    if optimum is not None:
+        points.append(optimum)
+    points.append(newton_point)
+    points.extend(state.extra)
+    state.extra = []
+    if optimum is not None and state.info is not None:
+        try:
+            se = np.sqrt(np.maximum(np.diag(np.linalg.inv(state.info)), 0.0))
+        except np.linalg.LinAlgError:
+            se = np.zeros_like(step)
+        for axis in range(step.size):
+            for sign in (1.0, -1.0):
+                points.append(optimum + sign * AROUND_OPTIMUM_SE * se[axis] * np.eye(step.size)[axis])
+    points.extend(state.theta + m * step for m in NEWTON_MULTIPLES)
+    return np.array([p for p in points if np.all(np.isfinite(p))][:budget])

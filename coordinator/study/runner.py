@@ -2,7 +2,7 @@
 
 Message rounds: handshake (1) → ComBat (all folds: 2 with covariates; 0 without, or when harmonisation.combat
 is false) → training
-(model.rounds) → calibration step 0 (1) → recalibration Newton (3–4 on small calibration parts; 0 when none) →
+(model.rounds) → calibration step 0 (1) → recalibration Newton (1–2 on the tests', demo and benchmark studies; 0 when none) →
 evaluation (1). See docs/architecture.md.
 """
 

@@ -79,3 +79,27 @@ def write_protocol(path: Path, **kwargs: object) -> str:
     text = protocol_yaml(**kwargs)  # type: ignore[arg-type]
     path.write_text(text, encoding="utf-8")
     return protocol_id(parse_protocol(yaml.safe_load(text)))
+
+
+def in_process_study(root: Path, n_sites: int, rounds: int, cases: int) -> dict[str, object]:
+    """The benchmark's anchor (bench/federation.py): the loopback study's protocol and generated sites run
+    with the in-process transport (site code called directly, no Flower). Wall time, message rounds, rounds
+    by phase and the outcome."""
+    import time
+
+    import yaml
+
+    from coordinator.study import run_study
+    from site_client.study import SiteContext
+    from tests.federation.inprocess import InProcessTransport
+
+    names = [f"site-{i + 1}" for i in range(n_sites)]
+    data = write_sites(root / "data", {n: cases + 4 * i for i, n in enumerate(names)})
+    protocol = parse_protocol(yaml.safe_load(protocol_yaml(rounds=rounds, min_sites=max(2, n_sites - 1))))
+    pid = protocol_id(protocol)
+    contexts = {n: SiteContext(site_name=n, protocol=protocol, protocol_id=pid, approved_ids={pid}, data=data[n],
+                               data_kind="features", work_dir=root / "work" / n) for n in names}
+    started = time.monotonic()
+    outcome = run_study(protocol, pid, InProcessTransport(contexts), progress=lambda line: None)
+    return {"wall": time.monotonic() - started, "rounds": outcome.rounds, "by_phase": dict(outcome.rounds_by_phase),
+            "outcome": outcome}

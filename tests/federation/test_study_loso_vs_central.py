@@ -115,22 +115,62 @@ def test_every_site_trains_all_its_folds_in_one_round_and_never_its_own(study, n
 
 
 def test_message_rounds_of_the_study_are_pinned(study):
-    """The round count of the whole study on the in-process transport (issue #17: target training + 5).
-    Handshake 1; ComBat none (no covariates: both rounds' sums are in the handshake's per-batch moments, the
-    plans and fits travel with the first training message); training; calibration step 0 and the Newton
-    rounds; evaluation 1. Every message after the handshake carries all folds (lockstep), so the count does
+    """The round count of the whole study on the in-process transport (issue #17: target training + 5, and
+    recalibration in at most 2 Newton rounds). Handshake 1; ComBat none (no covariates: both rounds' sums are
+    in the handshake's per-batch moments, the plans and fits travel with the first training message);
+    training; calibration step 0 and the Newton rounds (one here: step 0's ten points and the stand-in-case
+    surrogate put every model's first round within Newton's tolerance; Newton from the identity alone took
+    four); evaluation 1. Every message after the handshake carries all folds (lockstep), so the count does
     not grow with the number of sites."""
     p, pid, transport, outcome = study
-    assert outcome.rounds == transport.rounds == p.model.rounds + 7
+    assert outcome.rounds == transport.rounds == p.model.rounds + 4
     assert outcome.rounds_by_phase == {"handshake": 1, "train": p.model.rounds,
                                        "calibrate": 1 + outcome.newton_rounds, "evaluate": 1}
-    assert outcome.newton_rounds == 4
+    assert outcome.newton_rounds == 1
     first_train = {e.site: e.request for e in transport.log if e.phase == "train" and e.request["round"] == 1}
     assert sorted(first_train) == sorted(outcome.sites)
     for site, request in first_train.items():  # plans and fits came with the first training message, its folds only
         mine = set(request["train_folds"]) | set(request["heldout_folds"])
         assert {k.split("/")[1] for k in request if k.startswith("fit/")} == mine, site
         assert {k.split("/")[1] for k in request if k.startswith("plan/")} == mine, site
+
+
+def _calibration_cases(transport, pid: str, site: str, model: str) -> tuple[np.ndarray, np.ndarray]:
+    """A training site's calibration-part probabilities of ``model`` and their labels, by the site's own
+    functions on the weights and matrices the study left in its work folder."""
+    from site_client.study.cohort import load_cohort
+    from site_client.study.evaluate import _probabilities, _stored_weights
+    from site_client.study.harmonise import MATRICES
+    from site_client.study.store import SiteStore
+
+    context = transport.contexts[site]
+    store = SiteStore(context.work_dir, pid)
+    cohort = load_cohort(context, store)
+    p = _probabilities(context, store, cohort, model, _stored_weights(context, store), store.read_arrays(MATRICES))
+    cal = ~np.asarray(cohort.train)
+    return p[cal], np.asarray(cohort.y)[cal]
+
+
+def test_recalibration_equals_the_pooled_statsmodels_fit(study):
+    """The Platt map the lockstep rounds fitted (in one Newton round here, from step 0's points and the
+    stand-in-case surrogate) is the maximum-likelihood fit: statsmodels' Logit of y on (1, logit p) over the
+    pooled calibration parts of the fold's training sites, for every fold's radiomic model and the final
+    model, to 1e-6."""
+    import statsmodels.api as sm
+
+    p, pid, transport, outcome = study
+    for variant, result in outcome.results.items():
+        fits = [(model_key(f.heldout_site, variant, "radiomic"), f.training_sites, f.recalibration) for f in result.folds]
+        fits.append((model_key(ALL_SITES, variant, "radiomic"), sorted(transport.contexts), result.final_model.recalibration))
+        for model, sites, recalibration in fits:
+            cases = [_calibration_cases(transport, pid, s, model) for s in sites]
+            probs = np.concatenate([c[0] for c in cases])
+            labels = np.concatenate([c[1] for c in cases])
+            eta = np.log(probs) - np.log1p(-probs)
+            reference = sm.Logit(labels, sm.add_constant(eta)).fit(disp=0, tol=1e-12, maxiter=100).params
+            assert recalibration.method == "platt" and recalibration.converged, model
+            assert recalibration.params["a"] == pytest.approx(reference[0], abs=1e-6), model
+            assert recalibration.params["b"] == pytest.approx(reference[1], abs=1e-6), model
 
 
 def _strings(value) -> list[str]:
