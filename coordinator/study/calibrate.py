@@ -123,6 +123,7 @@ class NewtonState:
     converged: bool = False
     iterations: int = 0
     evaluated: list[ExactTerms] = field(default_factory=list)  # every exact evaluation so far (the surrogate's input)
+    sites: frozenset[str] = frozenset()                         # the sites whose terms the current point's sums hold
     extra: list[np.ndarray] = field(default_factory=list)      # further candidates of the next round (warm starts)
 
 
@@ -285,14 +286,18 @@ def _newton_update(method: str, model: str, state: NewtonState, replies: dict, s
             rows = temperature_rows(nll, float(g[0]), fisher)
             g = -g  # sites send d NLL/du; the Newton step uses the log-likelihood gradient
             info = np.array([[temperature_curvature(float(np.sum([float(a["hess"]) for _, a in terms])), fisher)]])
-        if len(terms) == len([s for s in sites if s in replies]):  # the surrogate needs every site's cases
-            state.evaluated.append(ExactTerms(np.asarray(point, dtype=float), n, rows))
-        evaluated.append((nll, j, point, g, info))
+        contributors = frozenset(s for s, _ in terms)
+        state.evaluated.append(ExactTerms(np.asarray(point, dtype=float), n, rows, contributors))
+        evaluated.append((nll, j, point, g, info, contributors))
     if not evaluated:
         state.converged = True
         notes.append(f"{model}: no Newton terms; recalibration left at {state.theta.tolist()}")
         return
-    nll, _, point, g, info = min(evaluated, key=lambda e: (e[0], e[1]))
+    # NLLs over different cases do not compare: keep the points every contributing site answered (the largest set)
+    widest = max((e[5] for e in evaluated), key=len)
+    nll, _, point, g, info, contributors = min((e for e in evaluated if e[5] == widest), key=lambda e: (e[0], e[1]))
+    if contributors != state.sites:
+        state.nll = None  # a site's terms went missing (or came back): this round's best starts afresh
     if state.nll is not None and not improves(-nll, -state.nll):
         shrink = float(np.min(np.abs(state.candidates - state.theta).max(axis=1)))
         if state.step is None or shrink < 1e-9:
@@ -302,7 +307,7 @@ def _newton_update(method: str, model: str, state: NewtonState, replies: dict, s
         state.step = state.step * LINE_SEARCH[-1] / 2
         state.candidates = np.array([state.theta + s * state.step for s in LINE_SEARCH])[:budget]
         return
-    state.theta, state.nll, state.info = np.asarray(point, dtype=float), nll, info
+    state.theta, state.nll, state.info, state.sites = np.asarray(point, dtype=float), nll, info, contributors
     state.iterations += 1
     if method == "temperature" and abs(float(state.theta[0])) > MAX_LOG_T:
         state.converged = True
@@ -329,7 +334,7 @@ def _plan(method: str, state: NewtonState, step: np.ndarray, budget: int) -> np.
     each axis, then multiples of the Newton step. At most ``budget``."""
     newton_point = state.theta + step
     points = []
-    optimum = proposed_optimum(method, state.evaluated, newton_point) if state.evaluated else None
+    optimum = proposed_optimum(method, state.evaluated, state.sites, newton_point) if state.evaluated else None
     if optimum is not None:
         points.append(optimum)
     points.append(newton_point)

@@ -4,7 +4,7 @@ The recalibration log-likelihood of the pooled calibration parts depends on the 
 cases of each class sit at each logit η. Every exact evaluation the sites have returned (Σnll, Σscore,
 Σinformation at a point θ) is therefore a *linear* function of those counts. The coordinator places stand-in
 cases of both classes on a fixed grid of logits and finds non-negative weights whose terms match every exact
-evaluation so far (bounded least squares, :func:`pseudo_data_weights`); the maximum of that weighted
+evaluation so far (non-negative least squares, :func:`pseudo_data_weights`); the maximum of that weighted
 log-likelihood (:func:`surrogate_optimum`, the one Newton driver) is where the next round evaluates.
 
 Why it works where Newton from one point does not: the stand-ins have the exact functional form of the
@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import lsq_linear
+from scipy.optimize import nnls
 
 from fedmath.calibration import platt_case_terms, temperature_case_terms
 from fedmath.newton import Evaluation, SingularInformation, maximise
@@ -39,6 +39,7 @@ class ExactTerms:
     point: np.ndarray
     n: int
     rows: np.ndarray
+    sites: frozenset[str]  # whose terms the sums hold: only evaluations over the same cases describe one likelihood
 
 
 def platt_rows(nll: float, grad: np.ndarray, info: np.ndarray) -> np.ndarray:
@@ -71,8 +72,9 @@ def _case_rows(method: str, grid: np.ndarray, point: np.ndarray) -> np.ndarray:
 
 def pseudo_data_weights(method: str, grid: np.ndarray, evaluations: list[ExactTerms]) -> np.ndarray:
     """Non-negative weights of a negative and a positive stand-in case at each grid logit (2m) whose terms
-    match every exact evaluation (least squares, each point's rows scaled by 1/√(its leading information) so
-    that points far out, where the information is small, count as much) and whose total is the cases' n."""
+    match every exact evaluation and whose total is the cases' n: non-negative least squares (Lawson-Hanson),
+    each point's rows scaled by 1/√(its leading information) so that points far out, where the information is
+    small, count as much."""
     design, target = [], []
     for ev in evaluations:
         scale = 1.0 / np.sqrt(max(float(ev.rows[3] if method == "platt" else ev.rows[2]), 1e-9))
@@ -81,8 +83,8 @@ def pseudo_data_weights(method: str, grid: np.ndarray, evaluations: list[ExactTe
     n = max(ev.n for ev in evaluations)
     design.append(np.full((1, 2 * grid.size), 100.0))
     target.append(np.array([100.0 * n]))
-    fit = lsq_linear(np.vstack(design), np.concatenate(target), bounds=(0.0, np.inf), method="bvls")
-    return fit.x
+    weights, _ = nnls(np.vstack(design), np.concatenate(target), maxiter=50 * 2 * grid.size)
+    return weights
 
 
 def surrogate_optimum(method: str, grid: np.ndarray, weights: np.ndarray, start: np.ndarray) -> np.ndarray | None:
@@ -102,8 +104,13 @@ def surrogate_optimum(method: str, grid: np.ndarray, weights: np.ndarray, start:
     return fit.theta if np.all(np.isfinite(fit.theta)) else None
 
 
-def proposed_optimum(method: str, evaluations: list[ExactTerms], start: np.ndarray) -> np.ndarray | None:
-    """The surrogate's optimum from everything evaluated so far (the first evaluation is the identity map's)."""
+def proposed_optimum(method: str, evaluations: list[ExactTerms], sites: frozenset[str], start: np.ndarray) -> np.ndarray | None:
+    """The surrogate's optimum from everything evaluated so far over the same ``sites`` (a site whose terms were
+    suppressed at a point, or that dropped out, makes the sums describe other cases); the grid comes from the
+    first such evaluation (the identity map's, when every site sent it)."""
+    evaluations = [ev for ev in evaluations if ev.sites == sites]
+    if not evaluations:
+        return None
     grid = logit_grid(method, evaluations[0])
     weights = pseudo_data_weights(method, grid, evaluations)
     if not np.any(weights > 0):
