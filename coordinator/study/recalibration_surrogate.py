@@ -111,8 +111,11 @@ def proposed_optimum(method: str, evaluations: list[ExactTerms], sites: frozense
     evaluations = [ev for ev in evaluations if ev.sites == sites]
     if not evaluations:
         return None
-    grid = logit_grid(method, evaluations[0])
-    weights = pseudo_data_weights(method, grid, evaluations)
-    if not np.any(weights > 0):
-        return None
-    return surrogate_optimum(method, grid, weights, start)
+    try:
+        grid = logit_grid(method, evaluations[0])
+        weights = pseudo_data_weights(method, grid, evaluations)
+        if not np.any(weights > 0):
+            return None
+        return surrogate_optimum(method, grid, weights, start)
+    except (RuntimeError, ValueError, np.linalg.LinAlgError, FloatingPointError):
+        return None  # no proposal (e.g. NNLS out of iterations): the round still has the exact Newton point
