@@ -3,10 +3,12 @@
 ``python bench/conformal_tradeoff.py [--seeds 200] [--k 5] [--bins 50] [--sizes 15 25 100 400 1000]
 [--epsilons 1 2 4 8 16] [--dp-bins 40] [--delta 0.005]``
 
-Per seed: 4 generated sites (site intercept shift, a miscalibrated logistic model); 3 training sites release
+Per seed: 4 generated sites (``tests/validation/conformal_sites.py``: site intercept shift, a miscalibrated
+logistic model, the data of the DP conformal tests); 3 training sites release
 their calibration scores the way the study's sites do, the coordinator computes the thresholds the way the
 study's coordinator does, and both are compared on the 4th (held-out) site with the oracle: class-conditional
-split conformal on the same pooled calibration scores (rank ⌈(1-α)(n_y+1)⌉, computed here with numpy). Methods:
+split conformal on the same pooled calibration scores (rank ⌈(1-α)(n_y+1)⌉, the product's ``fcp_rank`` with one
+site, on its ``conformity_scores``). Methods:
 
 * ``exact FCP``   — no privacy: the federated rank ⌈(1-α)(N+K)⌉ on the exact pooled scores (the floor every
   federated method here pays for its guarantee at the participating sites);
@@ -32,47 +34,33 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from coordinator.validation import fcp_rank, thresholds_from_dp_histograms, thresholds_from_site_histograms  # noqa: E402
+from coordinator.validation import thresholds_from_dp_histograms, thresholds_from_site_histograms  # noqa: E402
+from fedmath.conformal import conformity_scores, fcp_rank, prediction_sets  # noqa: E402
 from site_client.evaluation import conformal_histogram, dp_conformal_histogram, suppress_small_cells  # noqa: E402
+from tests.validation.conformal_sites import shifted_sites  # noqa: E402  (the DP conformal tests' sites)
 
 ALPHAS = (0.1, 0.2)
 COVERAGE_TARGET, SIZE_TARGET = 0.03, 0.15
 
 
-def sites(rng: np.random.Generator, n_cal: int, n_test: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """3 calibration sites of ``n_cal`` cases and one held-out site of ``n_test``: (p, y) each."""
-    out = []
-    for i in range(4):
-        n = n_cal if i < 3 else n_test
-        x = rng.normal(size=(n, 2))
-        true = -0.3 + 0.3 * rng.normal() + 1.2 * x[:, 0] + 0.6 * x[:, 1]
-        y = (rng.uniform(size=n) < 1 / (1 + np.exp(-true))).astype(int)
-        p = 1 / (1 + np.exp(-((true + 0.2) / 0.8 + rng.normal(0, 0.3, n))))
-        out.append((p, y))
-    return out
-
-
-def _scores(cal: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+def oracle_thresholds(cal: list[tuple[np.ndarray, np.ndarray]], alpha: float, n_sites: int = 1) -> tuple[float, float]:
+    """Order statistic of rank ⌈(1-α)(n + n_sites)⌉ (the product's ``fcp_rank``) of each class's pooled conformity
+    scores (1.0 beyond n); n_sites = 1 is exact split conformal on the pooled scores, n_sites = K the federated
+    (FCP) rank on the exact scores."""
     p = np.concatenate([c[0] for c in cal])
     y = np.concatenate([c[1] for c in cal])
-    return np.where(y == 1, 1 - p, p), y
-
-
-def oracle_thresholds(cal: list[tuple[np.ndarray, np.ndarray]], alpha: float, n_sites: int = 1) -> tuple[float, float]:
-    """Order statistic of rank ⌈(1-α)(n + n_sites)⌉ of each class's pooled scores (1.0 beyond n); n_sites = 1
-    is exact split conformal on the pooled scores, n_sites = K the federated (FCP) rank."""
-    s, y = _scores(cal)
+    s = conformity_scores(p, y)
     q = []
     for label in (0, 1):
         sc = np.sort(s[y == label])
-        r = math.ceil((1 - alpha) * (sc.size + n_sites) - 1e-9)
+        r = fcp_rank(sc.size, n_sites, alpha)
         q.append(1.0 if r > sc.size else float(sc[r - 1]))
     return q[0], q[1]
 
 
 def evaluate(p: np.ndarray, y: np.ndarray, q_neg: float, q_pos: float) -> tuple[float, float, float]:
-    """(coverage, mean set size, two-class rate) at the held-out site."""
-    in_neg, in_pos = p <= q_neg, 1 - p <= q_pos
+    """(coverage, mean set size, two-class rate) at the held-out site, with the product's prediction sets."""
+    in_neg, in_pos = prediction_sets(p, q_neg, q_pos)
     covered = np.where(y == 1, in_pos, in_neg)
     size = in_neg.astype(int) + in_pos.astype(int)
     return float(covered.mean()), float(size.mean()), float(np.mean(size == 2))
@@ -95,8 +83,7 @@ def run(n_cal: int, alpha: float, methods: list[str], args) -> dict[str, dict[st
     exact: dict[str, list[float]] = {"coverage": [], "set_size": [], "two_class": []}
     for seed in range(args.seeds):
         rng = np.random.default_rng(seed)
-        data = sites(rng, n_cal, args.n_test)
-        cal, (p_t, y_t) = data[:3], data[3]
+        cal, (p_t, y_t) = shifted_sites(rng, n_cal, args.n_test)
         ex = evaluate(p_t, y_t, *oracle_thresholds(cal, alpha))
         for name, value in zip(("coverage", "set_size", "two_class"), ex):
             exact[name].append(value)

@@ -14,13 +14,14 @@ Layout, as for binary studies (:mod:`coordinator.tracking`):
 
 A variant other than the preferred one is logged into the same runs with its name as prefix (``raw_``). The
 registered model is the raw (unharmonised) variant when there is one, for the reason binary studies give
-(:data:`coordinator.tracking.UNHARMONISED_REASON`).
+(:func:`coordinator.tracking.registered_variant`). The experiment and the registration (parent tags
+``model_uri`` and ``registered_model``) are the binary studies' own (:func:`coordinator.tracking.open_experiment`,
+:func:`coordinator.tracking.register_final_model`).
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,8 @@ import numpy as np
 
 from coordinator.study.outcome_survival import SurvivalOutcome, SurvivalVariantResult
 from coordinator.tracking import (
-    EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, SITE_TABLE_PATH, SUMMARY_PATH, UNHARMONISED_REASON, LoggedStudy, _batch,
-    _figure, _key, default_artifact_location, fedmath_package_dir, flatten_params, package_versions,
+    SITE_TABLE_PATH, SUMMARY_PATH, LoggedStudy, _batch, _figure, _key, fedmath_package_dir, flatten_params,
+    open_experiment, package_versions, register_final_model, registered_variant,
 )
 from coordinator.validation.results import RandomEffects, to_jsonable
 from coordinator.validation.survival_pooling import HORIZON_MEASURES, SITE_MEASURES
@@ -85,13 +86,6 @@ def site_table(outcome: SurvivalOutcome, result: SurvivalVariantResult) -> dict[
     return table
 
 
-def registered_variant(outcome: SurvivalOutcome) -> tuple[str, str]:
-    preferred = outcome.preferred_variant
-    if preferred == "harmonised" and outcome.results.get("raw") and outcome.results["raw"].final_model is not None:
-        return "raw", UNHARMONISED_REASON
-    return preferred, "the study's preferred variant"
-
-
 def log_survival_model(outcome: SurvivalOutcome, variant: str, work: Path) -> Any:
     """Log the variant's final Cox model as a pyfunc in the active run; returns mlflow's ModelInfo."""
     import mlflow
@@ -128,18 +122,13 @@ def _figures(client: Any, run_id: str, outcome: SurvivalOutcome, result: Surviva
 
 def log_survival_outcome(outcome: SurvivalOutcome, tracking_uri: str, promote: bool = False) -> LoggedStudy:
     """Log the whole survival study (parent, held-out site children, final model, registry)."""
-    import mlflow
     from mlflow import MlflowClient
 
     from coordinator.validation.survival_figures import km_by_risk_group_figure
 
     tracking = dict(outcome.protocol.get("tracking") or {})
     client = MlflowClient(tracking_uri=tracking_uri)
-    experiment = tracking.get("experiment", "fedradval")
-    exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(
-        experiment, artifact_location=default_artifact_location(tracking_uri))
-    client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    exp_id = open_experiment(client, tracking.get("experiment", "fedradval"), tracking_uri)
     preferred = outcome.preferred_variant
     result = outcome.results[preferred]
     sites = ", ".join(f"{s} (n={c['n']}, events={c['n_pos']})" for s, c in sorted(outcome.counts.items()))
@@ -192,20 +181,9 @@ def log_survival_outcome(outcome: SurvivalOutcome, tracking_uri: str, promote: b
         _batch(client, final_id, params={"variant": chosen, "variant_reason": reason[:6000],
                                          "horizons": ",".join(f"{h:g}" for h in outcome.horizons),
                                          "time_unit": outcome.time_unit})
-        previous = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(tracking_uri)
-        try:
-            with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=final_id):
-                model_uri = log_survival_model(outcome, chosen, Path(tmp)).model_uri
-            if registered:
-                mv = mlflow.register_model(model_uri, registered, tags={"protocol_id": outcome.protocol_id,
-                                                                        "parent_run_id": pid, "variant": chosen})
-                version = str(mv.version)
-                if promote:
-                    client.set_registered_model_alias(registered, alias, version)
-        finally:
-            mlflow.set_tracking_uri(previous)
-        client.set_tag(pid, "model_uri", model_uri)
+        model_uri, version = register_final_model(
+            client, tracking_uri, final_id, pid, lambda work: log_survival_model(outcome, chosen, work),
+            registered, alias, promote, {"protocol_id": outcome.protocol_id, "variant": chosen})
         client.set_tag(pid, "registered_variant", chosen)
         client.set_tag(pid, "registered_variant_reason", reason)
     client.log_dict(pid, to_jsonable(outcome), SUMMARY_PATH)

@@ -24,6 +24,7 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -396,6 +397,57 @@ def default_artifact_location(tracking_uri: str) -> str | None:
     return None
 
 
+def open_experiment(client: Any, name: str, tracking_uri: str, artifact_location: str | None = None) -> str:
+    """The id of experiment ``name``, created when missing (``artifact_location``, else
+    :func:`default_artifact_location`; used only at creation), tagged for MLflow 3's model-training view."""
+    exp = client.get_experiment_by_name(name)
+    location = artifact_location or default_artifact_location(tracking_uri)
+    exp_id = exp.experiment_id if exp else client.create_experiment(name, artifact_location=location)
+    client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return exp_id
+
+
+def register_final_model(
+    client: Any,
+    tracking_uri: str,
+    final_run_id: str,
+    parent_run_id: str,
+    log_model: Callable[[Path], Any],
+    registered_model: str | None,
+    alias: str,
+    promote: bool,
+    version_tags: dict[str, str],
+) -> tuple[str | None, str | None]:
+    """Log a study's final model into its final-model run and register it: ``log_model(work)`` logs the model in
+    the active run (a temporary work folder for its files) and returns mlflow's ModelInfo; the model becomes a
+    new version of ``registered_model`` (when named; tags ``version_tags`` with empty values left out, and
+    ``parent_run_id``), and the registry ``alias`` moves to it only with ``promote``. The parent run is tagged
+    ``model_uri`` and ``registered_model`` (where to find the version, and whether the alias moved).
+    Returns (model URI, version)."""
+    import mlflow
+
+    model_uri = version = None
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=final_run_id):
+            model_uri = log_model(Path(tmp)).model_uri
+        if registered_model:
+            tags = {**{k: v for k, v in version_tags.items() if v}, "parent_run_id": parent_run_id}
+            version = str(mlflow.register_model(model_uri, registered_model, tags=tags).version)
+            if promote:
+                client.set_registered_model_alias(registered_model, alias, version)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    if model_uri:
+        client.set_tag(parent_run_id, "model_uri", model_uri)
+    if version:
+        where = f"{registered_model}@{alias} (version {version})" if promote else \
+            f"{registered_model} version {version} (alias {alias!r} not moved: log with --promote)"
+        client.set_tag(parent_run_id, "registered_model", where)
+    return model_uri, version
+
+
 def log_study(
     study: StudyResult,
     tracking_uri: str,
@@ -415,14 +467,10 @@ def log_study(
     ``final_model`` (default ``study.final_model``) is registered as a new version; the registry ``alias``
     moves to it only with ``promote``. ``final_variant`` / ``final_reason`` say which variant it is and why.
     """
-    import mlflow
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    location = artifact_location or default_artifact_location(tracking_uri)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location=location)
-    client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    exp_id = open_experiment(client, experiment, tracking_uri, artifact_location)
     final_model = final_model if final_model is not None else study.final_model
     site_names = [s.name for s in study.sites]
     parent = client.create_run(exp_id, run_name=f"{study.study_name} [{study.protocol_id[:12]}]", tags={
@@ -482,28 +530,9 @@ def log_study(
         fin.update({"conformal.q_neg": repr(final_model.conformal_q_neg),
                     "conformal.q_pos": repr(final_model.conformal_q_pos)})
         _batch(client, final_id, params=fin, history=final_model.training_history)
-        previous = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(tracking_uri)
-        try:
-            with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=final_id):
-                info = log_final_model(final_model, Path(tmp), final_variant, final_reason)
-            model_uri = info.model_uri
-            if registered_model:
-                tags = {"protocol_id": study.protocol_id, "parent_run_id": pid}
-                if final_variant:
-                    tags["variant"] = final_variant
-                mv = mlflow.register_model(model_uri, registered_model, tags=tags)
-                version = str(mv.version)
-                if promote:
-                    client.set_registered_model_alias(registered_model, alias, version)
-        finally:
-            mlflow.set_tracking_uri(previous)
-        if model_uri:
-            client.set_tag(pid, "model_uri", model_uri)
-        if version:
-            where = f"{registered_model}@{alias} (version {version})" if promote else \
-                f"{registered_model} version {version} (alias {alias!r} not moved: log with --promote)"
-            client.set_tag(pid, "registered_model", where)
+        model_uri, version = register_final_model(
+            client, tracking_uri, final_id, pid, lambda work: log_final_model(final_model, work, final_variant, final_reason),
+            registered_model, alias, promote, {"protocol_id": study.protocol_id, "variant": final_variant})
 
     client.log_dict(pid, to_jsonable(study), SUMMARY_PATH)
     client.set_terminated(pid)

@@ -10,7 +10,9 @@ independent sites is a sum, so are g and I); at one site it is a local computati
   the Newton decrement g·δ/2 < tol (the predicted gain of the step).
 * **Step halving**: θ + δ/2ʰ, h = 0, 1, ..., is accepted at the first h where the objective is finite and did not
   fall (:func:`improves`, relative slack 1e-12 for rounding); after ``max_halvings`` halvings the last candidate
-  is accepted (``on_no_ascent="accept"``) or the fit fails (``"raise"``). So the iteration never goes downhill.
+  is accepted (``on_no_ascent="accept"``) or the fit fails (``"raise"``). So with ``"raise"`` the iteration never
+  goes downhill; with ``"accept"`` it can: that last, 2^max_halvings times shortened step is taken even where the
+  objective fell (or is not finite), and the next step is computed from there.
 * **Singular information** at an accepted point: :class:`SingularInformation` (``on_singular="raise"``) or the
   fit stops there, not converged (``"stop"``).
 * **Budget**: at most ``max_iterations`` accepted steps and ``max_evaluations`` evaluations after the first

@@ -1,5 +1,6 @@
-"""Entry points the study dispatcher calls: charge a request to the ledger before the site computes, and register
-what a reply released after."""
+"""Entry points the study dispatcher calls: charge a request to the ledger before the site computes; and the
+release kinds of a reply's keys, which the release guard registers once the reply left
+(:mod:`site_client.privacy.release_guard`)."""
 
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def charge_request(phase: str, payload: Payload, context, cohort=None) -> None:
     runs = context.extra.get(RUNS_KEY)
     budget = Budget.from_protocol(context.protocol, int(runs) if runs else None)
     grant = context.extra.get(GRANT_KEY, IN_PROCESS_GRANT)
-    models = [str(m) for key in ("models", "train_models", "eval_models") for m in payload.get(key, [])]
+    models = request_models(payload)
     with Ledger.open(context.work_dir, context.protocol_id) as ledger:
         check = BudgetCheck(ledger, budget, context.protocol, context.protocol_id, context.run_id, grant)
         check.start_run(phase)
@@ -72,21 +73,16 @@ def charge_request(phase: str, payload: Payload, context, cohort=None) -> None:
                                                    protocol.privacy.min_cell_count))
 
 
-def release_kinds(reply: Payload, models: list[str]) -> list[str]:
-    """The kinds of aggregate in a reply: its keys with model names replaced by ``<model>`` and candidate indices
-    by ``<j>`` (``before/<model>/confusion/tp``, ``n_pos``, ...)."""
-    kinds = set()
-    for key in reply:
-        text = key
-        for model in sorted(models, key=len, reverse=True):  # whole path segments only
-            text = re.sub(rf"(?<![^/]){re.escape(model)}(?![^/])", "<model>", text)
-        parts = ["<j>" if part.isdigit() else part for part in text.split("/")]
-        kinds.add("/".join(parts))
-    return sorted(kinds)
+def request_models(payload: Payload) -> list[str]:
+    """The model names a request addresses (``models``, ``train_models``, ``eval_models``)."""
+    return [str(m) for key in ("models", "train_models", "eval_models") for m in payload.get(key, [])]
 
 
-def register_release(phase: str, reply: Payload, payload: Payload, context) -> None:
-    """Record in the ledger which kinds of aggregate this reply released (see :func:`release_kinds`)."""
-    models = [str(m) for key in ("models", "train_models", "eval_models") for m in payload.get(key, [])]
-    with Ledger.open(context.work_dir, context.protocol_id) as ledger:
-        ledger.register_release(context.run_id, phase, release_kinds(reply, models))
+def release_kind(key: str, models: list[str]) -> str:
+    """The kind of aggregate a reply key belongs to: the key with model names replaced by ``<model>`` and
+    candidate indices by ``<j>`` (``before/<model>/confusion/n_tp``, ``n_pos``, ...)."""
+    text = key
+    for model in sorted(models, key=len, reverse=True):  # whole path segments only
+        text = re.sub(rf"(?<![^/]){re.escape(model)}(?![^/])", "<model>", text)
+    return "/".join("<j>" if part.isdigit() else part for part in text.split("/"))
+

@@ -5,7 +5,9 @@ Small-cell control (:mod:`site_client.evaluation.privacy`) checks each aggregate
 (:func:`site_client.privacy.partition.protect_counts`) checks its own counts. But other aggregates of the run
 also carry class × part totals: a class histogram of the train part sums to the train part's positives, a
 conformal histogram of the calibration part to its negatives, and ``n_pos − n_train_pos`` is then the
-calibration part's positives, perhaps 3. This guard sees every reply before it leaves the site:
+calibration part's positives, perhaps 3. This guard sees every reply before it leaves the site, all in one
+ledger transaction per reply: decide (:func:`guard_release`) → the site's outgoing check → record
+(:func:`record_release`), only if the reply passed that check and so actually leaves:
 
 1. Every patient-count key of a reply (``n``, ``n_*``, ``bin_n_*``) has a registered *release kind* in
    :data:`TOTALS`: the class × part total it sums to (``n_cal_pos`` …), or None when it only splits a total
@@ -27,18 +29,20 @@ calibration part's positives, perhaps 3. This guard sees every reply before it l
 
 Why this is enough for the whole study: the released set only grows, and each admission is checked against the
 whole set, so after any reply the condition of 2. holds for everything released so far, in this run and in any
-earlier run of the same protocol at this site.
+earlier run of the same protocol at this site. The ledger's lock is held from the decision to the record, so two
+replies served at once (concurrent ClientApp processes) are never both admitted against the same older set.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import linprog
 
 from protocols.payload import Payload
-from site_client.privacy.charge import release_kinds
+from site_client.privacy.charge import release_kind, request_models
 from site_client.privacy.ledger import Ledger
 from site_client.privacy.partition import CLASS_PART_CELLS, CLASS_PART_SUBSETS, SUPPRESSED
 
@@ -46,7 +50,7 @@ _M = "<model>"
 _POS = r"(?:n_pos|n_events|bin_n_pos)"
 _NEG = r"(?:n_neg|n_nonevents|bin_n_neg)"
 _SPLIT = r"(?:n_tp|n_fp|n_tn|n_fn)"
-#: release kind (regular expression over :func:`release_kinds`'s form) → class × part total it sums to
+#: release kind (regular expression over :func:`release_kind`'s form) → class × part total it sums to
 #: (a key of CLASS_PART_SUBSETS), or None for a within-aggregate split by score. First match wins.
 TOTALS: list[tuple[str, str | None]] = [
     # handshake: the table's own margins and cells (protect_counts already hides what would pin a cell)
@@ -139,9 +143,9 @@ def exposes_small_cell(totals: list[str], counts: dict[str, int], k: int) -> boo
     return any(bounds[i][0] >= 1 - 1e-9 and bounds[i][1] <= k - 1 + 1e-9 for i in small)
 
 
-def _aggregates(reply: Payload, models: list[str]) -> dict[str, set[str]]:
+def _aggregates(reply: Payload, kinds: dict[str, str]) -> dict[str, set[str]]:
     """Prefix of each aggregate (its keys' path without the last part) → the totals its counts register."""
-    kinds = {}
+    aggregates = {}
     for name in reply:
         last = name.rsplit("/", 1)[-1]
         if not is_count_key(last):
@@ -149,12 +153,12 @@ def _aggregates(reply: Payload, models: list[str]) -> dict[str, set[str]]:
         value = reply[name]
         if np.ndim(value) == 0 and int(value) == SUPPRESSED:  # a handshake count already hidden
             continue
-        total = registered_total(release_kinds({name: value}, models)[0])
+        total = registered_total(kinds[name])
         prefix = name.rsplit("/", 1)[0] if "/" in name else ""
-        entry = kinds.setdefault(prefix, set())
+        entry = aggregates.setdefault(prefix, set())
         if total is not None:
             entry.add(total)
-    return kinds
+    return aggregates
 
 
 def _withhold(reply: Payload, prefix: str, k: int) -> None:
@@ -169,30 +173,50 @@ def _withhold(reply: Payload, prefix: str, k: int) -> None:
     reply[f"{prefix}/k"] = int(k)
 
 
-def guard_release(reply: Payload, payload: Payload, context, counts: dict[str, int]) -> list[str]:
+@dataclass
+class Release:
+    """What one reply releases, decided by :func:`guard_release` and written to the ledger by
+    :func:`record_release` only once the reply passed the site's outgoing check: a reply that check blocks
+    never left, so it released nothing."""
+
+    withheld: list[str]  # prefixes of the aggregates withheld (for the site's log and the run's ledger entry)
+    admitted: list[str]  # class × part totals this reply releases for the first time under the protocol
+    kinds: list[str]  # release kinds of the reply as it leaves (a withheld aggregate as its suppressed marker)
+
+
+def guard_release(reply: Payload, payload: Payload, context, counts: dict[str, int], ledger: Ledger) -> Release:
     """Withhold, in place, every aggregate of ``reply`` that would let a small cell be pinned together with
-    what the site released before under this protocol (rules in the module docstring); records the admitted totals in the ledger.
-    ``counts`` are the site's true class × part counts (:func:`site_client.study.handshake.class_counts`).
-    Returns the prefixes withheld (for the site's log)."""
+    what the site released before under this protocol (rules in the module docstring). Reads ``ledger`` (the
+    open transaction the reply is recorded in, see :func:`record_release`) and changes nothing in it.
+    ``counts`` are the site's true class × part counts (:func:`site_client.study.handshake.class_counts`)."""
     k = int(context.protocol.privacy.min_cell_count)
-    models = [str(m) for key in ("models", "train_models", "eval_models") for m in payload.get(key, [])]
-    aggregates = _aggregates(reply, models)
+    models = request_models(payload)
+    kinds = {name: release_kind(name, models) for name in reply}
+    aggregates = _aggregates(reply, kinds)
     order = sorted(aggregates, key=lambda p: (max((PART_PRIORITY[t] for t in aggregates[p]), default=-1), p))
+    released = list(ledger.data["released_totals"])
+    admitted: list[str] = []
     withheld = []
-    with Ledger.open(context.work_dir, context.protocol_id) as ledger:
-        state = ledger.run(context.run_id)
-        released = list(ledger.data["released_totals"])
-        for prefix in order:
-            new = sorted(aggregates[prefix] - set(released))
-            if not new:
-                continue
-            if exposes_small_cell(released + new, counts, k):
-                _withhold(reply, prefix, k)
-                withheld.append(prefix)
-                continue
-            released += new
-        ledger.data["released_totals"] = sorted(released)
-        if withheld:
-            state.setdefault("withheld", [])
-            state["withheld"] += [p for p in withheld if p not in state["withheld"]]
-    return withheld
+    for prefix in order:
+        new = sorted(aggregates[prefix] - set(released))
+        if not new:
+            continue
+        if exposes_small_cell(released + new, counts, k):
+            _withhold(reply, prefix, k)
+            withheld.append(prefix)
+            continue
+        released += new
+        admitted += new
+    leaving = {kinds.get(name) or release_kind(name, models) for name in reply}  # new keys: suppressed markers
+    return Release(withheld, sorted(admitted), sorted(leaving))
+
+
+def record_release(ledger: Ledger, release: Release, phase: str, run_id: int | None) -> None:
+    """Record in ``ledger`` what a reply that passed the outgoing check released: its totals (the guard's memory
+    for later replies and runs), its release kinds (the disclosure test enumerates them) and what was withheld."""
+    ledger.data["released_totals"] = sorted(set(ledger.data["released_totals"]) | set(release.admitted))
+    ledger.register_release(run_id, phase, release.kinds)
+    if release.withheld:
+        state = ledger.run(run_id)
+        state.setdefault("withheld", [])
+        state["withheld"] += [p for p in release.withheld if p not in state["withheld"]]

@@ -21,8 +21,8 @@ from protocols.contract import (
     fold_sizes, key,
 )
 from protocols.payload import Payload, plain, prefixes, unnest
-from site_client.privacy import BudgetExceeded, charge_request, register_release
-from site_client.privacy.release_guard import guard_release
+from site_client.privacy import BudgetExceeded, Ledger, charge_request
+from site_client.privacy.release_guard import guard_release, record_release
 from site_client.study.cohort import Cohort, load_cohort
 from site_client.study.context import ProtocolNotApproved, SiteContext, SiteStudyError
 from site_client.study.evaluate import handle_calibrate, handle_evaluate
@@ -119,14 +119,16 @@ def handle(phase: str, payload: Payload, context: SiteContext) -> Payload:
         if phase == HANDSHAKE:
             cohort = load_cohort(context, store)
             state = _handshake_state(context, cohort, out)
-        withheld = guard_release(out, payload, context, class_counts(cohort))  # whole-run differencing
-        if withheld:
-            _log(store, phase, f"withheld by the whole-run small-cell guard: {withheld}")
         assert state is not None
-        _record(phase, payload, state)
-        check_reply(phase, out, payload, context, state)
-        state.save(store)
-        register_release(phase, out, payload, context)
+        # one ledger transaction: the whole-run guard decides, the outgoing check passes, then what leaves is recorded
+        with Ledger.open(context.work_dir, context.protocol_id) as ledger:
+            release = guard_release(out, payload, context, class_counts(cohort), ledger)
+            if release.withheld:
+                _log(store, phase, f"withheld by the whole-run small-cell guard: {release.withheld}")
+            _record(phase, payload, state)
+            check_reply(phase, out, payload, context, state)
+            state.save(store)
+            record_release(ledger, release, phase, context.run_id)
         return out
     except BudgetExceeded as exc:  # the ledger recorded it; the coordinator learns the budget's name only
         _log(store, phase, f"refused ({OVER_BUDGET}): {exc}; {exc.detail}")

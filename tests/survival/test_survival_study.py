@@ -219,14 +219,15 @@ def lifelines_carried_risk(frame: pd.DataFrame, horizon: float) -> tuple[CoxPHFi
     return fitter, float(sum(sizes[s] * at[s] for s in sizes.index) / sizes.sum())
 
 
-def test_registered_model_returns_linear_predictor_and_risk_per_horizon(lung, tmp_path) -> None:
+def test_registered_model_returns_linear_predictor_and_risk_per_horizon(lung, mlflow_server) -> None:
+    """Logged to a real ``mlflow server`` (proxied artifacts), as a coordinator's tracking server is used."""
     import mlflow
     from mlflow import MlflowClient
 
     from coordinator.tracking import log_outcome
 
     frame, outcome, _ = lung
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_server
     logged = log_outcome(outcome, uri)
     mlflow.set_tracking_uri(uri)
     model = mlflow.pyfunc.load_model(f"models:/ncctg-lung-cox/{logged.model_version}")
@@ -245,6 +246,12 @@ def test_registered_model_returns_linear_predictor_and_risk_per_horizon(lung, tm
     parent = client.get_run(logged.parent_run_id)
     assert parent.data.metrics["pooled_harrell_c"] == pytest.approx(outcome.results["raw"].pooled["harrell_c"].estimate)
     assert parent.data.tags["outcome"] == "survival"
+    # the parent says where the registered model is (as a binary study's does); the alias moves only with promote
+    assert parent.data.tags["registered_model"] == (
+        f"ncctg-lung-cox version {logged.model_version} (alias 'champion' not moved: log with --promote)")
+    assert parent.data.tags["model_uri"] == logged.model_uri
+    assert client.get_model_version("ncctg-lung-cox", logged.model_version).tags == {
+        "protocol_id": outcome.protocol_id, "parent_run_id": logged.parent_run_id, "variant": "raw"}
     artifacts = {a.path for a in client.list_artifacts(logged.parent_run_id, "plots")}
     assert {"plots/forest_harrell_c.png", "plots/calibration_at_365.png"} <= artifacts
     fold = client.get_run(logged.fold_run_ids[site])

@@ -20,6 +20,7 @@ from fedmath.conformal import discrete_laplace_noise, discrete_laplace_sum_excee
 from protocols.contract import CALIBRATE, REPLY, ContractViolation, Dims, check_message
 from protocols.loader import parse_protocol
 from site_client.evaluation import dp_conformal_histogram, released_calibration_scores
+from validation.conformal_sites import shifted_sites
 
 ALPHAS = (0.1, 0.2)
 
@@ -62,19 +63,6 @@ def _exchangeable_sites(rng, n_cal: int, n_test: int, n_sites: int = 3):
         p = 1 / (1 + np.exp(-(1.2 * x + rng.normal(0, 0.5, n))))
         return p, y
     return [draw(n_cal) for _ in range(n_sites)], draw(n_test)
-
-
-def _shifted_sites(rng, n_cal: int, n_test: int):
-    """3 calibration sites + 1 held-out site with site intercept shifts and a miscalibrated model."""
-    out = []
-    for i in range(4):
-        n = n_cal if i < 3 else n_test
-        x = rng.normal(size=(n, 2))
-        true = -0.3 + 0.3 * rng.normal() + 1.2 * x[:, 0] + 0.6 * x[:, 1]
-        y = (rng.uniform(size=n) < 1 / (1 + np.exp(-true))).astype(int)
-        p = 1 / (1 + np.exp(-((true + 0.2) / 0.8 + rng.normal(0, 0.3, n))))
-        out.append((p, y))
-    return out[:3], out[3]
 
 
 def split_conformal_oracle(cal, alpha: float) -> tuple[float, float]:
@@ -142,7 +130,7 @@ def test_targets_met_at_400_calibration_cases_per_site_and_epsilon_8(alpha):
     d_cov, d_size = [], []
     for seed in range(200):
         rng = np.random.default_rng(seed)
-        cal, (p_t, y_t) = _shifted_sites(rng, 400, 100)
+        cal, (p_t, y_t) = shifted_sites(rng, 400, 100)
         results = []
         for q_neg, q_pos in (dp_thresholds(cal, alpha, 8.0, 40, 0.005, np.random.default_rng(50_000 + seed)),
                              split_conformal_oracle(cal, alpha)):
