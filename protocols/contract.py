@@ -17,6 +17,7 @@ Depends on numpy only (and the protocol's models); nothing from Flower.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -147,10 +148,17 @@ class Field:
     matches: str = ""                  # str: a regular expression the whole value must match
 
     def pattern(self) -> re.Pattern:
-        regex = re.escape(self.template)
-        for name, seg in SEGMENTS.items():
-            regex = regex.replace(re.escape("{" + name + "}"), f"(?P<{name}>{seg})")
-        return re.compile(f"^{regex}$")
+        return _template_pattern(self.template)
+
+
+@functools.lru_cache(maxsize=None)
+def _template_pattern(template: str) -> re.Pattern:
+    """The compiled key pattern of a field template, built once per template (messages are checked key by key
+    against every field: recompiling per key made checking a 50-site calibration reply take minutes)."""
+    regex = re.escape(template)
+    for name, seg in SEGMENTS.items():
+        regex = regex.replace(re.escape("{" + name + "}"), f"(?P<{name}>{seg})")
+    return re.compile(f"^{regex}$")
 
 
 @dataclass(frozen=True)
@@ -162,11 +170,27 @@ class Message:
     fields: tuple[Field, ...]
 
     def match(self, key: str) -> tuple[Field, dict] | None:
-        for f in self.fields:
-            m = _PATTERNS[id(f)].match(key) if id(f) in _PATTERNS else f.pattern().match(key)
+        """The first field (in declaration order) whose template matches ``key``; only the fields that can
+        start with the key's first path segment are tried."""
+        first = key.split("/", 1)[0]
+        for f in self._by_first_segment.get(first, self._open_first_segment):
+            m = f.pattern().match(key)
             if m:
                 return f, m.groupdict()
         return None
+
+    @functools.cached_property
+    def _open_first_segment(self) -> tuple[Field, ...]:
+        """Fields whose template starts with a placeholder (they can match any first segment)."""
+        return tuple(f for f in self.fields if f.template.startswith("{"))
+
+    @functools.cached_property
+    def _by_first_segment(self) -> dict[str, tuple[Field, ...]]:
+        """First literal path segment → the fields that can match a key starting with it, in declaration order
+        (those starting with a placeholder included)."""
+        literal = {f.template.split("/", 1)[0] for f in self.fields if not f.template.startswith("{")}
+        return {seg: tuple(f for f in self.fields if f.template.startswith("{") or f.template.split("/", 1)[0] == seg)
+                for seg in literal}
 
 
 class ContractViolation(ValueError):
@@ -481,7 +505,6 @@ _declare(EVALUATE, REPLY, [
 DTYPE_NAMES = {"f": "float64", "i": "int64", "u": "uint8"}
 # the time-to-event phases (cox, cox-baseline, cox-evaluate) declare themselves into CONTRACT
 from protocols import survival_contract as _survival  # noqa: E402,F401
-_PATTERNS = {id(f): f.pattern() for m in CONTRACT.values() for f in m.fields}
 
 
 # ---------------------------------------------------------------------------------------------------------
