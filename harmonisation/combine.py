@@ -15,6 +15,9 @@ from .messages import Message
 from .schema import plan_levels, plan_options
 
 SINGULAR_TOL = 1e-10
+#: A site's SSR below −NEGATIVE_SSR_TOL × its M2 is no rounding (that is ~1e-14 × mean/SD relative): its round-1
+#: sums and schema describe different cases.
+NEGATIVE_SSR_TOL = 1e-6
 
 
 def column_owners(plan: Message) -> list[str]:
@@ -122,12 +125,12 @@ def residual_sum_of_squares(xtx: np.ndarray, xty: np.ndarray, beta: np.ndarray, 
 
     since y − xᵀB̂ = (y − m) − xᵀD when xᵀu = 1. Centring on m keeps the large feature means out of the
     subtraction (the uncentred Σy² − … form cancels catastrophically for HU or volumes), and the quadratic form
-    is stationary at the least-squares B̂, so B̂'s rounding enters only to second order."""
+    is stationary at the least-squares B̂, so B̂'s rounding enters only to second order. Rounding can leave a
+    residual-free feature a hair below 0 (the caller clips)."""
     _, mean, m2 = moments
     d = beta - np.outer(u, mean)
     xty_c = xty - np.outer(xtx @ u, mean)
-    ssr = m2 - 2.0 * np.einsum("qp,qp->p", d, xty_c) + np.einsum("qp,qp->p", d, xtx @ d)
-    return np.maximum(ssr, 0.0)
+    return m2 - 2.0 * np.einsum("qp,qp->p", d, xty_c) + np.einsum("qp,qp->p", d, xtx @ d)
 
 
 def schema_moments(schema: Message, columns: Sequence[int], batches: Sequence[str] | None = None) -> Part | None:
@@ -167,8 +170,13 @@ def combine_scale(plan: Message, fit: Message, round1: Mapping[str, Message],
         if rows != moments[0]:
             raise HarmonisationError(
                 f"site {site!r}: its round-1 sums cover {rows} case(s) but its schema described {moments[0]}")
-        ssr += residual_sum_of_squares(xtx, np.asarray(xty, dtype=float), np.asarray(fit["beta"], dtype=float),
-                                       u, moments)
+        site_ssr = residual_sum_of_squares(xtx, np.asarray(xty, dtype=float), np.asarray(fit["beta"], dtype=float),
+                                           u, moments)
+        if np.any(site_ssr < -NEGATIVE_SSR_TOL * np.maximum(moments[2], np.finfo(float).tiny)):
+            raise HarmonisationError(
+                f"site {site!r}: its round-1 sums and its schema's moments do not describe the same cases (the "
+                "residual sum of squares they imply is negative); check that its data did not change during the run")
+        ssr += np.maximum(site_ssr, 0.0)
         n += moments[0]
     return pooled_variance(plan, ssr, n)
 

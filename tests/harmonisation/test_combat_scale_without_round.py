@@ -58,3 +58,46 @@ def test_pooled_variance_with_batches_spanning_sites_equals_neurocombat(ref: str
     result = run_federated_combat(frames, feats, batch_col="scanner", ref_site=ref, float32_covariates=True,
                                   diagnostics=False, **COVARS)
     np.testing.assert_allclose(result.model.var_pooled, expected, rtol=_tolerance(frames, feats))
+
+
+def _round1_and_schemas(ref=None):
+    from harmonisation.combine import combine_round1
+    from harmonisation.design import prepare_site
+    from harmonisation.schema import ComBatOptions, build_plan, site_schema
+    from harmonisation.site_stats import site_round1
+
+    frames = generate_sites()
+    feats = feature_names()
+    schemas = {s: site_schema(s, df, feats, **COVARS) for s, df in frames.items()}
+    plan = build_plan(list(schemas.values()), options=ComBatOptions(ref_batch=ref), **COVARS)
+    round1 = {s: site_round1(prepare_site(s, df, plan), ref) for s, df in frames.items()}
+    return plan, combine_round1(plan, list(round1.values())), round1, schemas
+
+
+def test_round1_sums_of_other_cases_than_the_schema_are_named() -> None:
+    from harmonisation.combine import combine_scale
+    from harmonisation.errors import HarmonisationError
+
+    plan, fit, round1, schemas = _round1_and_schemas()
+    fewer = dict(schemas["site1"], batch_n=schemas["site1"]["batch_n"] - 1)  # the schema of one case less
+    with pytest.raises(HarmonisationError) as err:
+        combine_scale(plan, fit, round1, {**schemas, "site1": fewer})
+    assert str(err.value) == "site 'site1': its round-1 sums cover 57 case(s) but its schema described 56"
+    spread = dict(schemas["site2"], var=schemas["site2"]["var"] * 0.25)  # same count, half the spread
+    with pytest.raises(HarmonisationError) as err:
+        combine_scale(plan, fit, round1, {**schemas, "site2": spread})
+    assert str(err.value) == (
+        "site 'site2': its round-1 sums and its schema's moments do not describe the same cases (the residual sum "
+        "of squares they imply is negative); check that its data did not change during the run")
+
+
+def test_a_reference_site_without_its_reference_rows_sums_is_named() -> None:
+    from harmonisation.combine import combine_scale
+    from harmonisation.errors import HarmonisationError
+
+    plan, fit, round1, schemas = _round1_and_schemas(ref="site0")
+    bare = {k: v for k, v in round1["site0"].items() if not k.startswith("ref_")}
+    with pytest.raises(HarmonisationError) as err:
+        combine_scale(plan, fit, {**round1, "site0": bare}, schemas)
+    assert str(err.value) == ("site 'site0' holds 42 case(s) of the reference batch 'site0' but its round-1 message "
+                              "lacks their sums (ref_xtx, ref_xty)")

@@ -48,6 +48,8 @@ def _reference(read: dict[str, pd.DataFrame], sites: list[str]) -> dict:
 def test_combat_takes_one_round_and_the_fits_come_with_the_first_training_message(study):
     p, pid, transport, outcome, _ = study
     assert outcome.rounds_by_phase["combat-round1"] == 1 and "combat-round2" not in outcome.rounds_by_phase
+    # handshake 1, ComBat 1, training, calibration step 0 and its Newton rounds, evaluation 1 (was + 1 more)
+    assert outcome.rounds == p.model.rounds + 4 + outcome.newton_rounds
     assert not [e for e in transport.log if e.phase == "combat-round2"]
     first = [e.request for e in transport.log if e.phase == "train" and e.request["round"] == 1]
     assert first and all(any(k.startswith("fit/") for k in r) and any(k.startswith("scale/") for k in r) for r in first)
