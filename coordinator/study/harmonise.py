@@ -152,16 +152,18 @@ def scale_from_handshake(plan: dict, hs: HandshakeResult, sites: list[str]) -> d
     (:func:`harmonisation.combine.pooled_variance`)."""
     idx = [hs.features.index(f) for f in plan["features"]]
     ref = plan.get("ref_batch") or None
-    ssr, n = np.zeros(len(idx)), 0
-    for site in sites:
+    ssr, n = 0, 0
+    for site in sites:  # summed per site, then over sites (the order the sites' round-2 sums were added in)
         schema = hs.schemas[site]
+        site_ssr = np.zeros(len(idx))
         for i, batch in enumerate(schema["batches"]):
             n_b = int(np.asarray(schema["batch_n"])[i])
             if ref is not None and batch != ref:
                 continue
             if n_b > 1:
-                ssr += (n_b - 1) * np.asarray(schema["var"][i], dtype=float)[idx]
+                site_ssr += (n_b - 1) * np.asarray(schema["var"][i], dtype=float)[idx]
             n += n_b
+        ssr = ssr + site_ssr
     return pooled_variance(plan, ssr, n)
 
 
