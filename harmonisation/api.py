@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .combine import combine_batch_moments, combine_round1, combine_round2
+from .combine import combine_batch_moments, combine_round1, combine_scale
 from .design import prepare_site
 from .diagnostics import (batch_effect_table, batch_summary_table, pooled_batch_moments,
                           pooled_site_moments, site_diagnostics)
@@ -24,7 +24,7 @@ from .local_adjust import local_adjust
 from .messages import HUB_TO_SITE, SITE_TO_HUB, MessageLog
 from .model import ComBatModel
 from .schema import ComBatOptions, build_plan, feature_matrix, level_str, site_schema
-from .site_stats import site_batch_moments, site_round1, site_round2, standardise
+from .site_stats import site_batch_moments, site_round1, standardise
 
 
 @dataclass
@@ -110,18 +110,12 @@ def _run(frames: dict[str, pd.DataFrame], features: list[str], categorical: Sequ
     for s in frames:
         log.record(HUB_TO_SITE, s, plan)
     local = {s: prepare_site(s, df, plan, y_all=tables.pop(s)) for s, df in frames.items()}
-    # round 1: XᵀX, XᵀY -> B̂, α̂
-    fit = combine_round1(plan, [log.record(SITE_TO_HUB, s, site_round1(sd)) for s, sd in local.items()])
+    # round 1: XᵀX, XᵀY (reference mode: also of the reference rows) -> B̂, α̂, and σ̂² with the schemas' moments
+    round1 = {s: log.record(SITE_TO_HUB, s, site_round1(sd, options.ref_batch)) for s, sd in local.items()}
+    fit = combine_round1(plan, list(round1.values()))
+    scale = combine_scale(plan, fit, round1, {sc["site"]: sc for sc in schemas})
     for s in frames:
         log.record(HUB_TO_SITE, s, fit)
-    # round 2: SSR -> σ̂²
-    r2 = []
-    for s, sd in local.items():
-        msg = site_round2(sd, plan, fit)
-        if msg is not None:
-            r2.append(log.record(SITE_TO_HUB, s, msg))
-    scale = combine_round2(plan, r2)
-    for s in frames:
         log.record(HUB_TO_SITE, s, scale)
     # local standardisation; extra round only for batches spanning sites
     zs = {s: standardise(sd, plan, fit, scale) for s, sd in local.items()}

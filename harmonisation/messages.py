@@ -14,15 +14,15 @@ step  kind                        content
                                   per-batch feature mean / var / constant flag
 0 v   ``plan``                    global batches, levels (first dropped), feature order,
                                   excluded features, design columns, options
-1 ^   ``round1``                  XᵀX (q x q), XᵀY (q x p), n
+1 ^   ``round1``                  XᵀX (q x q), XᵀY (q x p), n; reference mode: a site holding
+                                  reference-batch rows adds XᵀX, XᵀY of those rows
 1 v   ``fit``                     B̂ (q x p), grand mean α̂ (p), cond(XᵀX), continuous
                                   covariates' mean / sd (for held-out range checks)
-2 ^   ``round2``                  residual sum of squares (p), n  (reference mode: only
-                                  sites holding reference-batch rows send it)
-2 v   ``scale``                   pooled variance σ̂² (p), zero-variance flags (p)
-3 ^   ``batch_moments``           only when a batch spans sites: per such batch (n, mean,
+1 v   ``scale``                   pooled variance σ̂² (p), zero-variance flags (p): from the
+                                  round-1 sums and the schemas' moments, no round of its own
+2 ^   ``batch_moments``           only when a batch spans sites: per such batch (n, mean,
                                   M2) of the standardised data
-3 v   ``eb``                      γ*, δ* for the spanning batches
+2 v   ``eb``                      γ*, δ* for the spanning batches
 --    local adjust                no upload
 opt ^ ``diagnostics``             per-batch mean / var after harmonisation (reporting)
 ====  ==========================  =========================================================

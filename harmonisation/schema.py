@@ -60,7 +60,10 @@ def _rows(index: pd.Index, mask: np.ndarray, limit: int = 3) -> str:
 
 
 def feature_matrix(site: str, df: pd.DataFrame, features: Sequence[str]) -> np.ndarray:
-    """Samples x features float64 matrix; error naming site, feature and count on bad cells."""
+    """Samples x features float64 matrix, column-major whatever pandas' block layout (numpy sums a column of a
+    row-major array in another order, so the schema's moments, and σ̂², which is computed from them, would
+    depend on how the table was built; column-major is what a table read from CSV gives, so studies keep their
+    bits); error naming site, feature and count on bad cells."""
     if not isinstance(df, pd.DataFrame):
         raise HarmonisationError(f"site {site!r}: expected a pandas DataFrame, got {type(df).__name__}")
     missing = [f for f in features if f not in df.columns]
@@ -77,8 +80,8 @@ def feature_matrix(site: str, df: pd.DataFrame, features: Sequence[str]) -> np.n
     if all(pd.api.types.is_numeric_dtype(t) and not pd.api.types.is_bool_dtype(t) for t in set(sub.dtypes)):
         out = sub.to_numpy(dtype=np.float64, na_value=np.nan)
         if np.isfinite(out).all():  # fast path: one block, no per-column work
-            return out
-    out = np.empty((len(df), len(features)), dtype=np.float64)
+            return np.asfortranarray(out)
+    out = np.empty((len(df), len(features)), dtype=np.float64, order="F")
     for j, name in enumerate(features):
         col = sub.iloc[:, j]
         if pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):

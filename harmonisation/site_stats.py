@@ -1,4 +1,4 @@
-"""Site-side statistics for rounds 1 and 2 (and the spanning-batch round).
+"""Site-side statistics for round 1 (and the spanning-batch round).
 
 All outputs are aggregates whose size depends on q (design width) and p (features) only.
 """
@@ -13,26 +13,18 @@ from .design import SiteData
 from .messages import Message
 
 
-def site_round1(sd: SiteData) -> Message:
-    """Round 1: A_k = X_kᵀX_k (q x q), C_k = X_kᵀY_k (q x p), n_k."""
-    return {"kind": "round1", "site": sd.site, "xtx": sd.x.T @ sd.x, "xty": sd.x.T @ sd.y,
-            "n": int(sd.y.shape[0])}
-
-
-def site_round2(sd: SiteData, plan: Message, fit: Message) -> Message | None:
-    """Round 2: SSR_j = Σ_i (y_ij - x_iᵀB̂_j)² over the site's rows (reference mode: only its
-    reference-batch rows; a site without any sends nothing)."""
-    ref = plan["ref_batch"] or None
-    if ref is None:
-        resid = sd.y - sd.x @ fit["beta"]
-        n = sd.y.shape[0]
-    else:
-        rows = sd.batches == ref
-        if not rows.any():
-            return None
-        resid = sd.y[rows] - sd.x[rows] @ fit["beta"]
-        n = int(rows.sum())
-    return {"kind": "round2", "site": sd.site, "ssr": np.einsum("ij,ij->j", resid, resid), "n": int(n)}
+def site_round1(sd: SiteData, ref_batch: str | None = None) -> Message:
+    """Round 1: A_k = X_kᵀX_k (q x q), C_k = X_kᵀY_k (q x p), n_k; in reference mode a site holding
+    reference-batch rows adds their own sums (``ref_xtx``, ``ref_xty``): σ̂² is fitted on those rows only, and
+    the coordinator computes it from these sums and the schema's moments
+    (:func:`harmonisation.combine.combine_scale`), with no round of its own."""
+    msg: Message = {"kind": "round1", "site": sd.site, "xtx": sd.x.T @ sd.x, "xty": sd.x.T @ sd.y,
+                    "n": int(sd.y.shape[0])}
+    if ref_batch is not None and np.any(sd.batches == ref_batch):
+        rows = sd.batches == ref_batch
+        msg["ref_xtx"] = sd.x[rows].T @ sd.x[rows]
+        msg["ref_xty"] = sd.x[rows].T @ sd.y[rows]
+    return msg
 
 
 def covariate_effect(sd: SiteData, plan: Message, beta: np.ndarray) -> np.ndarray:

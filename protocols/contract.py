@@ -30,16 +30,16 @@ from protocols.schema import Protocol
 # ---------------------------------------------------------------------------------------------------------
 # Phases and the field names every message carries
 # ---------------------------------------------------------------------------------------------------------
-HANDSHAKE, COMBAT1, COMBAT2, TRAIN, CALIBRATE, EVALUATE = (
-    "handshake", "combat-round1", "combat-round2", "train", "calibrate", "evaluate")
-PHASES = (HANDSHAKE, COMBAT1, COMBAT2, TRAIN, CALIBRATE, EVALUATE)
+HANDSHAKE, COMBAT1, TRAIN, CALIBRATE, EVALUATE = (
+    "handshake", "combat-round1", "train", "calibrate", "evaluate")
+PHASES = (HANDSHAKE, COMBAT1, TRAIN, CALIBRATE, EVALUATE)
 REQUEST, REPLY = "request", "reply"
 
 PROTOCOL_ID, PHASE, SITE = "protocol_id", "phase", "site"
 
 #: Top-level key segments (message prefixes and field names); every key is built from these with :func:`key`.
 W, N, LOSS, DIAG = "w", "n", "loss", "diag"
-PLAN, R1, FIT, R2, SCALE, STD = "plan", "r1", "fit", "r2", "scale", "std"
+PLAN, R1, FIT, SCALE, STD = "plan", "r1", "fit", "scale", "std"
 CALHIST, CONFORMAL, APPARENT, BEFORE, AFTER = "calhist", "conformal", "apparent", "before", "after"
 TERMS, LOCALFIT, PAR, RECAL, RECAL_METHOD, Q = "terms", "localfit", "par", "recal", "recal_method", "q"
 COVERAGE, SETSIZE, SCHEMA, FVOL = "coverage", "setsize", "schema", "fvol"
@@ -361,6 +361,8 @@ _PLAN_FIELDS = [
     _int(f"{_plan}/max_iter", "EB iteration limit", lo=1, hi=100_000),
 ]
 _q = (lambda d, parts: (parts.get("q", -1),))
+_qq = (lambda d, parts: (parts.get("q", -1), parts.get("q", -1)))
+_qp = (lambda d, parts: (parts.get("q", -1), parts.get("p", -1)))
 
 CONTRACT: dict[tuple[str, str], Message] = {}
 
@@ -407,21 +409,23 @@ _declare(COMBAT1, REQUEST, [
     *_PLAN_FIELDS,
 ])
 _declare(COMBAT1, REPLY, [
-    Field(R1 + "/{fold}/xtx", "array", "XᵀX of the site's design", dtype="f",
-          shape=lambda d, parts: (parts.get("q", -1), parts.get("q", -1)), shape_text="(q, q)",
+    Field(R1 + "/{fold}/xtx", "array", "XᵀX of the site's design", dtype="f", shape=_qq, shape_text="(q, q)",
           required=True, each=TRAIN_FOLDS),
-    Field(R1 + "/{fold}/xty", "array", "XᵀY", dtype="f", shape=lambda d, parts: (parts.get("q", -1), parts.get("p", -1)),
-          shape_text="(q, p_fold)", required=True, each=TRAIN_FOLDS),
+    Field(R1 + "/{fold}/xty", "array", "XᵀY", dtype="f", shape=_qp, shape_text="(q, p_fold)", required=True,
+          each=TRAIN_FOLDS),
     _int(R1 + "/{fold}/n", "cases", lo=1, required=True, each=TRAIN_FOLDS, counts=True),
+    Field(R1 + "/{fold}/ref_xtx", "array", "XᵀX of the site's reference-batch rows (reference mode; for σ̂²)",
+          dtype="f", shape=_qq, shape_text="(q, q)"),
+    Field(R1 + "/{fold}/ref_xty", "array", "XᵀY of the site's reference-batch rows (reference mode; for σ̂²)",
+          dtype="f", shape=_qp, shape_text="(q, p_fold)"),
 ])
 
 
 def _fit_fields() -> list[Field]:
-    """A fold's ComBat fit: in combat-round2, or in the first training message when no ComBat round was needed."""
+    """A fold's ComBat fit (B̂, α̂): in the first training message, with the fold's σ̂²."""
     return [
         Field(FIT + "/{fold}/kind", "str", "'fit'"),
-        Field(FIT + "/{fold}/beta", "array", "B̂", dtype="f", shape=lambda d, parts: (parts.get("q", -1), parts.get("p", -1)),
-              shape_text="(q, p_fold)"),
+        Field(FIT + "/{fold}/beta", "array", "B̂", dtype="f", shape=_qp, shape_text="(q, p_fold)"),
         Field(FIT + "/{fold}/alpha", "array", "grand mean α̂", dtype="f", shape=lambda d, parts: (parts.get("p", -1),),
               shape_text="(p_fold,)"),
         _float(FIT + "/{fold}/cond", "cond(XᵀX)", finite=False),
@@ -432,12 +436,6 @@ def _fit_fields() -> list[Field]:
     ]
 
 
-_declare(COMBAT2, REQUEST, [_names(TRAIN_FOLDS, "folds this site trains", _folds, required=True), *_fit_fields()])
-_declare(COMBAT2, REPLY, [
-    Field(R2 + "/{fold}/ssr", "array", "residual sum of squares per feature", dtype="f",
-          shape=lambda d, parts: (parts.get("p", -1),), shape_text="(p_fold,)", lo=0.0),
-    _int(R2 + "/{fold}/n", "cases", lo=1, counts=True),
-])
 _declare(TRAIN, REQUEST, [
     _int(ROUND, "training round", lo=1, required=True),
     _names(MODELS, "models this site trains this round", _models, required=True),

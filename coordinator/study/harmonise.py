@@ -1,16 +1,21 @@
-"""Federated ComBat for every fold at once, coordinator side: one or two message rounds for all folds.
+"""Federated ComBat for every fold at once, coordinator side: one message round with covariates, none without.
 
 Per fold f (training sites T_f): plan_f = ``build_plan`` over the handshake schemas of T_f; round 1 sums
-XᵀX, XᵀY of T_f → B̂_f, α̂_f (``combine_round1``); round 2 sums SSR → σ̂²_f (``combine_round2``). σ̂²_f goes
-out with the first training message; the held-out site of f then applies the frozen (α̂_f, β̂_f, σ̂²_f)
-without refitting. The frozen estimates of each fold are kept as :class:`harmonisation.ComBatModel`.
+XᵀX, XᵀY of T_f → B̂_f, α̂_f (``combine_round1``), and σ̂²_f follows from those sums and the handshake's
+per-batch moments with no round of its own (``combine_scale``): round 1 covers all of a site's cases, the
+cases its handshake moments describe (same cohort; ``combine_scale`` checks the counts), and per site
+SSR = M2 − 2 Dᵀ Xᵀ(Y − m) + Dᵀ XᵀX D with D = B̂ − u mᵀ, m the site's mean and X u = 1
+(:func:`harmonisation.combine.residual_sum_of_squares`). In reference mode σ̂² is fitted on the reference
+batch's rows only: the site holding them adds their XᵀX, XᵀY to round 1. The fits (B̂_f, α̂_f) and σ̂²_f go out
+with the first training message; the held-out site of f then applies the frozen (α̂_f, β̂_f, σ̂²_f) without
+refitting. The frozen estimates of each fold are kept as :class:`harmonisation.ComBatModel`.
 
-Without covariates (the design holds batch columns only) neither round is needed: the handshake's per-batch
-moments are the sums both rounds would send. XᵀX = Σ_b n_b·x_b x_bᵀ and XᵀY = Σ_b n_b·x_b ȳ_bᵀ (x_b the
+Without covariates (the design holds batch columns only) round 1 is not needed either: the handshake's
+per-batch moments are the sums it would send. XᵀX = Σ_b n_b·x_b x_bᵀ and XᵀY = Σ_b n_b·x_b ȳ_bᵀ (x_b the
 design row of batch b; :func:`fit_from_handshake`), and least squares on batch indicators fits every batch its
-own mean, so the SSR of batch b is (n_b − 1)·s²_b (:func:`scale_from_handshake`). Each site's plans and fits
-(B̂_f, α̂_f) then travel with its first training message, where the site gate checks the plans as it would
-in round 1 (``HarmonisationResult.with_training``).
+own mean, so the SSR of batch b is (n_b − 1)·s²_b (:func:`scale_from_handshake`). Each site's plans then travel
+with its first training message too, where the site gate checks them as it would in round 1
+(``HarmonisationResult.plans_with_training``).
 
 Standardisation without an extra round (:func:`standardisation`): the raw variant uses the exact pooled mean
 and SD of the fold's training sites from the handshake's per-batch moments; the harmonised variant uses the
@@ -25,14 +30,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harmonisation.combine import combine_round1, combine_round2
+from harmonisation.combine import combine_round1, combine_scale, pooled_variance
 from fedmath.moments import pool_mean_variance
 from harmonisation.model import ComBatModel
 from harmonisation.schema import ComBatOptions, build_plan
 from protocols.contract import fold_sizes
 from protocols.payload import Payload, nest, unnest
 from protocols.schema import Protocol
-from protocols.contract import FIT, HELDOUT_FOLDS, PLAN, R1, R2, SCALE, STD, TRAIN_FOLDS, key
+from protocols.contract import FIT, HELDOUT_FOLDS, PLAN, R1, SCALE, STD, TRAIN_FOLDS, key
 from coordinator.study.design import StudyDesign
 from coordinator.study.handshake import HandshakeResult
 from coordinator.study.transport import Session
@@ -45,7 +50,7 @@ class HarmonisationResult:
     scales: dict[str, dict] = field(default_factory=dict)
     models: dict[str, ComBatModel] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    with_training: bool = False  # no ComBat round: plans and fits go out with the first training message
+    plans_with_training: bool = False  # no ComBat round: the plans go out with the first training message
 
 
 def options(protocol: Protocol) -> ComBatOptions:
@@ -77,8 +82,7 @@ def _plans(protocol: Protocol, design: StudyDesign, hs: HandshakeResult, notes: 
 
 
 def run_harmonisation(protocol: Protocol, session: Session, design: StudyDesign, hs: HandshakeResult) -> HarmonisationResult:
-    """Two rounds (XᵀX/XᵀY, then SSR) for every fold, none without covariates; fails (ValueError) on an
-    impossible design."""
+    """One round (XᵀX/XᵀY) for every fold, none without covariates; fails (ValueError) on an impossible design."""
     out = HarmonisationResult()
     out.plans = _plans(protocol, design, hs, out.notes)
     if session.checker is not None:
@@ -89,7 +93,7 @@ def run_harmonisation(protocol: Protocol, session: Session, design: StudyDesign,
             out.fits[fold] = fit_from_handshake(plan, hs, sites)
             out.scales[fold] = scale_from_handshake(plan, hs, sites)
             out.models[fold] = ComBatModel.from_messages(plan, out.fits[fold], out.scales[fold])
-        out.with_training = True
+        out.plans_with_training = True
         return out
     requests: dict[str, Payload] = {}
     for site in session.active:
@@ -99,18 +103,9 @@ def run_harmonisation(protocol: Protocol, session: Session, design: StudyDesign,
         requests[site] = req
     replies = session.exchange("combat-round1", requests)
     for fold, plan in out.plans.items():
-        msgs = [unnest(replies[s], key(R1, fold)) for s in design.training_sites(fold) if s in replies]
-        out.fits[fold] = combine_round1(plan, msgs)
-    requests = {}
-    for site in session.active:
-        req = {TRAIN_FOLDS: design.train_folds(site)}
-        for fold, fit in out.fits.items():
-            req.update(nest(key(FIT, fold), fit))
-        requests[site] = req
-    replies = session.exchange("combat-round2", requests)
-    for fold, plan in out.plans.items():
-        msgs = [unnest(replies[s], key(R2, fold)) for s in design.training_sites(fold) if key(R2, fold, "n") in replies.get(s, {})]
-        out.scales[fold] = combine_round2(plan, msgs)
+        msgs = {s: unnest(replies[s], key(R1, fold)) for s in design.training_sites(fold) if s in replies}
+        out.fits[fold] = combine_round1(plan, list(msgs.values()))
+        out.scales[fold] = combine_scale(plan, out.fits[fold], msgs, hs.schemas)
         out.models[fold] = ComBatModel.from_messages(plan, out.fits[fold], out.scales[fold])
     return out
 
@@ -152,25 +147,24 @@ def fit_from_handshake(plan: dict, hs: HandshakeResult, sites: list[str]) -> dic
 
 def scale_from_handshake(plan: dict, hs: HandshakeResult, sites: list[str]) -> dict:
     """σ̂² of a design with batch columns only (no covariates, every batch inside one site), from the
-    handshake: the fitted value of every row is its batch's mean, so SSR_k = Σ_b∈k (n_b − 1)·s²_b (s² with
-    ddof 1, as the sites announced it); in reference-batch mode only the reference batch counts. The sums then
-    go through ``combine_round2`` like the sites' round-2 messages."""
+    handshake: the fitted value of every row is its batch's mean, so SSR = Σ_b (n_b − 1)·s²_b (s² with ddof 1,
+    as the sites announced it); in reference-batch mode only the reference batch counts
+    (:func:`harmonisation.combine.pooled_variance`)."""
     idx = [hs.features.index(f) for f in plan["features"]]
     ref = plan.get("ref_batch") or None
-    msgs = []
-    for site in sites:
+    ssr, n = 0, 0
+    for site in sites:  # summed per site, then over sites (the order the sites' round-2 sums were added in)
         schema = hs.schemas[site]
-        ssr, n = np.zeros(len(idx)), 0
+        site_ssr = np.zeros(len(idx))
         for i, batch in enumerate(schema["batches"]):
             n_b = int(np.asarray(schema["batch_n"])[i])
             if ref is not None and batch != ref:
                 continue
             if n_b > 1:
-                ssr += (n_b - 1) * np.asarray(schema["var"][i], dtype=float)[idx]
+                site_ssr += (n_b - 1) * np.asarray(schema["var"][i], dtype=float)[idx]
             n += n_b
-        if n:
-            msgs.append({"ssr": ssr, "n": n})
-    return combine_round2(plan, msgs)
+        ssr = ssr + site_ssr
+    return pooled_variance(plan, ssr, n)
 
 
 def raw_moments(hs: HandshakeResult, sites: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -205,16 +199,16 @@ def standardisation(design: StudyDesign, hs: HandshakeResult, harm: Harmonisatio
 
 def first_round_extras(site: str, design: StudyDesign, harm: HarmonisationResult | None,
                        std: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]) -> Payload:
-    """What the first training message adds for ``site``: σ̂² of its folds (and their plans and fits when no
+    """What the first training message adds for ``site``: the fit and σ̂² of its folds (and their plans when no
     ComBat round carried them) and their standardisation."""
     folds = design.train_folds(site) + design.heldout_folds(site)
     extra: Payload = {TRAIN_FOLDS: design.train_folds(site), HELDOUT_FOLDS: design.heldout_folds(site)}
     for fold in folds:
         if harm is not None and fold in harm.scales:
             extra.update(nest(key(SCALE, fold), harm.scales[fold]))
-            if harm.with_training:
+            extra.update(nest(key(FIT, fold), harm.fits[fold]))
+            if harm.plans_with_training:
                 extra.update(nest(key(PLAN, fold), harm.plans[fold]))
-                extra.update(nest(key(FIT, fold), harm.fits[fold]))
         for variant, (mean, sd) in std[fold].items():
             extra.update(nest(key(STD, fold, variant), {"mean": mean, "sd": sd}))
     return extra

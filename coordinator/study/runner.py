@@ -1,7 +1,7 @@
 """The study, start to end, as pure orchestration over a Transport (no Flower, no MLflow).
 
-Message rounds: handshake (1) → ComBat (all folds: 2 with covariates; 0 without, or when harmonisation.combat
-is false) → training
+Message rounds: handshake (1) → ComBat (all folds: 1 with covariates, XᵀX/XᵀY, σ̂² then follows from those sums
+and the handshake's moments; 0 without covariates, or when harmonisation.combat is false) → training
 (model.rounds) → calibration step 0 (1) → recalibration Newton (1–2 on the tests', demo and benchmark studies; 0 when none) →
 evaluation (1). See docs/architecture.md.
 """

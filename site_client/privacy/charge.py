@@ -66,12 +66,13 @@ def charge_request(phase: str, payload: Payload, context, cohort=None) -> None:
             check.calibrate(payload, input_scales(payload, context, cohort, models) if models else {})
         elif phase == "evaluate":
             check.evaluate(payload)
-        elif phase in ("combat-round1", "combat-round2"):
+        elif phase == "combat-round1":
             protocol = context.protocol
             batch = protocol.batch.column if protocol.batch.by == "column" else None
             check.combat(phase, small_combat_cells(context.site_name, cohort.table, batch,
                                                    [c.name for c in protocol.covariates.categorical],
-                                                   protocol.privacy.min_cell_count))
+                                                   protocol.privacy.min_cell_count,
+                                                   protocol.harmonisation.reference_batch))
 
 
 def request_models(payload: Payload) -> list[str]:

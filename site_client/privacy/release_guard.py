@@ -55,7 +55,7 @@ _SPLIT = r"(?:n_tp|n_fp|n_tn|n_fn)"
 TOTALS: list[tuple[str, str | None]] = [
     # handshake: the table's own margins and cells (protect_counts already hides what would pin a cell)
     *[(name, name) for name in CLASS_PART_SUBSETS],
-    (r"fvol/n|schema/n|r[12]/[^/]+/n", "n"),  # feature-volume sums, ComBat rounds: all the site's cases
+    (r"fvol/n|schema/n|r1/[^/]+/n", "n"),  # feature-volume sums, ComBat round 1: all the site's cases
     # held-out evaluation on all cases, before and after recalibration, and conformal sets
     (rf"(?:before|after)/{_M}/(?:auc|calfit|calibration)/n", "n"),
     (rf"(?:before|after)/{_M}/(?:auc|calibration|confusion|histograms|reliability|paired|roc|relcurve)/{_POS}",

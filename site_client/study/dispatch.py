@@ -27,7 +27,7 @@ from site_client.study.cohort import Cohort, load_cohort
 from site_client.study.context import ProtocolNotApproved, SiteContext, SiteStudyError
 from site_client.study.evaluate import handle_calibrate, handle_evaluate
 from site_client.study.handshake import batch_column, class_counts, handle_handshake
-from site_client.study.harmonise import handle_round1, handle_round2
+from site_client.study.harmonise import handle_round1
 from site_client.study.run_state import SiteRunState
 from site_client.study.store import SiteStore
 from site_client.study.survival import handle_cox, handle_cox_baseline, handle_cox_evaluate
@@ -42,7 +42,6 @@ Handler = Callable[[Payload, SiteContext, SiteStore, Cohort], Payload]
 
 PHASES: dict[str, Handler] = {
     "combat-round1": handle_round1,
-    "combat-round2": handle_round2,
     "train": handle_train,
     "calibrate": handle_calibrate,
     "evaluate": handle_evaluate,

@@ -1,13 +1,14 @@
 """Federated ComBat, site side, for every leave-one-site-out fold at once.
 
-* ``combat-round1``: store each fold's plan; for each fold this site trains: XᵀX, XᵀY, n (harmonisation
-  :func:`site_round1`).
-* ``combat-round2``: store each fold's fit (B̂, α̂); for each fold this site trains: SSR per feature, n.
-  Without covariates the coordinator has both rounds' sums from the handshake's per-batch moments and skips
-  both rounds: the plans and fits then come with the first training message.
-* first ``train`` message (:func:`finalise`): with σ̂² (and the plans and fits, when no round brought them), adjust the site's own data per fold (training folds:
-  local empirical-Bayes adjustment; the fold it is held out of: the frozen training estimates, never refitted,
-  :func:`apply_to_heldout_site`) and store the matrices, with each fold's standardisation.
+* ``combat-round1`` (only with covariates): store each fold's plan; for each fold this site trains: XᵀX, XᵀY,
+  n of all its cases (harmonisation :func:`site_round1`; in reference mode also XᵀX, XᵀY of its
+  reference-batch rows). The coordinator then has what σ̂² needs: these sums and the handshake's per-batch
+  moments of the same cases. Without covariates it has everything from the handshake and skips the round:
+  the plans then come with the first training message.
+* first ``train`` message (:func:`finalise`): with each fold's fit (B̂, α̂) and σ̂² (and the plans, when no round
+  brought them), adjust the site's own data per fold (training folds: local empirical-Bayes adjustment; the
+  fold it is held out of: the frozen training estimates, never refitted, :func:`apply_to_heldout_site`) and
+  store the matrices, with each fold's standardisation.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from harmonisation.diagnostics import site_diagnostics
 from harmonisation.local_adjust import local_adjust
 from harmonisation.model import ComBatModel
 from harmonisation.schema import batch_labels
-from harmonisation.site_stats import site_round1, site_round2
+from harmonisation.site_stats import site_round1
 from protocols.models import ALL_SITES
 from protocols.payload import Payload, nest, prefixes, unnest
-from protocols.contract import DIAG, FIT, HELDOUT_FOLDS, PLAN, R1, R2, SCALE, STD, TRAIN_FOLDS, key
+from protocols.contract import DIAG, FIT, HELDOUT_FOLDS, PLAN, R1, SCALE, STD, TRAIN_FOLDS, key
 from site_client.study.cohort import Cohort
 from site_client.study.context import SiteContext, SiteStudyError
 from site_client.study.store import SiteStore
@@ -37,46 +38,29 @@ def _fold_file(kind: str, fold: str) -> str:
     return f"combat/{fold}.{kind}"
 
 
+#: What round 1 sends of :func:`site_round1`'s message (the reference rows' sums only in reference mode).
+ROUND1_FIELDS = ("xtx", "xty", "n", "ref_xtx", "ref_xty")
+
+
 def handle_round1(payload: Payload, context: SiteContext, store: SiteStore, cohort: Cohort) -> Payload:
     reply: Payload = {}
     train_folds = list(payload.get(TRAIN_FOLDS, []))
-    for fold, plan in _store_plans(payload, store).items():
+    for fold, plan in _store_messages(payload, store, PLAN).items():
         if fold in train_folds:
             sd = prepare_site(context.site_name, cohort.table, plan)
-            msg = site_round1(sd)
-            reply.update(nest(key(R1, fold), {k: msg[k] for k in ("xtx", "xty", "n")}))
+            msg = site_round1(sd, plan["ref_batch"] or None)
+            reply.update(nest(key(R1, fold), {k: msg[k] for k in ROUND1_FIELDS if k in msg}))
     return reply
 
 
-def _store_plans(payload: Payload, store: SiteStore) -> dict[str, dict]:
-    """Keep every fold's ComBat plan (the site gate checked it); returns them by fold."""
-    plans = {}
-    for fold in prefixes(payload, PLAN):
-        plans[fold] = unnest(payload, key(PLAN, fold))
-        store.write_message(_fold_file("plan", fold), plans[fold])
-    return plans
-
-
-def _store_fits(payload: Payload, store: SiteStore) -> dict[str, dict]:
-    """Keep every fold's broadcast fit (B̂, α̂) for the adjustment; returns them by fold."""
-    fits = {}
-    for fold in prefixes(payload, FIT):
-        fits[fold] = unnest(payload, key(FIT, fold))
-        store.write_message(_fold_file("fit", fold), fits[fold])
-    return fits
-
-
-def handle_round2(payload: Payload, context: SiteContext, store: SiteStore, cohort: Cohort) -> Payload:
-    reply: Payload = {}
-    train_folds = list(payload.get(TRAIN_FOLDS, []))
-    for fold, fit in _store_fits(payload, store).items():
-        if fold in train_folds:
-            plan = store.read_message(_fold_file("plan", fold))
-            sd = prepare_site(context.site_name, cohort.table, plan)
-            msg = site_round2(sd, plan, fit)
-            if msg is not None:
-                reply.update(nest(key(R2, fold), {"ssr": msg["ssr"], "n": msg["n"]}))
-    return reply
+def _store_messages(payload: Payload, store: SiteStore, prefix: str) -> dict[str, dict]:
+    """Keep every fold's message under ``prefix`` (the ComBat plan, or the broadcast fit B̂, α̂; the site gate
+    checked them) for the adjustment; returns them by fold."""
+    messages = {}
+    for fold in prefixes(payload, prefix):
+        messages[fold] = unnest(payload, key(prefix, fold))
+        store.write_message(_fold_file(prefix, fold), messages[fold])
+    return messages
 
 
 def finalise(payload: Payload, context: SiteContext, store: SiteStore, cohort: Cohort) -> tuple[list[str], Payload]:
@@ -91,14 +75,14 @@ def finalise(payload: Payload, context: SiteContext, store: SiteStore, cohort: C
     heldout_folds = set(payload.get(HELDOUT_FOLDS, []))
     arrays: dict[str, np.ndarray] = {}
     notes: list[str] = []
-    _store_plans(payload, store)
-    _store_fits(payload, store)
+    _store_messages(payload, store, PLAN)
+    _store_messages(payload, store, FIT)
     for fold in prefixes(payload, SCALE):
         if fold not in train_folds | heldout_folds:
             continue
         scale = unnest(payload, key(SCALE, fold))
-        plan = store.read_message(_fold_file("plan", fold))
-        fit = store.read_message(_fold_file("fit", fold))
+        plan = store.read_message(_fold_file(PLAN, fold))
+        fit = store.read_message(_fold_file(FIT, fold))
         cols = [cohort.features.index(f) for f in plan["features"]]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

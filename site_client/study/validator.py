@@ -23,7 +23,7 @@ from collections.abc import Callable
 from harmonisation.schema import design_columns, sort_levels
 from harmonisation.schema import ComBatOptions
 from protocols.contract import (
-    CALIBRATE, COMBAT1, COMBAT2, COUNT_FIELDS, ContractViolation, Dims, EVALUATE, EVAL_MODELS, FIT, HANDSHAKE,
+    CALIBRATE, COMBAT1, COUNT_FIELDS, ContractViolation, Dims, EVALUATE, EVAL_MODELS, FIT, HANDSHAKE,
     HELDOUT_FOLDS, MAX_FOLDS, MODELS, PAR, PHASE, PLAN, RECAL_METHOD, RELEASE, REPLY, REQUEST, ROUND, SCALE, SITE,
     STD, STEP, TRAIN, TRAIN_FOLDS, TRAIN_MODELS, W, check_message, key, plan_fields,
 )
@@ -199,27 +199,12 @@ def _check_combat1(request: dict, context: SiteContext, state: SiteRunState, mat
         check_plan(fold, unnest(request, key(PLAN, fold)), fold in request[TRAIN_FOLDS], context, state, phase)
 
 
-def _check_combat2(request: dict, context: SiteContext, state: SiteRunState, matched: list, phase: str) -> None:
-    if not context.protocol.harmonisation.combat:
-        raise _not_allowed(context, phase, PHASE, "is not part of the protocol (harmonisation.combat is false)")
-    if not state.folds:
-        raise Refusal(context.site_name, phase, OUT_OF_ORDER, "ComBat round 1 has not been served in this run")
-    if not set(request[TRAIN_FOLDS]) <= set(state.train_folds):
-        raise _not_allowed(context, phase, TRAIN_FOLDS, "names a fold the site does not train in this run")
-    for fold in prefixes(request, FIT):
-        if fold not in state.folds:
-            raise _not_allowed(context, phase, key(FIT, fold), "names a fold this run did not introduce")
-
-
 def _check_fits_once(request: dict, context: SiteContext, state: SiteRunState, phase: str) -> None:
-    """Each fold's ComBat fit arrives exactly once: in combat-round2 (then never again: the site computed its
-    SSR at that fit), or, when the coordinator needed no ComBat round (no covariates), in the first training
-    message, for every fold whose σ̂² it carries."""
-    fits = set(prefixes(request, FIT))
-    if fits and state.served.get(COMBAT2):
-        raise _not_allowed(context, phase, key(FIT, sorted(fits)[0]), "was broadcast in combat-round2 already")
-    if context.protocol.harmonisation.combat and not state.served.get(COMBAT2):  # no round 2: fits come here
-        missing = sorted(set(prefixes(request, SCALE)) - fits)
+    """Each fold's ComBat fit (B̂, α̂) arrives once, in the first training message, with the fold's σ̂²: every
+    fold whose σ̂² it carries comes with its fit (the first message is served once, so the fit never changes
+    under the site's adjustment)."""
+    if context.protocol.harmonisation.combat:
+        missing = sorted(set(prefixes(request, SCALE)) - set(prefixes(request, FIT)))
         if missing:
             raise _not_allowed(context, phase, key(SCALE, missing[0]), "comes without the fold's ComBat fit")
 
@@ -339,7 +324,6 @@ from site_client.study.survival_gate import SURVIVAL_CHECKS  # noqa: E402  (it b
 PHASE_CHECKS: dict[str, list[Check]] = {
     HANDSHAKE: [_check_release],
     COMBAT1: [_check_combat1],
-    COMBAT2: [_check_combat2],
     TRAIN: [_check_train],
     CALIBRATE: [_check_calibrate],
     EVALUATE: [_check_evaluate],

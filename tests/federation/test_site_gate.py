@@ -219,15 +219,24 @@ def test_a_patient_sized_reply_is_blocked_and_logged(study, monkeypatch):
 
     p, pid, transport, tables = study
     n = len(tables[SITE])
-    monkeypatch.setitem(dispatch.PHASES, "combat-round2",
-                        lambda payload, context, store, cohort: {"r2/_all/ssr": np.zeros(n), "r2/_all/n": n})
+    request = _request(transport, "combat-round1")
+    folds = request["train_folds"]
+    real = dispatch.PHASES["combat-round1"]
+
+    def per_patient(payload, context, store, cohort):
+        reply = real(payload, context, store, cohort)
+        reply[f"r1/{folds[0]}/xty"] = np.zeros((n, n))  # one column per patient instead of per feature
+        return reply
+
+    monkeypatch.setitem(dispatch.PHASES, "combat-round1", per_patient)
     context = transport.contexts[SITE]
+    shutil.rmtree(context.work_dir / "privacy")  # round 1 was served: the privacy budget would refuse it again
     with pytest.raises(Refusal) as err:
-        handle("combat-round2", _request(transport, "combat-round2"), context)
-    assert str(err.value) == (f"site {SITE} refused combat-round2 (reply-blocked): the reply failed the site's "
+        handle("combat-round1", request, context)
+    assert str(err.value) == (f"site {SITE} refused combat-round1 (reply-blocked): the reply failed the site's "
                               "outgoing check and was not sent; details in the site's log")
     log = next(context.work_dir.glob("study/*/notes.log")).read_text()
-    assert "reply field r2/_all/ssr has the wrong shape" in log
+    assert f"reply field r1/{folds[0]}/xty has the wrong shape" in log
 
 
 def test_a_reply_string_the_site_may_not_send_is_blocked(study, monkeypatch):
@@ -267,24 +276,34 @@ def test_a_cohort_error_leaves_the_site_as_a_generic_reason_with_the_detail_in_i
     assert detail in next(context.work_dir.glob("study/*/notes.log")).read_text()
 
 
-# ---- ComBat plans and fits: exactly once, in their rounds or (no covariates, no round) in the first training message ----
+# ---- ComBat plans and fits: exactly once; plans in round 1 or (no covariates, no round) in the first training
+# message, fits always in the first training message, with σ̂² ----
 @pytest.fixture(scope="module")
 def study_without_covariates(tmp_path_factory):
     p, pid = synthetic_protocol(model={"rounds": 2}, covariates={"categorical": [], "continuous": []})
     tables = {site: table.drop(columns=["sex", "age"]) for site, table in synthetic_sites().items()}
     transport = InProcessTransport(make_contexts(tmp_path_factory.mktemp("gate-nocov"), p, pid, tables))
     outcome = run_study(p, pid, transport, progress=lambda s: None)
-    assert "combat-round1" not in outcome.rounds_by_phase and "combat-round2" not in outcome.rounds_by_phase
+    assert "combat-round1" not in outcome.rounds_by_phase
     return p, pid, transport, synthetic_sites()  # with the columns the refusal texts must not quote
 
 
-def test_a_first_training_message_without_the_combat_fit_is_refused_when_no_round_2_brought_it(study_without_covariates):
-    request = _request(study_without_covariates[2], "train", 0)
+@pytest.mark.parametrize("which", ["covariates", "no covariates"])
+def test_a_first_training_message_without_the_combat_fit_is_refused(study, study_without_covariates, which):
+    chosen = study if which == "covariates" else study_without_covariates
+    request = _request(chosen[2], "train", 0)
     fold = sorted(k.split("/")[1] for k in request if k.startswith("scale/"))[0]
     for name in [k for k in request if k.startswith(f"fit/{fold}/")]:
         del request[name]
-    assert _refused(study_without_covariates, "train", request) == _not_allowed(
-        study_without_covariates, "train", f"scale/{fold} comes without the fold's ComBat fit")
+    assert _refused(chosen, "train", request) == _not_allowed(
+        chosen, "train", f"scale/{fold} comes without the fold's ComBat fit")
+
+
+def test_a_combat_round_2_request_is_refused_as_outside_the_contract(study):
+    """σ̂² needs no round of its own any more: a site refuses the phase that used to ask for SSR."""
+    request = {"protocol_id": study[1], "phase": "combat-round2", "train_folds": ["_all"]}
+    assert _refused(study, "combat-round2", request) == (
+        f"site {SITE} refused combat-round2 (not-in-contract): the phase is not in the message contract")
 
 
 def test_a_combat_fit_or_plan_in_a_later_training_message_is_refused(study_without_covariates):
@@ -312,11 +331,3 @@ def test_a_plan_in_the_first_training_message_after_combat_round_1_is_refused(st
     assert _refused(study, "train", request) == _not_allowed(study, "train", "plan was sent in combat-round1 already")
 
 
-def test_a_second_combat_fit_after_round_2_is_refused(study):
-    transport = study[2]
-    request = _request(transport, "train", 0)
-    fits = {k: v for k, v in _request(transport, "combat-round2").items() if k.startswith("fit/")}
-    fold = sorted(k.split("/")[1] for k in request if k.startswith("scale/"))[0]
-    request.update({k: v for k, v in fits.items() if k.startswith(f"fit/{fold}/")})
-    assert _refused(study, "train", request) == _not_allowed(
-        study, "train", f"fit/{fold} was broadcast in combat-round2 already")

@@ -47,7 +47,12 @@ def feature_names(p: int = N_FEATURES) -> list[str]:
 
 
 def run_neurocombat(pooled: pd.DataFrame, features, batch_col, categorical=(), continuous=(), **kw) -> np.ndarray:
-    """neuroCombat 0.2.12 on the pooled table; float64 p x n input; returns samples x features.
+    """neuroCombat 0.2.12 on the pooled table; float64 p x n input; returns samples x features."""
+    return neurocombat_output(pooled, features, batch_col, categorical, continuous, **kw)["data"].T
+
+
+def neurocombat_output(pooled: pd.DataFrame, features, batch_col, categorical=(), continuous=(), **kw) -> dict:
+    """neuroCombat 0.2.12's whole output (``data`` features x samples, ``estimates``, ``info``).
 
     ``ref_batch`` needs ``np.int``, removed in numpy >= 1.24: a test-only shim sets it."""
     from neuroCombat import neuroCombat
@@ -64,7 +69,7 @@ def run_neurocombat(pooled: pd.DataFrame, features, batch_col, categorical=(), c
     finally:
         if shim:
             del np.int
-    return out["data"].T
+    return out
 
 
 def pool(frames: dict[str, pd.DataFrame], site_col: str = "site") -> pd.DataFrame:

@@ -16,26 +16,31 @@ def _shapes(result, direction="site->hub"):
     return [(e.site, e.kind, e.shapes) for e in result.log.entries if e.direction == direction]
 
 
-def test_two_statistics_rounds_after_the_schema() -> None:
+def test_one_statistics_round_after_the_schema() -> None:
+    """σ̂² needs no round of its own: the coordinator has its sums from round 1 and the schemas."""
     frames = generate_sites()
     result = run_federated_combat(frames, feature_names(), diagnostics=False, **COVARS)
     for site in frames:
-        assert result.log.kinds(site=site) == ["schema", "round1", "round2"]
+        assert result.log.kinds(site=site) == ["schema", "round1"]
         assert result.log.kinds(HUB_TO_SITE, site=site) == ["plan", "fit", "scale"]
 
 
-def test_reference_mode_only_reference_site_sends_round_two() -> None:
+def test_reference_mode_only_reference_site_sends_its_reference_rows_sums() -> None:
     frames = generate_sites()
     result = run_federated_combat(frames, feature_names(), ref_site="site0", diagnostics=False, **COVARS)
-    assert result.log.kinds(site="site0") == ["schema", "round1", "round2"]
+    assert result.log.kinds(site="site0") == ["schema", "round1"]
     assert result.log.kinds(site="site1") == ["schema", "round1"]
+    round1 = {e.site: e.shapes for e in result.log.uploads() if e.kind == "round1"}
+    q, p = round1["site0"]["xty"]
+    assert round1["site0"]["ref_xtx"] == (q, q) and round1["site0"]["ref_xty"] == (q, p)
+    assert not {"ref_xtx", "ref_xty"} & set(round1["site1"]) and not {"ref_xtx", "ref_xty"} & set(round1["site2"])
 
 
 def test_spanning_batch_adds_one_round_and_diagnostics_are_optional() -> None:
     frames = generate_sites(scanners=True)
     result = run_federated_combat(frames, feature_names(), batch_col="scanner", diagnostics=True, **COVARS)
     for site in frames:
-        assert result.log.kinds(site=site) == ["schema", "round1", "round2", "batch_moments", "diagnostics"]
+        assert result.log.kinds(site=site) == ["schema", "round1", "batch_moments", "diagnostics"]
 
 
 @pytest.mark.parametrize("batch_col", [None, "scanner"])

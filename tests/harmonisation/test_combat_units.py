@@ -12,35 +12,36 @@ nc = importlib.import_module("neuroCombat.neuroCombat")
 
 from combat_testkit import feature_names, generate_sites
 from harmonisation import ComBatModel
-from harmonisation.combine import combine_round1, combine_round2
+from harmonisation.combine import combine_round1, combine_scale
 from harmonisation.design import prepare_site
 from fedmath.moments import pool_moments
 from harmonisation.eb import batch_adjustments
 from harmonisation.schema import ComBatOptions, build_plan, site_schema
-from harmonisation.site_stats import site_round1, site_round2
+from harmonisation.site_stats import site_round1
 
 COVARS = dict(categorical=["sex", "grade"], continuous=["age"])
 
 
-def _setup(ref=None):
-    frames = generate_sites()
+def _setup(ref=None, frames=None):
+    frames = generate_sites() if frames is None else frames
     feats = feature_names()
     schemas = [site_schema(s, df, feats, batch_col=None, **COVARS) for s, df in frames.items()]
     plan = build_plan(schemas, options=ComBatOptions(ref_batch=ref), **COVARS)
     local = {s: prepare_site(s, df, plan) for s, df in frames.items()}
-    return frames, feats, plan, local
+    return frames, feats, plan, local, {sc["site"]: sc for sc in schemas}
 
 
-def test_round1_and_round2_equal_pooled_least_squares() -> None:
-    frames, feats, plan, local = _setup()
-    fit = combine_round1(plan, [site_round1(sd) for sd in local.values()])
+def test_round1_gives_pooled_least_squares_and_the_pooled_residual_variance() -> None:
+    frames, feats, plan, local, schemas = _setup()
+    round1 = {s: site_round1(sd) for s, sd in local.items()}
+    fit = combine_round1(plan, list(round1.values()))
     x = np.vstack([sd.x for sd in local.values()])
     y = np.vstack([sd.y for sd in local.values()])
     beta_ls = np.linalg.lstsq(x, y, rcond=None)[0]
     np.testing.assert_allclose(fit["beta"], beta_ls, rtol=1e-9, atol=1e-9 * np.abs(beta_ls).max())
     n_k = np.array([len(frames[b]) for b in plan["batches"]])
     np.testing.assert_allclose(fit["alpha"], n_k @ beta_ls[:3] / n_k.sum(), rtol=1e-10)
-    scale = combine_round2(plan, [site_round2(sd, plan, fit) for sd in local.values()])
+    scale = combine_scale(plan, fit, round1, schemas)
     np.testing.assert_allclose(scale["var_pooled"], ((y - x @ beta_ls) ** 2).mean(axis=0), rtol=1e-9)
     # continuous covariate summary from XᵀX alone
     age = pd.concat(frames.values())["age"]
@@ -49,7 +50,7 @@ def test_round1_and_round2_equal_pooled_least_squares() -> None:
 
 
 def test_design_columns_follow_neurocombat_order() -> None:
-    _, _, plan, _ = _setup()
+    _, _, plan, _, _ = _setup()
     assert plan["design_columns"] == ["batch=site0", "batch=site1", "batch=site2",
                                       "sex=1", "grade=G2", "grade=G3", "age"]
 

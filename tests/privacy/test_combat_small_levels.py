@@ -66,3 +66,22 @@ def test_every_one_and_two_way_cell_is_counted_reference_levels_included() -> No
         "sex=F & stage=II: 2 case(s)", "sex=M & stage=I: 2 case(s)", "sex=M & stage=II: 2 case(s)",
     ])
     assert small_combat_cells("s", table, "scanner", ["sex", "stage"], 2) == []
+
+
+def test_reference_mode_also_counts_the_reference_batchs_level_pairs() -> None:
+    """In reference mode the site holding the reference batch sends its rows' XᵀX too: the level pairs within
+    that batch are three-way cells (batch × sex × stage) that the all-rows tables do not show. Counted by hand."""
+    table = pd.DataFrame({"case_id": [f"c{i}" for i in range(30)], "scanner": ["A"] * 15 + ["B"] * 15,
+                          "sex": (["F"] * 9 + ["M"] * 6) * 2,
+                          "stage": ["I"] * 6 + ["II"] * 3 + ["I"] * 3 + ["II"] * 3 + ["I"] * 3 + ["II"] * 6 + ["I"] * 6})
+    # A: F&I 6, F&II 3, M&I 3, M&II 3;  B: F&I 3, F&II 6, M&I 6;  all rows: F&I 9, F&II 9, M&I 9, M&II 3
+    assert small_combat_cells("s", table, "scanner", ["sex", "stage"], 5) == ["sex=M & stage=II: 3 case(s)"]
+    assert sorted(small_combat_cells("s", table, "scanner", ["sex", "stage"], 5, reference_batch="A")) == sorted([
+        "sex=M & stage=II: 3 case(s)",
+        "batch=A & sex=F & stage=II: 3 case(s)", "batch=A & sex=M & stage=I: 3 case(s)",
+        "batch=A & sex=M & stage=II: 3 case(s)"])
+    assert sorted(small_combat_cells("s", table, "scanner", ["sex", "stage"], 5, reference_batch="B")) == sorted([
+        "sex=M & stage=II: 3 case(s)", "batch=B & sex=F & stage=I: 3 case(s)"])  # B & M & II is 0: allowed
+    only_a = table[table["scanner"] == "A"]  # the reference batch alone: its pairs are the two-way table already
+    assert small_combat_cells("s", only_a, "scanner", ["sex", "stage"], 5, reference_batch="A") == \
+        small_combat_cells("s", only_a, "scanner", ["sex", "stage"], 5)
