@@ -100,6 +100,18 @@ def parse_model_key(key: str) -> tuple[str, str, str]:
     return parts[0], parts[1], parts[2]
 
 
+def is_radiomic(model: str) -> bool:
+    """True for a model of the radiomic feature set (all model features), False for a volume-only baseline."""
+    return parse_model_key(model)[2] == "radiomic"
+
+
+def volume_partner(model: str) -> str:
+    """The volume-only model validated beside a radiomic one: same fold and variant, feature set ``volume``
+    (the baseline of the paired ΔAUC and of the survival comparison)."""
+    fold, variant, _ = parse_model_key(model)
+    return model_key(fold, variant, "volume")
+
+
 def model_spec(kind: str, hidden_sizes: list[int] | tuple[int, ...], feature_set: str, n_model_features: int) -> ModelSpec:
     """Architecture of the radiomic model (all model features) or the volume-only baseline (one input)."""
     n_inputs = 1 if feature_set == "volume" else n_model_features

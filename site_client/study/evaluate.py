@@ -24,7 +24,10 @@ import numpy as np
 
 from fedmath.auc import delong_auc
 from fedmath.logistic import recalibrate as fedmath_recalibrate
-from protocols.models import model_key, model_spec, params_from_payload, params_to_payload, parse_model_key, predict_proba
+from protocols.models import (
+    is_radiomic, model_spec, params_from_payload, params_to_payload, parse_model_key, predict_proba,
+    volume_partner,
+)
 from protocols.payload import Payload, nest
 from protocols.contract import AFTER, APPARENT, BEFORE, CALHIST, CONFORMAL, COVERAGE, EVAL_MODELS, LOCALFIT, PAR, Q, RECAL, RECAL_METHOD, SETSIZE, STEP, TERMS, TRAIN_MODELS, W, key
 from site_client.evaluation import (
@@ -143,13 +146,8 @@ def handle_calibrate(payload: Payload, context: SiteContext, store: SiteStore, c
 
 def paired_models(scores: dict) -> list[tuple[str, str]]:
     """(radiomic model, its fold's volume-only model) for every pair this site validates."""
-    pairs = []
-    for model in scores:
-        fold, variant, feature_set = parse_model_key(model)
-        baseline = model_key(fold, variant, "volume")
-        if feature_set == "radiomic" and baseline in scores:
-            pairs.append((model, baseline))
-    return pairs
+    return [(model, volume_partner(model)) for model in scores
+            if is_radiomic(model) and volume_partner(model) in scores]
 
 
 def _paired(p_model: np.ndarray, p_baseline: np.ndarray, y: np.ndarray, k: int) -> dict:
