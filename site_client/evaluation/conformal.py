@@ -35,6 +35,15 @@ def conformal_histograms(p: object, y: object, edges: np.ndarray | int, site: st
     }
 
 
+def _class_scores(p: object, y: object, label: int, site: str | None) -> np.ndarray:
+    """The calibration scores s = 1 - p̂_y of the cases of class ``label`` (0 or 1), after the input checks."""
+    p = as_probabilities(p, "p", site)
+    y = as_labels(y, p.size, "y", site)
+    if label not in (0, 1):
+        raise ValueError(f"label must be 0 or 1, got {label!r}")
+    return conformity_scores(p, y)[y == label]
+
+
 def conformal_histogram(
     p: object, y: object, edges: np.ndarray | int, label: int, site: str | None = None
 ) -> Aggregate:
@@ -43,12 +52,8 @@ def conformal_histogram(
     One aggregate per class, so small-cell merging coarsens each class's histogram on its own.
     Returns ``edges`` and ``bin_n_scores``.
     """
-    p = as_probabilities(p, "p", site)
-    y = as_labels(y, p.size, "y", site)
-    if label not in (0, 1):
-        raise ValueError(f"label must be 0 or 1, got {label!r}")
+    s = _class_scores(p, y, label, site)
     e = _edges(edges)
-    s = conformity_scores(p, y)[y == label]
     return {"edges": e, "bin_n_scores": np.bincount(bin_index(s, e), minlength=e.size - 1).astype(np.int64)}
 
 
@@ -71,12 +76,8 @@ def dp_conformal_histogram(
     ``bin_n_noisy`` (integers, possibly negative). ``rng`` is for tests and benches; the study never passes one,
     so the noise comes from :func:`site_noise_generator`.
     """
-    p = as_probabilities(p, "p", site)
-    y = as_labels(y, p.size, "y", site)
-    if label not in (0, 1):
-        raise ValueError(f"label must be 0 or 1, got {label!r}")
+    s = _class_scores(p, y, label, site)
     e = dp_grid(bins)
-    s = conformity_scores(p, y)[y == label]
     counts = np.bincount(bin_index(s, e), minlength=e.size - 1).astype(np.int64)
     noise = discrete_laplace_noise(counts.size, epsilon, rng if rng is not None else site_noise_generator())
     return {"n": int(s.size), "bin_n_noisy": counts + noise}
