@@ -18,10 +18,14 @@ the same seed starts from identical weights. k-NN, trees and forests are not fed
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fedmath.network import logits, predict_proba, weighted_average  # noqa: F401  (one home: fedmath)
+
+if TYPE_CHECKING:
+    from protocols.schema import Validation
 
 MODEL_TYPES = ("logistic", "linear_svm", "mlp")
 
@@ -103,6 +107,14 @@ def parse_model_key(key: str) -> tuple[str, str, str]:
 def is_radiomic(model: str) -> bool:
     """True for a model of the radiomic feature set (all model features), False for a volume-only baseline."""
     return parse_model_key(model)[2] == "radiomic"
+
+
+def conformal_applies(validation: "Validation", model: str) -> bool:
+    """Whether ``model`` gets conformal thresholds, i.e. whether its training sites release calibration scores
+    for it: always with ``validation.conformal_method: histogram``; with ``dp_quantile`` only for the radiomic
+    models (the study reports prediction sets for those; a volume-only release would spend ε for nothing).
+    The one rule both sides follow: the site before it releases, the coordinator before it computes thresholds."""
+    return validation.conformal_method == "histogram" or is_radiomic(model)
 
 
 def volume_partner(model: str) -> str:

@@ -84,24 +84,23 @@ def dp_conformal_histogram(
 
 
 def released_calibration_scores(
-    p: object, y: object, label: int, validation: object, k: int, model_is_radiomic: bool = True, site: str | None = None,
-) -> Aggregate | None:
+    p: object, y: object, label: int, validation: object, k: int, site: str | None = None,
+) -> Aggregate:
     """What a training site releases about class ``label``'s calibration scores, by the approved protocol's
-    ``validation.conformal_method`` (never by anything in the request):
+    ``validation.conformal_method`` (never by anything in the request), for a model that gets conformal
+    thresholds (the caller asks :func:`protocols.models.conformal_applies` first: with ``dp_quantile`` only the
+    radiomic models do):
 
     * ``histogram``: :func:`conformal_histogram` on ``histogram_bins`` bins, small-cell merged (k);
-    * ``dp_quantile``: :func:`dp_conformal_histogram` with the protocol's ε and grid, for the radiomic models
-      only (the study reports prediction sets for those; every other release would spend ε for nothing:
-      None). A class with 1..k-1 calibration cases is withheld (its count is a small cell); the noisy bins are
-      not merged: the noise, not k, protects them.
+    * ``dp_quantile``: :func:`dp_conformal_histogram` with the protocol's ε and grid. A class with 1..k-1
+      calibration cases is withheld (its count is a small cell); the noisy bins are not merged: the noise,
+      not k, protects them.
     """
     from site_client.evaluation.privacy import suppress_small_cells
 
     v = validation
     if v.conformal_method == "histogram":
         return suppress_small_cells(conformal_histogram(p, y, v.histogram_bins, label, site), k)
-    if not model_is_radiomic:
-        return None
     release = dp_conformal_histogram(p, y, label, v.conformal_dp_bins, v.conformal_epsilon, site=site)
     if 0 < int(release["n"]) < k:
         return {"suppressed": 1, "k": int(k)}

@@ -19,6 +19,7 @@ from coordinator.validation import thresholds_from_dp_histograms
 from fedmath.conformal import discrete_laplace_noise, discrete_laplace_sum_exceedance, discrete_laplace_sum_margin
 from protocols.contract import CALIBRATE, REPLY, ContractViolation, Dims, check_message
 from protocols.loader import parse_protocol
+from protocols.models import conformal_applies
 from site_client.evaluation import conformal_histogram, dp_conformal_histogram, released_calibration_scores
 
 ALPHAS = (0.1, 0.2)
@@ -168,7 +169,15 @@ def test_noise_is_fresh_at_every_release_and_not_replayable():
     b = released_calibration_scores(p, y, 1, v, k=5)
     assert a["n"] == b["n"] == int(y.sum()) and a["suppressed"] == 0
     assert not np.array_equal(a["bin_n_noisy"], b["bin_n_noisy"])
-    assert released_calibration_scores(p, y, 1, v, k=5, model_is_radiomic=False) is None  # no ε spent in vain
+
+
+def test_dp_conformal_only_for_radiomic_models_on_both_sides():
+    """One rule for the site's release and the coordinator's thresholds: with dp_quantile a volume-only model
+    gets neither (no ε spent in vain); with k-merged histograms every model gets both."""
+    dp, histogram = SimpleNamespace(conformal_method="dp_quantile"), SimpleNamespace(conformal_method="histogram")
+    assert conformal_applies(dp, "f1/raw/radiomic") and conformal_applies(dp, "_all/harmonised/radiomic")
+    assert not conformal_applies(dp, "f1/raw/volume")
+    assert conformal_applies(histogram, "f1/raw/volume") and conformal_applies(histogram, "f1/harmonised/radiomic")
 
 
 RELEASES = {
