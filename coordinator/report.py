@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from coordinator.study.outcome_survival import KIND as SURVIVAL_KIND
 from coordinator.validation.auc import BINNING_BOUND_LIMIT
 from coordinator.validation.conformal import censored_direction
 from protocols.files import write_atomic
@@ -493,7 +494,7 @@ def write_report(run_id: str, out_dir: str | os.PathLike[str], tracking_uri: str
             except (MlflowException, OSError, ValueError):
                 pass
         title = f"External validation report: {study.get('study_name')}"
-        if study.get("kind") == "survival":
+        if study.get("kind") == SURVIVAL_KIND:
             from coordinator.survival_report import build_survival_sections
 
             sections = build_survival_sections(study, run, parent_plots, dict(sorted(fold_plots.items())))

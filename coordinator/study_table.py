@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from demo.results import DemoResults, HeldOutSite, _variant, results_table
+from coordinator.study.outcome_survival import KIND as SURVIVAL_KIND
 from coordinator.tracking import fold_values
 
 
@@ -29,7 +30,7 @@ def print_results_table(outcome: Any, registered_model: str | None = None) -> No
     """Print the table with rich (one row per held-out site and variant, then the mean)."""
     from rich.console import Console
 
-    if getattr(outcome, "kind", "") == "survival":
+    if getattr(outcome, "kind", "") == SURVIVAL_KIND:
         from coordinator.survival_table import print_survival_table
 
         print_survival_table(outcome)

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from coordinator.study.outcome_survival import SurvivalOutcome, SurvivalVariantResult
+from coordinator.study.outcome_survival import KIND, SurvivalOutcome, SurvivalVariantResult
 from coordinator.tracking import (
     SITE_TABLE_PATH, SUMMARY_PATH, LoggedStudy, _batch, _figure, _key, fedmath_package_dir, flatten_params,
     open_experiment, package_versions, register_final_model, registered_variant,
@@ -134,7 +134,7 @@ def log_survival_outcome(outcome: SurvivalOutcome, tracking_uri: str, promote: b
     sites = ", ".join(f"{s} (n={c['n']}, events={c['n_pos']})" for s, c in sorted(outcome.counts.items()))
     parent = client.create_run(exp_id, run_name=f"{outcome.study_name} [{outcome.protocol_id[:12]}]", tags={
         "protocol_id": outcome.protocol_id, "study": outcome.study_name, "sites": ",".join(outcome.sites),
-        "role": "study", "outcome": "survival", "variant": preferred, "variants": ",".join(outcome.results),
+        "role": "study", "outcome": KIND, "variant": preferred, "variants": ",".join(outcome.results),
         "mlflow.note.content": (
             f"Federated external validation of the time-to-event study **{outcome.study_name}** (stratified Cox, "
             f"horizons {', '.join(f'{h:g}' for h in outcome.horizons)} {outcome.time_unit}). Sites: {sites}. Held-out "

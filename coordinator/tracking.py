@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from coordinator.study.outcome_survival import KIND as SURVIVAL_KIND
 from coordinator.validation.conformal import censored_direction
 from coordinator.validation.results import (
     ConformalStats,
@@ -576,7 +577,7 @@ def log_outcome(outcome: Any, tracking_uri: str, promote: bool = False) -> Logge
     registry alias moves only with ``promote``."""
     from mlflow import MlflowClient
 
-    if getattr(outcome, "kind", "") == "survival":
+    if getattr(outcome, "kind", "") == SURVIVAL_KIND:
         from coordinator.survival_tracking import log_survival_outcome
 
         return log_survival_outcome(outcome, tracking_uri, promote)

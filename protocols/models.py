@@ -18,10 +18,14 @@ the same seed starts from identical weights. k-NN, trees and forests are not fed
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fedmath.network import logits, predict_proba, weighted_average  # noqa: F401  (one home: fedmath)
+
+if TYPE_CHECKING:
+    from protocols.schema import Validation
 
 MODEL_TYPES = ("logistic", "linear_svm", "mlp")
 
@@ -98,6 +102,26 @@ def parse_model_key(key: str) -> tuple[str, str, str]:
     if len(parts) != 3 or parts[1] not in VARIANTS or parts[2] not in FEATURE_SETS:
         raise ValueError(f"not a model key: {key!r}; expected '<fold>/<harmonised|raw>/<radiomic|volume>'")
     return parts[0], parts[1], parts[2]
+
+
+def is_radiomic(model: str) -> bool:
+    """True for a model of the radiomic feature set (all model features), False for a volume-only baseline."""
+    return parse_model_key(model)[2] == "radiomic"
+
+
+def conformal_applies(validation: "Validation", model: str) -> bool:
+    """Whether ``model`` gets conformal thresholds, i.e. whether its training sites release calibration scores
+    for it: always with ``validation.conformal_method: histogram``; with ``dp_quantile`` only for the radiomic
+    models (the study reports prediction sets for those; a volume-only release would spend ε for nothing).
+    The one rule both sides follow: the site before it releases, the coordinator before it computes thresholds."""
+    return validation.conformal_method == "histogram" or is_radiomic(model)
+
+
+def volume_partner(model: str) -> str:
+    """The volume-only model validated beside a radiomic one: same fold and variant, feature set ``volume``
+    (the baseline of the paired ΔAUC and of the survival comparison)."""
+    fold, variant, _ = parse_model_key(model)
+    return model_key(fold, variant, "volume")
 
 
 def model_spec(kind: str, hidden_sizes: list[int] | tuple[int, ...], feature_set: str, n_model_features: int) -> ModelSpec:

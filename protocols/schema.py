@@ -68,6 +68,8 @@ class Label(_Strict):
 
 
 TIME_UNITS = ("days", "weeks", "months", "years")
+#: The two outcome forms of a study: the form of its label section, and the ``kind`` of a survival outcome.
+BINARY, SURVIVAL = "binary", "survival"
 
 
 class SurvivalLabel(_Strict):
@@ -109,12 +111,12 @@ class SurvivalLabel(_Strict):
 def _label_form(value: object) -> str:
     """Binary unless the section says ``type: survival`` (the binary form keeps its fields, so its ids are unchanged)."""
     if isinstance(value, dict):
-        return "survival" if value.get("type") == "survival" else "binary"
-    return "survival" if isinstance(value, SurvivalLabel) else "binary"
+        return SURVIVAL if value.get("type") == SURVIVAL else BINARY
+    return SURVIVAL if isinstance(value, SurvivalLabel) else BINARY
 
 
 AnyLabel = Annotated[
-    Union[Annotated[Label, Tag("binary")], Annotated[SurvivalLabel, Tag("survival")]],
+    Union[Annotated[Label, Tag(BINARY)], Annotated[SurvivalLabel, Tag(SURVIVAL)]],
     Discriminator(_label_form),
 ]
 

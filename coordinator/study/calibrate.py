@@ -39,7 +39,7 @@ from coordinator.study.recalibration_surrogate import ExactTerms, platt_rows, pr
 from coordinator.validation.combine import combine_aggregates
 from coordinator.validation.conformal import protocol_thresholds
 from coordinator.validation.results import Recalibration
-from protocols.models import params_to_payload, parse_model_key
+from protocols.models import conformal_applies, params_to_payload
 from protocols.payload import Payload, prefixes, unnest
 from protocols.schema import Protocol
 from protocols.contract import APPARENT, BEFORE, CALHIST, CONFORMAL, EVAL_MODELS, LOCALFIT, PAR, STEP, TERMS, TRAIN_MODELS, W, key
@@ -200,7 +200,7 @@ def run_calibration(protocol: Protocol, session: Session, design: StudyDesign, w
         # Class-conditional: each class's threshold pools the sites that released that class's histogram. Each
         # site keeps its own (possibly small-cell-merged) edges: pooling onto common edges would coarsen every
         # site to the worst-merged one and push the quantile towards 1.
-        if protocol.validation.conformal_method == "histogram" or parse_model_key(model)[2] == "radiomic":
+        if conformal_applies(protocol.validation, model):
             q_neg, q_pos, info = protocol_thresholds(protocol.validation, [a for _, a in conf["neg"]],
                                                      [a for _, a in conf["pos"]])
             for cls in ("neg", "pos"):

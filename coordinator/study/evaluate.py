@@ -19,7 +19,7 @@ from coordinator.study.transport import Session
 from coordinator.validation.calibration import calibration_fit_from_site as calibration_fit
 from coordinator.validation.curves import drawn_counts_match, reliability_from_groups, roc_from_steps
 from coordinator.validation.evaluate import pooled_metrics, site_metrics
-from coordinator.validation.results import AUCEstimate, SiteMetrics
+from coordinator.validation.results import ROC_FROM_RECONCILED_STEPS, ROC_FROM_STEPS, AUCEstimate, SiteMetrics
 from protocols.payload import Payload, prefixes, unnest
 from protocols.schema import Protocol
 from protocols.contract import AFTER, COVERAGE, EVAL_MODELS, Q, RECAL, RECAL_METHOD, SETSIZE, key
@@ -111,7 +111,7 @@ def _held_out_curves(m: SiteMetrics, aggs: dict[str, dict], k_min: int | None = 
             if m.auc is None or drawn_counts_match(roc, m.auc.n_pos, m.auc.n_neg):  # no AUC: chords, step bound
                 m.roc_fpr, m.roc_tpr, m.roc_area = drawn.fpr, drawn.tpr, drawn.area
                 m.roc_bound, m.roc_step_bound = drawn.bound, drawn.step_bound
-                m.roc_source = "site steps, reconciled" if drawn.reconciled else "site steps"
+                m.roc_source = ROC_FROM_RECONCILED_STEPS if drawn.reconciled else ROC_FROM_STEPS
             else:
                 m.notes.append("ROC steps: class totals differ from the site's AUC counts; histogram curve drawn")
     rel = aggs.get("relcurve")

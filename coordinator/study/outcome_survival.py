@@ -13,8 +13,9 @@ from typing import Any
 
 from coordinator.validation.results import RandomEffects
 from fedmath.survival import CoxModel
+from protocols.schema import SURVIVAL
 
-KIND = "survival"
+KIND = SURVIVAL  # SurvivalOutcome.kind: how the report, table and tracking tell it from a binary outcome
 
 
 @dataclass

@@ -32,7 +32,7 @@ from coordinator.validation.survival_cox import CoxReplyError, checked_terms
 from coordinator.validation.survival_pooling import pool_survival_results
 from fedmath.survival import Baseline, CoxFit, CoxModel, CoxTerms, SurvivalMathError, sum_terms
 from protocols.contract import EVAL_MODELS, HELDOUT_FOLDS, MODELS, STEP, key
-from protocols.models import ALL_SITES, model_key, parse_model_key
+from protocols.models import ALL_SITES, is_radiomic, model_key, parse_model_key, volume_partner
 from protocols.payload import Payload
 from protocols.schema import Protocol
 from protocols.survival_contract import (
@@ -162,8 +162,8 @@ def heldout_results(protocol: Protocol, session: Session, design: StudyDesign, m
     requests = {}
     for site in session.active:
         wanted = [m for m in design.models_validated_by(site) if m in models]
-        radiomic = [m for m in wanted if m.endswith("/radiomic") and m[: -len("radiomic")] + "volume" in wanted]
-        chosen = sorted({*radiomic, *(m[: -len("radiomic")] + "volume" for m in radiomic)})
+        radiomic = [m for m in wanted if is_radiomic(m) and volume_partner(m) in wanted]
+        chosen = sorted({*radiomic, *map(volume_partner, radiomic)})
         if not chosen:
             continue
         request: Payload = {EVAL_MODELS: chosen, GRID: grid}
@@ -176,7 +176,7 @@ def heldout_results(protocol: Protocol, session: Session, design: StudyDesign, m
     out: dict[str, dict[str, dict | None]] = {}
     for site, reply in replies.items():
         for m in requests[site][EVAL_MODELS]:
-            if m.endswith("/radiomic"):
+            if is_radiomic(m):
                 out.setdefault(m, {})[site] = read_heldout(reply, m, horizons)
     return out
 

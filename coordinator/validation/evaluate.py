@@ -16,7 +16,7 @@ from coordinator.validation.calibration import brier_scores, observed_expected, 
 from coordinator.validation.classification import threshold_metrics
 from coordinator.validation.combine import combine_aggregates
 from coordinator.validation.decision import net_benefit
-from coordinator.validation.results import CalibrationFit, SiteMetrics
+from coordinator.validation.results import ROC_FROM_HISTOGRAM, CalibrationFit, SiteMetrics
 
 Aggregate = dict[str, "np.ndarray | float | int"]  # noqa: F821
 KINDS = ("histograms", "confusion", "calibration", "reliability")
@@ -53,7 +53,7 @@ def site_metrics(
             _, fpr, tpr = roc_from_histograms(hist["edges"], hist["bin_n_neg"], hist["bin_n_pos"])
             m.roc_fpr, m.roc_tpr = fpr[::-1].tolist(), tpr[::-1].tolist()  # from (0, 0) to (1, 1)
             m.roc_area, m.roc_bound = m.auc.auc, m.auc.binning_bound
-            m.roc_step_bound, m.roc_source = m.auc.binning_bound, "k-merged histogram"
+            m.roc_step_bound, m.roc_source = m.auc.binning_bound, ROC_FROM_HISTOGRAM
         except ValueError as exc:
             notes.append(f"AUC: {exc}")
     conf = _usable(aggregates, "confusion", notes)

@@ -7,7 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from coordinator.validation.results import HarmonisationDiagnostics, RandomEffects, SiteMetrics
+from coordinator.validation.results import (
+    ROC_FROM_RECONCILED_STEPS, HarmonisationDiagnostics, RandomEffects, SiteMetrics,
+)
 
 
 def roc_label(m: SiteMetrics) -> str:
@@ -17,7 +19,7 @@ def roc_label(m: SiteMetrics) -> str:
     if m.auc is None:
         return m.site
     label = f"{m.site}: AUC {m.auc.auc:.3f} ({m.auc.ci_low:.3f}-{m.auc.ci_high:.3f})"
-    if m.roc_source == "site steps, reconciled" and m.roc_step_bound is not None:
+    if m.roc_source == ROC_FROM_RECONCILED_STEPS and m.roc_step_bound is not None:
         label += f"; steps: area = AUC, shape ±{m.roc_step_bound:.3f}"
     elif m.roc_area is not None and m.roc_bound is not None and abs(m.roc_area - m.auc.auc) > 5e-4:
         label += f"; curve area {m.roc_area:.3f} ± {m.roc_bound:.3f} ({m.roc_source or 'k-merged bins'})"

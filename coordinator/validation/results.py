@@ -184,6 +184,12 @@ class Correlation:
     n: int
 
 
+#: Where a site's drawn ROC curve (``SiteMetrics.roc_source``) came from; the text is shown in figure legends.
+ROC_FROM_RECONCILED_STEPS = "site steps, reconciled"  # the site's k-anonymous steps, reconciled to its exact AUC
+ROC_FROM_STEPS = "site steps"                         # the site's steps, not reconciled (no AUC to match)
+ROC_FROM_HISTOGRAM = "k-merged histogram"             # the k-merged class histograms (ties as diagonals)
+
+
 @dataclass
 class SiteMetrics:
     """External-validation metrics of one model at one held-out site (or pooled across held-out sites)."""
@@ -211,7 +217,7 @@ class SiteMetrics:
     roc_area: float | None = None   # area under the drawn curve
     roc_bound: float | None = None  # |roc_area - AUC on exact scores| <= roc_bound
     roc_step_bound: float | None = None  # ½ΣΔFP·ΔTP/(n⁺n⁻): within-step uncertainty of the drawn curve's shape
-    roc_source: str = ""            # "site steps, reconciled", "site steps" or "k-merged histogram"
+    roc_source: str = ""            # ROC_FROM_RECONCILED_STEPS, ROC_FROM_STEPS or ROC_FROM_HISTOGRAM
     notes: list[str] = field(default_factory=list)
 
 

@@ -35,6 +35,15 @@ def conformal_histograms(p: object, y: object, edges: np.ndarray | int, site: st
     }
 
 
+def _class_scores(p: object, y: object, label: int, site: str | None) -> np.ndarray:
+    """The calibration scores s = 1 - p̂_y of the cases of class ``label`` (0 or 1), after the input checks."""
+    p = as_probabilities(p, "p", site)
+    y = as_labels(y, p.size, "y", site)
+    if label not in (0, 1):
+        raise ValueError(f"label must be 0 or 1, got {label!r}")
+    return conformity_scores(p, y)[y == label]
+
+
 def conformal_histogram(
     p: object, y: object, edges: np.ndarray | int, label: int, site: str | None = None
 ) -> Aggregate:
@@ -43,12 +52,8 @@ def conformal_histogram(
     One aggregate per class, so small-cell merging coarsens each class's histogram on its own.
     Returns ``edges`` and ``bin_n_scores``.
     """
-    p = as_probabilities(p, "p", site)
-    y = as_labels(y, p.size, "y", site)
-    if label not in (0, 1):
-        raise ValueError(f"label must be 0 or 1, got {label!r}")
+    s = _class_scores(p, y, label, site)
     e = _edges(edges)
-    s = conformity_scores(p, y)[y == label]
     return {"edges": e, "bin_n_scores": np.bincount(bin_index(s, e), minlength=e.size - 1).astype(np.int64)}
 
 
@@ -71,36 +76,31 @@ def dp_conformal_histogram(
     ``bin_n_noisy`` (integers, possibly negative). ``rng`` is for tests and benches; the study never passes one,
     so the noise comes from :func:`site_noise_generator`.
     """
-    p = as_probabilities(p, "p", site)
-    y = as_labels(y, p.size, "y", site)
-    if label not in (0, 1):
-        raise ValueError(f"label must be 0 or 1, got {label!r}")
+    s = _class_scores(p, y, label, site)
     e = dp_grid(bins)
-    s = conformity_scores(p, y)[y == label]
     counts = np.bincount(bin_index(s, e), minlength=e.size - 1).astype(np.int64)
     noise = discrete_laplace_noise(counts.size, epsilon, rng if rng is not None else site_noise_generator())
     return {"n": int(s.size), "bin_n_noisy": counts + noise}
 
 
 def released_calibration_scores(
-    p: object, y: object, label: int, validation: object, k: int, model_is_radiomic: bool = True, site: str | None = None,
-) -> Aggregate | None:
+    p: object, y: object, label: int, validation: object, k: int, site: str | None = None,
+) -> Aggregate:
     """What a training site releases about class ``label``'s calibration scores, by the approved protocol's
-    ``validation.conformal_method`` (never by anything in the request):
+    ``validation.conformal_method`` (never by anything in the request), for a model that gets conformal
+    thresholds (the caller asks :func:`protocols.models.conformal_applies` first: with ``dp_quantile`` only the
+    radiomic models do):
 
     * ``histogram``: :func:`conformal_histogram` on ``histogram_bins`` bins, small-cell merged (k);
-    * ``dp_quantile``: :func:`dp_conformal_histogram` with the protocol's ε and grid, for the radiomic models
-      only (the study reports prediction sets for those; every other release would spend ε for nothing:
-      None). A class with 1..k-1 calibration cases is withheld (its count is a small cell); the noisy bins are
-      not merged: the noise, not k, protects them.
+    * ``dp_quantile``: :func:`dp_conformal_histogram` with the protocol's ε and grid. A class with 1..k-1
+      calibration cases is withheld (its count is a small cell); the noisy bins are not merged: the noise,
+      not k, protects them.
     """
     from site_client.evaluation.privacy import suppress_small_cells
 
     v = validation
     if v.conformal_method == "histogram":
         return suppress_small_cells(conformal_histogram(p, y, v.histogram_bins, label, site), k)
-    if not model_is_radiomic:
-        return None
     release = dp_conformal_histogram(p, y, label, v.conformal_dp_bins, v.conformal_epsilon, site=site)
     if 0 < int(release["n"]) < k:
         return {"suppressed": 1, "k": int(k)}

@@ -82,18 +82,26 @@ def survival_outcome(site: str, table: pd.DataFrame, protocol: Protocol, source:
     time = np.empty(len(table), dtype=np.float64)
     event = np.empty(len(table), dtype=np.int64)
     for i, (t, e) in enumerate(zip(table[label.time_column].tolist(), table[label.event_column].tolist())):
-        for column, (value, reason) in ((label.time_column, parse_time(_cell_text(t))),
-                                        (label.event_column, parse_event(_cell_text(e)))):
+        time_value, time_reason = parse_time(_cell_text(t))
+        event_value, event_reason = parse_event(_cell_text(e))
+        for column, reason in ((label.time_column, time_reason), (label.event_column, event_reason)):
             if reason:
                 raise SiteStudyError(f"site {site}: {source} case {table['case_id'].iloc[i]!r} (row {i + 2}) "
                                      f"column {column!r}: {reason}")
-        time[i], event[i] = parse_time(_cell_text(t))[0], parse_event(_cell_text(e))[0]
+        time[i], event[i] = time_value, event_value
     return time, event
 
 
-def _labels(site: str, table: pd.DataFrame, protocol: Protocol, source: Path) -> np.ndarray:
+def _outcome(site: str, table: pd.DataFrame, protocol: Protocol, source: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(y, follow-up time) of every row, each outcome column parsed once: survival, the event indicator and
+    the time (:func:`survival_outcome`); binary, the 0/1 label and None."""
     if is_survival(protocol):
-        return survival_outcome(site, table, protocol, source)[1]
+        time, event = survival_outcome(site, table, protocol, source)
+        return event, time
+    return _binary_labels(site, table, protocol, source), None
+
+
+def _binary_labels(site: str, table: pd.DataFrame, protocol: Protocol, source: Path) -> np.ndarray:
     column = protocol.label.column
     if column not in table.columns:
         raise SiteStudyError(f"site {site}: {source} has no label column {column!r} (protocol label.column)")
@@ -185,7 +193,7 @@ def build_cohort(context: SiteContext, store: SiteStore) -> Cohort:
                 "harmonisation.nan_policy: drop_case"
             )
     table = table.sort_values("case_id", kind="stable").reset_index(drop=True)
-    y = _labels(site, table, protocol, source)
+    y, time = _outcome(site, table, protocol, source)
     if is_survival(protocol):  # a Cox model has no recalibration step: every case trains
         train = np.ones(y.size, dtype=bool)
     else:
@@ -203,11 +211,7 @@ def build_cohort(context: SiteContext, store: SiteStore) -> Cohort:
     split = pd.DataFrame({"case_id": table["case_id"], "part": np.where(train, "train", "calibration")})
     store.write_text(SPLIT_FILE, csv_text(split))
     store.write_json(META_FILE, {"features": features, "model_features": model_features, "volume_feature": volume})
-    return Cohort(stored, features, model_features, volume, y, train, _time(site, stored, protocol, source))
-
-
-def _time(site: str, table: pd.DataFrame, protocol: Protocol, source: Path) -> np.ndarray | None:
-    return survival_outcome(site, table, protocol, source)[0] if is_survival(protocol) else None
+    return Cohort(stored, features, model_features, volume, y, train, time)
 
 
 def _write(store: SiteStore, frame: pd.DataFrame) -> None:
@@ -228,7 +232,6 @@ def load_cohort(context: SiteContext, store: SiteStore) -> Cohort:
     meta = store.read_json(META_FILE)
     table = pd.read_parquet(store.path(COHORT_FILE))
     split = pd.read_csv(store.path(SPLIT_FILE), dtype={"case_id": str})
-    y = _labels(context.site_name, table, context.protocol, store.path(COHORT_FILE))
+    y, time = _outcome(context.site_name, table, context.protocol, store.path(COHORT_FILE))
     train = (split["part"] == "train").to_numpy()
-    return Cohort(table, meta["features"], meta["model_features"], meta["volume_feature"], y, train,
-                  _time(context.site_name, table, context.protocol, store.path(COHORT_FILE)))
+    return Cohort(table, meta["features"], meta["model_features"], meta["volume_feature"], y, train, time)

@@ -17,10 +17,11 @@ from datetime import datetime, timezone
 
 from harmonisation.schema import batch_labels, categorical_labels, sort_levels
 from protocols.contract import (
-    CALIBRATE, COMBAT1, ELIGIBLE, EVAL_MODELS, HANDSHAKE, PLAN, STD, STEP, TRAIN, TRAIN_FOLDS, TRAIN_MODELS,
-    fold_sizes, key,
+    CALIBRATE, COMBAT1, ELIGIBLE, EVAL_MODELS, EVALUATE, HANDSHAKE, PLAN, STD, STEP, TRAIN, TRAIN_FOLDS,
+    TRAIN_MODELS, fold_sizes, key,
 )
 from protocols.payload import Payload, plain, prefixes, unnest
+from protocols.survival_contract import COX, COX_BASELINE, COX_EVALUATE
 from site_client.privacy import BudgetExceeded, Ledger, charge_request
 from site_client.privacy.release_guard import guard_release, record_release
 from site_client.study.cohort import Cohort, load_cohort
@@ -41,13 +42,13 @@ OVER_BUDGET = "over-budget"  # refusal code of a request beyond the protocol's p
 Handler = Callable[[Payload, SiteContext, SiteStore, Cohort], Payload]
 
 PHASES: dict[str, Handler] = {
-    "combat-round1": handle_round1,
-    "train": handle_train,
-    "calibrate": handle_calibrate,
-    "evaluate": handle_evaluate,
-    "cox": handle_cox,
-    "cox-baseline": handle_cox_baseline,
-    "cox-evaluate": handle_cox_evaluate,
+    COMBAT1: handle_round1,
+    TRAIN: handle_train,
+    CALIBRATE: handle_calibrate,
+    EVALUATE: handle_evaluate,
+    COX: handle_cox,
+    COX_BASELINE: handle_cox_baseline,
+    COX_EVALUATE: handle_cox_evaluate,
 }
 
 
@@ -77,12 +78,12 @@ def _handshake_state(context: SiteContext, cohort: Cohort, reply: Payload) -> Si
 
 def _record(phase: str, request: Payload, state: SiteRunState) -> None:
     """What this request introduced into the run (after it was served)."""
-    if phase == COMBAT1 or (phase in (TRAIN, "cox") and prefixes(request, PLAN)):  # plans in round 1, or with the first training message
+    if phase == COMBAT1 or (phase in (TRAIN, COX) and prefixes(request, PLAN)):  # plans in round 1, or with the first training message
         folds = prefixes(request, PLAN)
         state.folds = list(folds)
         state.train_folds = list(request[TRAIN_FOLDS])
         state.fold_sizes = fold_sizes({f: unnest(request, key(PLAN, f)) for f in folds})
-    if phase in (TRAIN, "cox") and prefixes(request, STD):
+    if phase in (TRAIN, COX) and prefixes(request, STD):
         state.standardised = True
     elif phase == CALIBRATE and request[STEP] == 0:
         state.calibrated_models = list(request[TRAIN_MODELS])

@@ -24,7 +24,10 @@ import numpy as np
 
 from fedmath.auc import delong_auc
 from fedmath.logistic import recalibrate as fedmath_recalibrate
-from protocols.models import model_key, model_spec, params_from_payload, params_to_payload, parse_model_key, predict_proba
+from protocols.models import (
+    conformal_applies, is_radiomic, model_spec, params_from_payload, params_to_payload, parse_model_key, predict_proba,
+    volume_partner,
+)
 from protocols.payload import Payload, nest
 from protocols.contract import AFTER, APPARENT, BEFORE, CALHIST, CONFORMAL, COVERAGE, EVAL_MODELS, LOCALFIT, PAR, Q, RECAL, RECAL_METHOD, SETSIZE, STEP, TERMS, TRAIN_MODELS, W, key
 from site_client.evaluation import (
@@ -110,10 +113,9 @@ def handle_calibrate(payload: Payload, context: SiteContext, store: SiteStore, c
             p = _probabilities(context, store, cohort, model, weights, arrays)
             y = cohort.y
             reply.update(nest(key(CALHIST, model), suppress_small_cells(class_histograms(p[cal], y[cal], v.histogram_bins), k)))
-            radiomic = parse_model_key(model)[2] == "radiomic"
-            for label, name in ((0, "neg"), (1, "pos")):  # k-merged histogram or ε-DP histogram (the protocol's)
-                scores = released_calibration_scores(p[cal], y[cal], label, v, k, radiomic, context.site_name)
-                if scores is not None:
+            if conformal_applies(v, model):  # per class: k-merged histogram or ε-DP histogram (the protocol's)
+                for label, name in ((0, "neg"), (1, "pos")):
+                    scores = released_calibration_scores(p[cal], y[cal], label, v, k, context.site_name)
                     reply.update(nest(key(CONFORMAL, model, name), scores))
             reply.update(nest(key(APPARENT, model, "histograms"), suppress_small_cells(class_histograms(p[train], y[train], v.histogram_bins), k)))
             reply.update(nest(key(APPARENT, model, "calibration"), suppress_small_cells(calibration_sums(p[train], y[train]), k)))
@@ -143,13 +145,8 @@ def handle_calibrate(payload: Payload, context: SiteContext, store: SiteStore, c
 
 def paired_models(scores: dict) -> list[tuple[str, str]]:
     """(radiomic model, its fold's volume-only model) for every pair this site validates."""
-    pairs = []
-    for model in scores:
-        fold, variant, feature_set = parse_model_key(model)
-        baseline = model_key(fold, variant, "volume")
-        if feature_set == "radiomic" and baseline in scores:
-            pairs.append((model, baseline))
-    return pairs
+    return [(model, volume_partner(model)) for model in scores
+            if is_radiomic(model) and volume_partner(model) in scores]
 
 
 def _paired(p_model: np.ndarray, p_baseline: np.ndarray, y: np.ndarray, k: int) -> dict:

@@ -14,7 +14,7 @@ import numpy as np
 
 from fedmath.survival import Baseline, CoxModel
 from protocols.contract import EVAL_MODELS, MODELS, STD, key
-from protocols.models import parse_model_key
+from protocols.models import is_radiomic, volume_partner
 from protocols.payload import Payload, prefixes
 from protocols.survival_contract import (
     BASE, BETA, BL_HAZARD, BL_TIMES, CENTRE, GRID, TERMS_PREFIX, flatten_heldout,
@@ -27,12 +27,6 @@ from site_client.study.context import SiteContext, SiteStudyError
 from site_client.study.harmonise import MATRICES, finalise
 from site_client.study.store import SiteStore
 from site_client.study.train import design
-
-
-def volume_partner(model: str) -> str:
-    """The volume-only model validated beside a radiomic one (same fold and variant)."""
-    fold, variant, _ = parse_model_key(model)
-    return f"{fold}/{variant}/volume"
 
 
 def _data(cohort: Cohort, x: np.ndarray) -> SurvivalData:
@@ -106,7 +100,7 @@ def handle_cox_evaluate(payload: Payload, context: SiteContext, store: SiteStore
     horizons = [float(h) for h in label.horizons]
     reply: Payload = {}
     for model in payload[EVAL_MODELS]:
-        if model.endswith("/volume"):
+        if not is_radiomic(model):
             continue
         partner = volume_partner(model)
         x, x_volume = design(store, cohort, model, arrays), design(store, cohort, partner, arrays)

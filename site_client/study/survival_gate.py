@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from protocols.contract import EVAL_MODELS, MODELS
-from protocols.models import parse_model_key
+from protocols.models import is_radiomic, parse_model_key, volume_partner
 from protocols.survival_contract import (
     BETA, BL_HAZARD, BL_TIMES, CENTRE, COX, COX_BASELINE, COX_EVALUATE, GRID, MAX_COX_STEPS,
 )
@@ -85,10 +85,9 @@ def _check_evaluate(request: dict, context: SiteContext, state: SiteRunState, ma
     models = list(request[EVAL_MODELS])
     heldout = own_heldout_folds(context)
     for model in models:
-        fold, variant, feature_set = parse_model_key(model)
-        if fold not in heldout:
+        if parse_model_key(model)[0] not in heldout:
             raise _not_allowed(context, phase, EVAL_MODELS, "names a model of a fold the site is not held out of")
-        if feature_set == "radiomic" and f"{fold}/{variant}/volume" not in models:
+        if is_radiomic(model) and volume_partner(model) not in models:
             raise _not_allowed(context, phase, EVAL_MODELS, "lists a model without its volume-only partner")
     _listed_exactly(request, models, (BETA, CENTRE, BL_TIMES, BL_HAZARD), context, phase)
     _check_grid(request[GRID], context, phase)

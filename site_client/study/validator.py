@@ -31,7 +31,7 @@ from flowerglue.versions import fedradval_version, same_release
 from protocols.models import ALL_SITES, parse_model_key
 from protocols.payload import SITE_NAME, prefixes, unnest
 from site_client.study.context import SiteContext, SiteStudyError
-from protocols.schema import is_survival
+from protocols.schema import BINARY, SURVIVAL, is_survival
 from site_client.study.run_state import SiteRunState, own_heldout_folds
 
 # Refusal and error codes (the generic reasons are fixed texts; see docs/architecture.md)
@@ -345,7 +345,7 @@ def check_request(phase: str, request: dict, context: SiteContext, state: SiteRu
     survival = is_survival(context.protocol)
     if (survival and phase in BINARY_ONLY) or (not survival and phase in SURVIVAL_CHECKS):
         raise _not_allowed(context, phase, PHASE, "is not part of this protocol's outcome form "
-                           f"({'survival' if survival else 'binary'} label)")
+                           f"({SURVIVAL if survival else BINARY} label)")
     try:
         matched = check_message(phase, REQUEST, request, site_dims(context, state),
                                 sizes=state.fold_sizes if state else None)

@@ -16,7 +16,7 @@ from federation.inprocess import InProcessTransport
 from protocols.models import ALL_SITES
 from protocols.survival_contract import COX, COX_BASELINE, COX_EVALUATE
 from site_client.study import Refusal, handle
-from site_client.study.cohort import build_cohort
+from site_client.study.cohort import build_cohort, load_cohort
 from site_client.study.context import SiteStudyError
 from site_client.study.store import SiteStore
 
@@ -193,6 +193,38 @@ def test_bad_survival_cells_name_the_case_row_and_column(tmp_path, column, value
         build_cohort(context, SiteStore(context.work_dir, pid))
     text = str(caught.value)
     assert message in text and f"'{table['case_id'][4]}'" in text and "row 6" in text and f"column '{column}'" in text
+
+
+def test_a_row_with_both_cells_bad_names_the_time_column_first(tmp_path) -> None:
+    protocol, pid = lung_protocol()
+    table = site_tables()["inst01"].copy()
+    table.loc[2, "time"], table.loc[2, "status"] = -1.0, 7
+    context = make_contexts(tmp_path, protocol, pid, {"inst01": table})["inst01"]
+    with pytest.raises(SiteStudyError, match=r"\(row 4\) column 'time': follow-up time -1 is negative"):
+        build_cohort(context, SiteStore(context.work_dir, pid))
+
+
+@pytest.mark.parametrize("column, field", [("time", "time_column"), ("status", "event_column")])
+def test_a_missing_outcome_column_is_named_with_its_protocol_field(tmp_path, column, field) -> None:
+    protocol, pid = lung_protocol()
+    table = site_tables()["inst01"].drop(columns=[column])
+    context = make_contexts(tmp_path, protocol, pid, {"inst01": table})["inst01"]
+    with pytest.raises(SiteStudyError, match=rf"has no column '{column}' \(protocol label {field}\)"):
+        build_cohort(context, SiteStore(context.work_dir, pid))
+
+
+def test_the_stored_cohort_reads_back_the_table_s_times_and_events(tmp_path) -> None:
+    """Built in the handshake, read back by every later message: both give each case its own time and event."""
+    protocol, pid = lung_protocol()
+    table = site_tables()["inst01"]
+    context = make_contexts(tmp_path, protocol, pid, {"inst01": table})["inst01"]
+    store = SiteStore(context.work_dir, pid)
+    expected = table.set_index("case_id").sort_index()
+    for cohort in (build_cohort(context, store), load_cohort(context, store)):
+        assert cohort.table["case_id"].tolist() == expected.index.tolist()
+        np.testing.assert_array_equal(cohort.time, expected["time"].to_numpy(float))
+        np.testing.assert_array_equal(cohort.y, expected["status"].to_numpy(int))
+        assert cohort.train.all()
 
 
 def test_a_site_with_too_few_events_is_dropped_by_name(tmp_path) -> None:

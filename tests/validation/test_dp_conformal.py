@@ -19,7 +19,8 @@ from coordinator.validation import thresholds_from_dp_histograms
 from fedmath.conformal import discrete_laplace_noise, discrete_laplace_sum_exceedance, discrete_laplace_sum_margin
 from protocols.contract import CALIBRATE, REPLY, ContractViolation, Dims, check_message
 from protocols.loader import parse_protocol
-from site_client.evaluation import dp_conformal_histogram, released_calibration_scores
+from protocols.models import conformal_applies
+from site_client.evaluation import conformal_histogram, dp_conformal_histogram, released_calibration_scores
 from validation.conformal_sites import shifted_sites
 
 ALPHAS = (0.1, 0.2)
@@ -156,7 +157,41 @@ def test_noise_is_fresh_at_every_release_and_not_replayable():
     b = released_calibration_scores(p, y, 1, v, k=5)
     assert a["n"] == b["n"] == int(y.sum()) and a["suppressed"] == 0
     assert not np.array_equal(a["bin_n_noisy"], b["bin_n_noisy"])
-    assert released_calibration_scores(p, y, 1, v, k=5, model_is_radiomic=False) is None  # no ε spent in vain
+
+
+def test_dp_conformal_only_for_radiomic_models_on_both_sides():
+    """One rule for the site's release and the coordinator's thresholds: with dp_quantile a volume-only model
+    gets neither (no ε spent in vain); with k-merged histograms every model gets both."""
+    dp, histogram = SimpleNamespace(conformal_method="dp_quantile"), SimpleNamespace(conformal_method="histogram")
+    assert conformal_applies(dp, "f1/raw/radiomic") and conformal_applies(dp, "_all/harmonised/radiomic")
+    assert not conformal_applies(dp, "f1/raw/volume")
+    assert conformal_applies(histogram, "f1/raw/volume") and conformal_applies(histogram, "f1/harmonised/radiomic")
+
+
+RELEASES = {
+    "histogram": lambda p, y, label: conformal_histogram(p, y, 20, label, "s1"),
+    "dp": lambda p, y, label: dp_conformal_histogram(p, y, label, 20, 1.0, np.random.default_rng(0), "s1"),
+}
+
+
+@pytest.mark.parametrize("release", RELEASES.values(), ids=RELEASES.keys())
+@pytest.mark.parametrize("p, y, label, message", [
+    ([0.2, 1.5, 0.4], [0, 1, 0], 1, r"p at site 's1': row 1 is 1.5; expected a probability in \[0, 1\]"),
+    ([0.2, 0.5, 0.4], [0, 1], 1, r"y at site 's1' must be a 1-D array with 3 rows \(one per score\), got shape \(2,\)"),
+    ([0.2, 0.5, 0.4], [0, 2, 0], 1, r"y at site 's1': row 1 is 2; expected a class label 0 \(negative\) or 1"),
+    ([0.2, 0.5, 0.4], [0, 1, 0], 2, "label must be 0 or 1, got 2"),
+])
+def test_both_score_releases_refuse_bad_input_alike(release, p, y, label, message):
+    with pytest.raises(ValueError, match=message):
+        release(p, y, label)
+
+
+def test_both_score_releases_count_the_class_s_scores_one_minus_p_of_its_class():
+    """Scores s = 1 - p̂_y of class ``label`` only: negatives score p, positives 1 - p (hand-counted bins)."""
+    p, y = np.array([0.05, 0.3, 0.9, 0.55, 0.2]), np.array([0, 0, 1, 1, 0])
+    neg, pos = conformal_histogram(p, y, 4, 0), conformal_histogram(p, y, 4, 1)
+    assert neg["bin_n_scores"].tolist() == [2, 1, 0, 0] and pos["bin_n_scores"].tolist() == [1, 1, 0, 0]
+    assert dp_conformal_histogram(p, y, 1, 4, 64.0, np.random.default_rng(1))["n"] == 2
 
 
 def test_class_with_fewer_than_k_cases_is_withheld():

@@ -17,6 +17,7 @@ from sklearn.metrics import roc_auc_score
 from coordinator.validation.results import AUCEstimate, FoldResult, SiteMetrics, StudyResult
 from coordinator.validation.study import add_meta_analyses, complete_fold
 from fedmath.auc import continuity_corrected, delong_auc, hanley_mcneil_variance, paired_delong
+from protocols.models import is_radiomic, volume_partner
 from site_client.study.evaluate import _paired, evaluation_aggregates, paired_models
 
 
@@ -59,6 +60,15 @@ def test_paired_delong_matches_kernel_and_is_narrower_than_unpaired(rho):
     assert out["se_difference"] == pytest.approx(np.sqrt(var_d), rel=1e-10)
     unpaired = np.sqrt(delong_auc(a, y)[1] ** 2 + delong_auc(b, y)[1] ** 2)
     assert out["se_difference"] < unpaired
+
+
+def test_the_volume_partner_of_a_radiomic_model_keeps_its_fold_and_variant():
+    """One home for the pairing every side uses (paired ΔAUC, survival gate, site and coordinator)."""
+    assert volume_partner("f1/harmonised/radiomic") == "f1/harmonised/volume"
+    assert volume_partner("_all/raw/radiomic") == "_all/raw/volume"
+    assert is_radiomic("f1/raw/radiomic") and not is_radiomic("f1/raw/volume")
+    with pytest.raises(ValueError, match="not a model key: 'f1/radiomic'"):
+        volume_partner("f1/radiomic")
 
 
 def test_site_releases_paired_difference_and_study_uses_it():
