@@ -305,7 +305,9 @@ class Harmonisation(_Strict):
     eb: bool = Field(default=True, description="Empirical-Bayes shrinkage of the batch effects.")
     parametric: bool = Field(default=True, description="Parametric (true) or non-parametric (false) EB priors.")
     mean_only: bool = Field(default=False, description="Correct location only, not scale.")
-    reference_batch: str | None = Field(default=None, description="M-ComBat: batch left unchanged.")
+    reference_batch: str | None = Field(
+        default=None,
+        description="M-ComBat: batch left unchanged. Not for a leave-one-site-out study: the fold holding out this batch's site has no reference to map onto (the study fails naming that fold).")
     nan_policy: Literal["error", "drop_case"] = Field(
         default="error", description="What to do with a case that has a missing feature value."
     )

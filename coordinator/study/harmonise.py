@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from harmonisation.combine import combine_round1, combine_scale, pooled_variance
+from harmonisation.errors import HarmonisationError
 from fedmath.moments import pool_mean_variance
 from harmonisation.model import ComBatModel
 from harmonisation.schema import ComBatOptions, build_plan
@@ -65,13 +66,23 @@ def batch_column(protocol: Protocol) -> str | None:
 def _plans(protocol: Protocol, design: StudyDesign, hs: HandshakeResult, notes: list[str]) -> dict[str, dict]:
     plans = {}
     cov = protocol.covariates
+    reference = protocol.harmonisation.reference_batch
     for fold in design.folds:
         schemas = [hs.schemas[s] for s in design.training_sites(fold)]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            plan = build_plan(schemas, [c.name for c in cov.categorical], [c.name for c in cov.continuous],
-                              options(protocol), batch_column(protocol),
-                              protocol.harmonisation.min_batch_size, protocol.harmonisation.warn_batch_size)
+            try:
+                plan = build_plan(schemas, [c.name for c in cov.categorical], [c.name for c in cov.continuous],
+                                  options(protocol), batch_column(protocol),
+                                  protocol.harmonisation.min_batch_size, protocol.harmonisation.warn_batch_size)
+            except HarmonisationError as exc:
+                hint = ""
+                if reference is not None and f"reference batch {reference!r} not found" in str(exc):
+                    hint = (f"; leave-one-site-out holds out every site once, and the fold holding out the site of "
+                            f"harmonisation.reference_batch ({reference!r}) has no reference batch to map onto: leave "
+                            "reference_batch empty (ComBat on the pooled training sites) for a leave-one-site-out study")
+                raise HarmonisationError(f"ComBat fold {fold} (held out: {', '.join(design.heldout_sites(fold)) or 'none'}): "
+                                         f"{exc}{hint}") from exc
         notes += [f"ComBat fold {fold}: {w.message}" for w in caught]
         if plan["spanning"]:
             raise ValueError(

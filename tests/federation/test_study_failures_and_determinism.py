@@ -181,3 +181,19 @@ def test_other_models_optimisers_and_recalibrations_run_to_the_end(transport_for
     n_in = len(out.features)
     assert shapes == ([(8, n_in), (8,), (1, 8), (1,)] if model["type"] == "mlp" else [(1, n_in), (1,)])
     assert out.rounds_by_phase["train"] == 2 and "combat-round1" not in out.rounds_by_phase
+
+
+def test_a_reference_batch_in_a_leave_one_site_out_study_fails_naming_the_fold_and_the_fix(transport_for):
+    """M-ComBat maps every batch onto the reference batch; the fold that holds out the reference batch's site has
+    none among its training sites. The study fails before any ComBat or training round, naming the fold, the
+    protocol field and what to do instead (before, it failed with build_plan's bare 'not found')."""
+    p, pid = protocol(harmonisation={"reference_batch": "AMC"}, model={"rounds": 2})
+    transport = transport_for(p, pid)
+    with pytest.raises(StudyFailed) as err:
+        run_study(p, pid, transport, progress=lambda s: None)
+    assert str(err.value) == (
+        "harmonisation failed: ComBat fold AMC (held out: AMC): reference batch 'AMC' not found; batches are "
+        "['R01-GE-CE0', 'R01-GE-CE1', 'R01-other']; leave-one-site-out holds out every site once, and the fold "
+        "holding out the site of harmonisation.reference_batch ('AMC') has no reference batch to map onto: leave "
+        "reference_batch empty (ComBat on the pooled training sites) for a leave-one-site-out study")
+    assert {e.phase for e in transport.log} == {"handshake"}
