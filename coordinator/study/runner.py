@@ -116,7 +116,7 @@ def run_study(protocol: Protocol, protocol_id: str, transport: Transport,
     session.checker.counts = dict(hs.counts)
     harm: HarmonisationResult | None = None
     if protocol.harmonisation.combat:
-        progress("federated ComBat for every fold (no round without covariates, 2 with)")
+        progress("federated ComBat for every fold (no round without covariates, 1 with)")
         harm, design = _harmonise(protocol, session, hs)
         notes += harm.notes
     else:
