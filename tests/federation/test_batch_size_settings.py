@@ -18,7 +18,9 @@ def _run(tmp_path, **harmonisation):
 
 
 def test_a_batch_below_min_batch_size_fails_the_plan_naming_the_setting(tmp_path):
-    with pytest.raises(StudyFailed, match=r"harmonisation failed: batch 'S1a' has \d+ sample\(s\) \(site\(s\) 'H2' "
+    # the first fold whose training sites include the small batch (H1 held out) names itself
+    with pytest.raises(StudyFailed, match=r"harmonisation failed: ComBat fold H1 \(held out: H1\): "
+                                          r"batch 'S1a' has \d+ sample\(s\) \(site\(s\) 'H2' "
                                           r"\(\d+\)\); ComBat needs at least 100 per batch "
                                           r"\(harmonisation.min_batch_size; recommended >= 200\)"):
         _run(tmp_path, min_batch_size=100, warn_batch_size=200)
