@@ -42,7 +42,7 @@ from coordinator.validation.results import Recalibration
 from protocols.models import conformal_applies, params_to_payload
 from protocols.payload import Payload, prefixes, unnest
 from protocols.schema import Protocol
-from protocols.contract import APPARENT, BEFORE, CALHIST, CONFORMAL, EVAL_MODELS, LOCALFIT, PAR, STEP, TERMS, TRAIN_MODELS, W, key
+from protocols.contract import APPARENT, BEFORE, CALHIST, CALIBRATE, CONFORMAL, EVAL_MODELS, LOCALFIT, PAR, STEP, TERMS, TRAIN_MODELS, W, key
 from coordinator.study.design import StudyDesign
 from coordinator.study.transport import Session
 
@@ -182,7 +182,7 @@ def run_calibration(protocol: Protocol, session: Session, design: StudyDesign, w
             for model in train_models:
                 req[key(PAR, model)] = _first_points(protocol)
         requests[site] = req
-    replies = session.exchange("calibrate", requests)
+    replies = session.exchange(CALIBRATE, requests)
     models = design.all_models()
     states: dict[str, NewtonState] = {}
     for model in models:
@@ -237,7 +237,7 @@ def run_calibration(protocol: Protocol, session: Session, design: StudyDesign, w
                 for m in mine:
                     req[key(PAR, m)] = pending[m].candidates
                 requests[site] = req
-        replies = session.exchange("calibrate", requests)
+        replies = session.exchange(CALIBRATE, requests)
         out.newton_rounds += 1
         for model, state in pending.items():
             fold = model.split("/")[0]

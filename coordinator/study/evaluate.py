@@ -22,7 +22,7 @@ from coordinator.validation.evaluate import pooled_metrics, site_metrics
 from coordinator.validation.results import ROC_FROM_RECONCILED_STEPS, ROC_FROM_STEPS, AUCEstimate, SiteMetrics
 from protocols.payload import Payload, prefixes, unnest
 from protocols.schema import Protocol
-from protocols.contract import AFTER, COVERAGE, EVAL_MODELS, Q, RECAL, RECAL_METHOD, SETSIZE, key
+from protocols.contract import AFTER, COVERAGE, EVALUATE, EVAL_MODELS, Q, RECAL, RECAL_METHOD, SETSIZE, key
 
 
 @dataclass
@@ -63,7 +63,7 @@ def aggregate_evaluate(design: StudyDesign, replies: dict[str, Payload]) -> Eval
 
 
 def run_evaluation(protocol: Protocol, session: Session, design: StudyDesign, cal: CalibrationResult) -> EvaluationResult:
-    replies = session.exchange("evaluate", configure_evaluate(design, cal, list(session.active)))
+    replies = session.exchange(EVALUATE, configure_evaluate(design, cal, list(session.active)))
     return aggregate_evaluate(design, replies)
 
 

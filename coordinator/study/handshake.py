@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from protocols.payload import Payload, unnest
 from flowerglue.versions import fedradval_version
 from protocols.contract import (
-    COUNT_FIELDS, ELIGIBLE, FEATURES, FVOL, MODEL_FEATURES, REASON, RELEASE, SCHEMA, VOLUME_FEATURE,
+    COUNT_FIELDS, ELIGIBLE, FEATURES, FVOL, HANDSHAKE, MODEL_FEATURES, REASON, RELEASE, SCHEMA, VOLUME_FEATURE,
 )
 from coordinator.study.transport import Session
 
@@ -31,7 +31,7 @@ def run_handshake(session: Session) -> HandshakeResult:
     """One round; the request carries the coordinator's fedradval release (a site on another release refuses;
     a reply naming another release is dropped by :class:`coordinator.study.replies.ReplyCheck`)."""
     release = session.checker.release if session.checker else fedradval_version()
-    replies = session.exchange("handshake", {site: {RELEASE: release} for site in list(session.active)})
+    replies = session.exchange(HANDSHAKE, {site: {RELEASE: release} for site in list(session.active)})
     result: HandshakeResult | None = None
     for site, reply in sorted(replies.items()):
         if not reply.get(ELIGIBLE, False):

@@ -35,10 +35,9 @@ from harmonisation.errors import HarmonisationError
 from fedmath.moments import pool_mean_variance
 from harmonisation.model import ComBatModel
 from harmonisation.schema import ComBatOptions, build_plan
-from protocols.contract import fold_sizes
 from protocols.payload import Payload, nest, unnest
 from protocols.schema import Protocol
-from protocols.contract import FIT, HELDOUT_FOLDS, PLAN, R1, SCALE, STD, TRAIN_FOLDS, key
+from protocols.contract import COMBAT1, FIT, HELDOUT_FOLDS, PLAN, R1, SCALE, STD, TRAIN_FOLDS, fold_sizes, key
 from coordinator.study.design import StudyDesign
 from coordinator.study.handshake import HandshakeResult
 from coordinator.study.transport import Session
@@ -112,7 +111,7 @@ def run_harmonisation(protocol: Protocol, session: Session, design: StudyDesign,
         for fold, plan in out.plans.items():
             req.update(nest(key(PLAN, fold), plan))
         requests[site] = req
-    replies = session.exchange("combat-round1", requests)
+    replies = session.exchange(COMBAT1, requests)
     for fold, plan in out.plans.items():
         msgs = {s: unnest(replies[s], key(R1, fold)) for s in design.training_sites(fold) if s in replies}
         out.fits[fold] = combine_round1(plan, list(msgs.values()))

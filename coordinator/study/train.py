@@ -15,7 +15,7 @@ import numpy as np
 from protocols.models import init_params, model_spec, params_from_payload, params_to_payload, parse_model_key, weighted_average
 from protocols.payload import Payload, prefixes, unnest
 from protocols.schema import Protocol
-from protocols.contract import DIAG, HELDOUT_FOLDS, LOSS, MODELS, N, ROUND, W, key
+from protocols.contract import DIAG, HELDOUT_FOLDS, LOSS, MODELS, N, ROUND, TRAIN, W, key
 from coordinator.study.design import StudyDesign
 from coordinator.study.transport import Session
 
@@ -96,7 +96,7 @@ def run_training(
     for round_no in range(1, protocol.model.rounds + 1):
         requests = configure_train(protocol, design, result, round_no, list(session.active), first_extras)
         before = set(session.active)
-        replies = session.exchange("train", requests)
+        replies = session.exchange(TRAIN, requests)
         for site in sorted(before - set(session.active)):
             design = on_drop(site)
         aggregate_train(design, result, round_no, replies)

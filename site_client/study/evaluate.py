@@ -25,7 +25,7 @@ import numpy as np
 from fedmath.auc import delong_auc
 from fedmath.logistic import recalibrate as fedmath_recalibrate
 from protocols.models import (
-    conformal_applies, is_radiomic, model_spec, params_from_payload, params_to_payload, parse_model_key, predict_proba,
+    conformal_applies, is_radiomic, model_spec, params_from_payload, params_to_payload, predict_proba,
     volume_partner,
 )
 from protocols.payload import Payload, nest
@@ -93,7 +93,6 @@ def evaluation_aggregates(p: np.ndarray, y: np.ndarray, context: SiteContext) ->
 
 
 def _probabilities(context: SiteContext, store: SiteStore, cohort: Cohort, model: str, weights: dict, arrays: dict) -> np.ndarray:
-    _, _, feature_set = parse_model_key(model)
     params = params_from_payload(weights, key(W, model))
     x = design(store, cohort, model, arrays)
     return predict_proba(params, x)
